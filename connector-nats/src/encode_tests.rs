@@ -1,0 +1,160 @@
+//! Encoding: payload layout, routing columns, JSON decisions and bad rows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray, UnionArray,
+};
+use datafusion::arrow::buffer::ScalarBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, UnionFields};
+
+use super::*;
+
+fn options(pairs: &[(&str, &str)]) -> Options {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Options::parse(&map, false).unwrap()
+}
+
+fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(columns).unwrap()
+}
+
+fn payloads(encoded: &EncodedBatch) -> Vec<String> {
+    (0..encoded.len())
+        .map(|i| String::from_utf8(encoded.payload(i).to_vec()).unwrap())
+        .collect()
+}
+
+fn sample() -> RecordBatch {
+    batch(vec![
+        ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+        ("subject", Arc::new(StringArray::from(vec!["a.x", "b.y"]))),
+        ("note", Arc::new(StringArray::from(vec![Some("line\nbreak"), None]))),
+    ])
+}
+
+fn encoder(batch: &RecordBatch, pairs: &[(&str, &str)]) -> Result<RowEncoder> {
+    RowEncoder::try_new(&batch.schema(), &options(pairs))
+}
+
+#[test]
+fn routing_column_is_left_out_and_nulls_are_explicit() {
+    let b = sample();
+    let encoded = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 0).unwrap();
+    assert_eq!(
+        payloads(&encoded),
+        vec![r#"{"id":1,"note":"line\nbreak"}"#, r#"{"id":2,"note":null}"#]
+    );
+    assert_eq!(encoded.subject(0).as_str(), "a.x");
+    assert_eq!(encoded.subject(1).as_str(), "b.y");
+    assert_eq!(encoded.reply_to(0), None);
+}
+
+#[test]
+fn payload_include_routing_keeps_the_subject_column() {
+    let b = sample();
+    let mut e = encoder(&b, &[("subject_field", "subject"), ("payload_include_routing", "true")]).unwrap();
+    assert_eq!(
+        payloads(&e.encode(&b, 0).unwrap())[0],
+        r#"{"id":1,"subject":"a.x","note":"line\nbreak"}"#
+    );
+}
+
+#[test]
+fn fixed_subject_keeps_every_column_in_the_payload() {
+    let b = sample();
+    let encoded = encoder(&b, &[("subject", "fixed.s")]).unwrap().encode(&b, 0).unwrap();
+    assert_eq!(encoded.subject(1).as_str(), "fixed.s");
+    assert!(payloads(&encoded)[0].contains(r#""subject":"a.x""#));
+}
+
+#[test]
+fn reply_to_column_gives_reply_subjects_and_null_means_none() {
+    let b = batch(vec![
+        ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+        ("reply", Arc::new(StringArray::from(vec![Some("_INBOX.r1"), None]))),
+    ]);
+    let encoded = encoder(&b, &[("subject", "s"), ("reply_to_field", "reply")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
+    assert_eq!(encoded.reply_to(0).map(|s| s.as_str()), Some("_INBOX.r1"));
+    assert_eq!(encoded.reply_to(1), None);
+    assert_eq!(payloads(&encoded)[0], r#"{"id":1}"#);
+}
+
+#[test]
+fn payloads_are_slices_of_one_buffer() {
+    let b = sample();
+    let encoded = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 0).unwrap();
+    let (first, second) = (encoded.payload(0), encoded.payload(1));
+    // Zero copy: row 1 starts where row 0 ends in the same allocation.
+    assert_eq!(unsafe { first.as_ptr().add(first.len()) }, second.as_ptr());
+    assert_eq!(encoded.payload_bytes(), first.len() + second.len());
+}
+
+#[test]
+fn nan_and_infinity_become_null() {
+    let b = batch(vec![(
+        "f",
+        Arc::new(Float64Array::from(vec![f64::NAN, f64::INFINITY, 1.5])) as ArrayRef,
+    )]);
+    let encoded = encoder(&b, &[("subject", "s")]).unwrap().encode(&b, 0).unwrap();
+    assert_eq!(payloads(&encoded), vec![r#"{"f":null}"#, r#"{"f":null}"#, r#"{"f":1.5}"#]);
+}
+
+#[test]
+fn bad_subject_names_the_statement_row_and_what_was_published() {
+    let b = batch(vec![("subject", Arc::new(StringArray::from(vec![Some("ok"), None])) as ArrayRef)]);
+    let err = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 100).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("row 102: column 'subject' is null"), "{text}");
+    assert!(text.contains("100 earlier rows were published"), "{text}");
+}
+
+#[test]
+fn out_of_range_timestamp_fails_the_row_instead_of_writing_error_text() {
+    let ts = TimestampMillisecondArray::from(vec![0, i64::MAX]);
+    let b = batch(vec![("ts", Arc::new(ts) as ArrayRef)]);
+    let text = encoder(&b, &[("subject", "s")]).unwrap().encode(&b, 0).unwrap_err().to_string();
+    assert!(text.starts_with("row 2: column 'ts'"), "{text}");
+    assert!(text.contains("out of range"), "{text}");
+}
+
+#[test]
+fn routing_columns_must_exist_and_hold_strings() {
+    let b = sample();
+    let missing = encoder(&b, &[("subject_field", "subj")]).unwrap_err().to_string();
+    assert!(missing.contains("names column 'subj'"), "{missing}");
+    assert!(missing.contains("columns: id, subject, note"), "{missing}");
+    let wrong = encoder(&b, &[("subject_field", "id")]).unwrap_err().to_string();
+    assert!(wrong.contains("must be a string column"), "{wrong}");
+    assert!(wrong.contains("Int64"), "{wrong}");
+}
+
+#[test]
+fn a_column_without_json_form_is_refused_when_the_sink_is_created() {
+    let fields = UnionFields::try_new(vec![0], vec![Field::new("i", DataType::Int64, true)]).unwrap();
+    let union = UnionArray::try_new(
+        fields,
+        ScalarBuffer::from(vec![0i8]),
+        None,
+        vec![Arc::new(Int64Array::from(vec![1])) as ArrayRef],
+    )
+    .unwrap();
+    let b = batch(vec![("u", Arc::new(union) as ArrayRef)]);
+    let text = encoder(&b, &[("subject", "s")]).unwrap_err().to_string();
+    assert!(text.starts_with("column 'u' has type Union"), "{text}");
+}
+
+#[test]
+fn all_columns_routing_gives_empty_objects() {
+    let schema = Arc::new(Schema::new(vec![Field::new("subject", DataType::Utf8, false)]));
+    let b = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["a"]))]).unwrap();
+    let encoded = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 0).unwrap();
+    assert_eq!(payloads(&encoded), vec!["{}"]);
+}

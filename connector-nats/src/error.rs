@@ -1,0 +1,108 @@
+//! The sink's typed errors.
+//!
+//! Each variant says what is wrong and what to do about it, and none of them ever holds a
+//! secret: option values reach an error only for non-secret options, and connection
+//! failures name the server with any userinfo stripped. Errors cross into DataFusion as
+//! `DataFusionError::External`, so callers can downcast and match on the variant.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+/// What went wrong in a NATS sink, grouped by what the user has to change.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSinkError {
+    /// An option key that no option of the connector has.
+    #[error("unknown option '{key}' for connector 'nats_sink'{hint}")]
+    UnknownOption {
+        key: String,
+        /// " (did you mean 'x'?)" or a list of valid options.
+        hint: String,
+    },
+
+    /// A known option given where it does not belong (e.g. `subject` in CREATE CONNECTION).
+    #[error(
+        "option '{option}' belongs on the sink (CREATE TABLE or INSERT ... WITH), not on CREATE CONNECTION"
+    )]
+    NotAConnectionOption { option: String },
+
+    /// An option whose value cannot be used.
+    #[error("option '{option}': {problem}")]
+    InvalidOption { option: String, problem: String },
+
+    /// `${VAR}` in an option value, with VAR unset and no `:-default`.
+    #[error(
+        "option '{option}' uses ${{{var}}} but environment variable '{var}' is not set: set it, or give a default as ${{{var}:-default}}"
+    )]
+    UnresolvedVariable { option: String, var: String },
+
+    /// A routing option names a column the query does not produce.
+    #[error("option '{option}' names column '{column}', which the query does not produce (columns: {available})")]
+    MissingColumn {
+        option: &'static str,
+        column: String,
+        available: String,
+    },
+
+    /// A routing column with a type that cannot hold subjects.
+    #[error(
+        "option '{option}' names column '{column}' of type {data_type}, but it must be a string column (Utf8, LargeUtf8, Utf8View or a dictionary of strings): CAST it to VARCHAR"
+    )]
+    NotAStringColumn {
+        option: &'static str,
+        column: String,
+        data_type: DataType,
+    },
+
+    /// A payload column whose type has no JSON form.
+    #[error("column '{column}' has type {data_type}, which has no JSON form: {advice}")]
+    UnsupportedType {
+        column: String,
+        data_type: DataType,
+        advice: &'static str,
+    },
+
+    /// A row that cannot become a message. `row` counts from 1 over the whole statement.
+    #[error("row {row}: {problem} ({published} earlier rows were published and confirmed before this one; nothing after it was sent)")]
+    BadRow {
+        row: u64,
+        problem: String,
+        published: u64,
+    },
+
+    /// The connection could not be established.
+    #[error("cannot connect to NATS at {servers}: {problem}")]
+    Connect {
+        servers: String,
+        problem: String,
+        #[source]
+        source: Option<async_nats::ConnectError>,
+    },
+
+    /// A publish was refused by the client or the connection is gone.
+    #[error("publishing to NATS failed: {problem}")]
+    Publish {
+        problem: String,
+        #[source]
+        source: Option<async_nats::Error>,
+    },
+
+    /// The server did not answer the round trip that confirms a batch.
+    #[error(
+        "the NATS server did not confirm the last batch within {timeout_ms} ms ({published} rows confirmed before it); check the server is up, or raise 'confirm_timeout'"
+    )]
+    ConfirmTimeout { timeout_ms: u128, published: u64 },
+
+    /// arrow-json refused a batch (types are checked up front, so this is unexpected).
+    #[error("encoding a batch as JSON failed: {0}")]
+    Encode(#[from] ArrowError),
+}
+
+impl From<NatsSinkError> for DataFusionError {
+    fn from(err: NatsSinkError) -> Self {
+        DataFusionError::External(Box::new(err))
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = NatsSinkError> = std::result::Result<T, E>;

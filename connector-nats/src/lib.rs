@@ -1,0 +1,56 @@
+//! `connector-nats`: a DataFusion table sink that publishes every row of a query as one
+//! JSON message to NATS.
+//!
+//! Two ways in:
+//! - any DataFusion session: [`register`] the factory (`STORED AS NATS_SINK`) and use
+//!   `CREATE EXTERNAL TABLE t (...) STORED AS NATS_SINK LOCATION 'nats://...' OPTIONS (...)`;
+//! - an engine with its own DDL: [`validate_options`] and [`sink_table`], with the options
+//!   declared in [`options::OPTIONS`].
+//!
+//! Modules, one concern each: `options` (declaration, parsing, redaction), `template`
+//! (`${VAR}`), `subject` (rules and column reading), `json_form` (types and value checks),
+//! `encode` (batch -> messages), `publish` (connect, publish, confirm), `sink` (DataFusion).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+
+mod encode;
+mod error;
+mod factory;
+mod json_form;
+pub mod options;
+mod publish;
+mod sink;
+pub mod subject;
+mod template;
+
+pub use encode::{EncodedBatch, RowEncoder};
+pub use error::NatsSinkError;
+pub use factory::{FILE_TYPE, NatsSinkFactory, register};
+pub use sink::{NatsSink, NatsSinkTable};
+
+/// The connector's name in SQL (`connector = 'nats_sink'`).
+pub const CONNECTOR_NAME: &str = "nats_sink";
+
+/// Checks option keys (an unknown key gets the closest valid name) and every value that
+/// does not need the environment. With `connection_only`, sink options are refused (for
+/// `CREATE CONNECTION`).
+pub fn validate_options(
+    options: &HashMap<String, String>,
+    connection_only: bool,
+) -> Result<(), NatsSinkError> {
+    options::Options::parse(options, connection_only).map(drop)
+}
+
+/// The sink table for `schema`, checked against the options. Does not connect: the
+/// connection is made, and connection options' `${VAR}`s resolved, when an INSERT runs.
+pub fn sink_table(
+    schema: SchemaRef,
+    options: HashMap<String, String>,
+) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    let options = options::Options::parse(&options, false)?;
+    Ok(Arc::new(NatsSinkTable::try_new(schema, options)?))
+}

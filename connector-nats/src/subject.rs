@@ -1,0 +1,284 @@
+//! Subjects: the rules a publish subject must follow, and reading them from a column.
+//!
+//! A subject column is read as an Arrow string array; each distinct value is validated
+//! and turned into an `async_nats::Subject` once, and rows share clones of it (FACTS.md:
+//! building a subject per row cost 8-13% of throughput).
+
+use std::collections::HashMap;
+
+use async_nats::Subject;
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type};
+use datafusion::arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+
+/// Why a string is not a publish subject; `None` when it is one.
+pub fn validate(subject: &str) -> Result<(), &'static str> {
+    if subject.is_empty() {
+        return Err("it is empty");
+    }
+    if subject.chars().any(char::is_whitespace) {
+        return Err("it contains whitespace");
+    }
+    for token in subject.split('.') {
+        match token {
+            "" => return Err("it has an empty token (a leading, trailing or double '.')"),
+            "*" | ">" => return Err("it has a wildcard token ('*' or '>'), which only subscribers may use"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// True for the string types a subject column may have.
+pub fn is_string_type(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(key, value) => key.is_dictionary_key_type() && is_string_type(value),
+        _ => false,
+    }
+}
+
+/// A problem with one row's subject; `index` is the row within the batch.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RowProblem {
+    pub index: usize,
+    pub problem: String,
+}
+
+/// Reads every row's subject from `column`. With `nullable`, a null gives `None` (used for
+/// reply subjects); otherwise a null is a problem naming the row.
+pub fn read_column(
+    name: &str,
+    column: &ArrayRef,
+    nullable: bool,
+) -> Result<Vec<Option<Subject>>, RowProblem> {
+    let mut reader = SubjectReader {
+        name,
+        nullable,
+        cache: HashMap::new(),
+    };
+    match column.data_type() {
+        DataType::Utf8 => reader.read(column.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => reader.read(column.as_string::<i64>().iter()),
+        DataType::Utf8View => reader.read(column.as_string_view().iter()),
+        DataType::Dictionary(key, _) => {
+            // Resolve each dictionary value at most once; a bad value is an error only for
+            // the rows that use it.
+            let (keys, values) = dictionary_parts(column, key);
+            let values: Vec<Option<Result<Subject, String>>> = (0..values.len())
+                .map(|i| string_at(&values, i).map(|v| reader.make_subject(v)))
+                .collect();
+            keys.iter()
+                .enumerate()
+                .map(|(index, key)| match key.and_then(|k| values[k].as_ref()) {
+                    Some(Ok(subject)) => Ok(Some(subject.clone())),
+                    Some(Err(problem)) => Err(RowProblem {
+                        index,
+                        problem: problem.clone(),
+                    }),
+                    None if nullable => Ok(None),
+                    None => Err(reader.null_problem(index)),
+                })
+                .collect()
+        }
+        other => Err(RowProblem {
+            index: 0,
+            problem: format!("column '{name}' has type {other}, not a string type"),
+        }),
+    }
+}
+
+struct SubjectReader<'a> {
+    name: &'a str,
+    nullable: bool,
+    cache: HashMap<&'a str, Subject>,
+}
+
+impl<'a> SubjectReader<'a> {
+    fn read(
+        &mut self,
+        values: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<Vec<Option<Subject>>, RowProblem> {
+        let mut out = Vec::with_capacity(values.size_hint().0);
+        // Consecutive rows often share a subject; skip the hash lookup for them.
+        let mut last: Option<(&str, Subject)> = None;
+        for (index, value) in values.enumerate() {
+            let Some(value) = value else {
+                if self.nullable {
+                    out.push(None);
+                    continue;
+                }
+                return Err(self.null_problem(index));
+            };
+            if let Some((text, subject)) = &last
+                && *text == value
+            {
+                out.push(Some(subject.clone()));
+                continue;
+            }
+            let subject = match self.cache.get(value) {
+                Some(subject) => subject.clone(),
+                None => {
+                    let subject = self
+                        .make_subject(value)
+                        .map_err(|problem| RowProblem { index, problem })?;
+                    self.cache.insert(value, subject.clone());
+                    subject
+                }
+            };
+            last = Some((value, subject.clone()));
+            out.push(Some(subject));
+        }
+        Ok(out)
+    }
+
+    fn make_subject(&self, value: &str) -> Result<Subject, String> {
+        validate(value).map_err(|problem| {
+            format!(
+                "column '{}' holds {value:?}, which is not a valid subject: {problem}",
+                self.name
+            )
+        })?;
+        Ok(Subject::from_utf8(Bytes::copy_from_slice(value.as_bytes())).expect("a &str is valid UTF-8"))
+    }
+
+    fn null_problem(&self, index: usize) -> RowProblem {
+        RowProblem {
+            index,
+            problem: format!(
+                "column '{}' is null; every row needs a subject (filter the nulls out or COALESCE them)",
+                self.name
+            ),
+        }
+    }
+}
+
+/// The keys of a dictionary array as `Option<usize>` and its values array.
+fn dictionary_parts(column: &ArrayRef, key: &DataType) -> (Vec<Option<usize>>, ArrayRef) {
+    macro_rules! parts {
+        ($t:ty) => {{
+            let dict = column.as_dictionary::<$t>();
+            let keys = dict.keys().iter().map(|k| k.map(|k| k as usize)).collect();
+            (keys, dict.values().clone())
+        }};
+    }
+    match key {
+        DataType::Int8 => parts!(Int8Type),
+        DataType::Int16 => parts!(Int16Type),
+        DataType::Int32 => parts!(Int32Type),
+        DataType::Int64 => parts!(Int64Type),
+        DataType::UInt8 => parts!(UInt8Type),
+        DataType::UInt16 => parts!(UInt16Type),
+        DataType::UInt32 => parts!(UInt32Type),
+        DataType::UInt64 => parts!(UInt64Type),
+        // `is_string_type` admits only the key types above.
+        _ => (Vec::new(), std::sync::Arc::new(StringArray::new_null(0))),
+    }
+}
+
+/// The string at `index` of a (dictionary values) string array, `None` when null.
+fn string_at(values: &ArrayRef, index: usize) -> Option<&str> {
+    if values.is_null(index) {
+        return None;
+    }
+    Some(match values.data_type() {
+        DataType::LargeUtf8 => values.as_string::<i64>().value(index),
+        DataType::Utf8View => values.as_string_view().value(index),
+        _ => values.as_string::<i32>().value(index),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{DictionaryArray, LargeStringArray, StringViewArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn valid_subjects_pass() {
+        for s in ["orders", "orders.processed", "a.b-c_d.e*f", "$JS.API.INFO", "_INBOX.x"] {
+            assert_eq!(validate(s), Ok(()), "{s}");
+        }
+    }
+
+    #[test]
+    fn each_rule_rejects_its_case() {
+        assert_eq!(validate(""), Err("it is empty"));
+        assert!(validate("a b").unwrap_err().contains("whitespace"));
+        assert!(validate("a\tb").unwrap_err().contains("whitespace"));
+        assert!(validate(".a").unwrap_err().contains("empty token"));
+        assert!(validate("a.").unwrap_err().contains("empty token"));
+        assert!(validate("a..b").unwrap_err().contains("empty token"));
+        assert!(validate("a.*").unwrap_err().contains("wildcard"));
+        assert!(validate("a.>").unwrap_err().contains("wildcard"));
+    }
+
+    fn texts(subjects: Vec<Option<Subject>>) -> Vec<Option<String>> {
+        subjects
+            .into_iter()
+            .map(|s| s.map(|s| s.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_every_string_type() {
+        let expected = vec![Some("a.1".to_string()), Some("b".into()), Some("a.1".into())];
+        let values = ["a.1", "b", "a.1"];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(values.to_vec())),
+            Arc::new(LargeStringArray::from(values.to_vec())),
+            Arc::new(StringViewArray::from(values.to_vec())),
+            Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>()),
+            Arc::new(values.into_iter().collect::<DictionaryArray<UInt8Type>>()),
+        ];
+        for column in columns {
+            assert!(is_string_type(column.data_type()));
+            assert_eq!(texts(read_column("s", &column, false).unwrap()), expected);
+        }
+    }
+
+    #[test]
+    fn null_subject_names_the_row_and_column() {
+        let column: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
+        let problem = read_column("subj", &column, false).unwrap_err();
+        assert_eq!(problem.index, 1);
+        assert!(problem.problem.contains("column 'subj' is null"));
+        assert_eq!(texts(read_column("r", &column, true).unwrap()), vec![Some("a".into()), None]);
+    }
+
+    #[test]
+    fn invalid_subject_names_the_row_and_value() {
+        let column: ArrayRef = Arc::new(StringArray::from(vec!["ok", "ok", "bad subject"]));
+        let problem = read_column("s", &column, false).unwrap_err();
+        assert_eq!(problem.index, 2);
+        assert!(problem.problem.contains("\"bad subject\""), "{}", problem.problem);
+    }
+
+    #[test]
+    fn invalid_dictionary_value_names_the_first_row_using_it() {
+        let column: ArrayRef = Arc::new(
+            ["ok", "ok", "x.>", "x.>"]
+                .into_iter()
+                .collect::<DictionaryArray<Int32Type>>(),
+        );
+        let problem = read_column("s", &column, false).unwrap_err();
+        assert_eq!(problem.index, 2);
+    }
+
+    #[test]
+    fn unused_invalid_dictionary_value_is_not_an_error() {
+        let dict = ["ok", "bad subject"].into_iter().collect::<DictionaryArray<Int32Type>>();
+        let column: ArrayRef = Arc::new(dict.slice(0, 1));
+        assert_eq!(texts(read_column("s", &column, false).unwrap()), vec![Some("ok".into())]);
+    }
+
+    #[test]
+    fn non_string_types_are_not_subject_columns() {
+        assert!(!is_string_type(&DataType::Int64));
+        assert!(!is_string_type(&DataType::Dictionary(
+            Box::new(DataType::Int32),
+            Box::new(DataType::Int64)
+        )));
+    }
+}

@@ -1,0 +1,130 @@
+//! The `streamsql` command line: argument parsing, logging setup and dispatch.
+//!
+//! Exit codes: 0 success (also after a first Ctrl-C that stopped an unbounded
+//! insert cleanly), 1 an error (printed to stderr as `error: <message>`), 2 bad
+//! arguments (clap), 130 a second Ctrl-C aborted the run.
+
+mod connectors;
+mod print;
+mod run;
+mod signals;
+mod sub;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+pub use print::{format_message, format_outcome};
+
+/// A streaming-SQL engine on DataFusion with a NATS sink.
+#[derive(Debug, Parser)]
+#[command(name = "streamsql", version, about)]
+pub struct Cli {
+    /// Log filter for stderr logs, e.g. `info` or `streamsql=debug,connector_nats=trace`.
+    /// Overrides RUST_LOG; without either, only warnings and errors are logged.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the SQL statements of a file (or `-` for stdin) in order.
+    Run(run::RunArgs),
+    /// List the registered connectors and their options.
+    Connectors,
+    /// Subscribe to a NATS subject and print each message on one line.
+    Sub(sub::SubArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(message) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Connectors => connectors::run(),
+        Command::Sub(args) => sub::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr so stdout carries only results.
+fn init_logging(flag: Option<&str>) -> Result<(), String> {
+    let filter = match flag {
+        Some(spec) => EnvFilter::try_new(spec).map_err(|e| {
+            format!("invalid --log-level '{spec}': {e}; try e.g. 'info' or 'debug'")
+        })?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+/// A tokio runtime: current-thread for `threads <= 1` (faster for publishing on
+/// few cores, FACTS.md), multi-thread otherwise.
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_run_and_sub() {
+        let cli = Cli::parse_from(["streamsql", "--log-level", "debug", "run", "-"]);
+        assert_eq!(cli.log_level.as_deref(), Some("debug"));
+        assert!(matches!(cli.command, Command::Run(ref a) if a.file == "-"));
+        let cli = Cli::parse_from([
+            "streamsql",
+            "sub",
+            "orders.>",
+            "--count",
+            "3",
+            "--timeout",
+            "1.5",
+        ]);
+        let Command::Sub(args) = cli.command else {
+            panic!("not sub")
+        };
+        assert_eq!(
+            (args.subject.as_str(), args.count, args.timeout),
+            ("orders.>", Some(3), Some(1.5))
+        );
+        assert_eq!(args.server, "nats://127.0.0.1:4222");
+    }
+}

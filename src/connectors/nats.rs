@@ -1,0 +1,149 @@
+//! Adapts the `connector-nats` plugin crate to the engine's [`Connector`] trait.
+//!
+//! Nothing NATS-specific is decided here: option declarations, validation (with the
+//! closest-name suggestion), `${VAR}` resolution and the sink itself all belong to
+//! `connector-nats`. This file only maps its types onto the engine's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use connector_nats::options::{OPTIONS, OptionScope as NatsScope};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{TableProvider, TableProviderFactory};
+use datafusion::error::{DataFusionError, Result};
+
+use crate::registry::{Connector, ConnectorKind, OptionDoc, OptionMap, OptionScope};
+
+/// The `nats_sink` connector, backed by `connector-nats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NatsSinkConnector;
+
+impl Connector for NatsSinkConnector {
+    fn name(&self) -> &str {
+        connector_nats::CONNECTOR_NAME
+    }
+
+    fn kind(&self) -> ConnectorKind {
+        ConnectorKind::Sink
+    }
+
+    fn options(&self) -> Vec<OptionDoc> {
+        OPTIONS
+            .iter()
+            .map(|spec| OptionDoc {
+                name: spec.name,
+                scope: match spec.scope {
+                    NatsScope::Connection => OptionScope::Connection,
+                    NatsScope::Sink => OptionScope::Table,
+                },
+                default: spec.default,
+                secret: spec.secret,
+                doc: spec.doc,
+            })
+            .collect()
+    }
+
+    fn validate_connection_options(&self, options: &OptionMap) -> Result<()> {
+        connector_nats::validate_options(&to_hash_map(options), true)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    fn create_table(
+        &self,
+        _name: &str,
+        schema: SchemaRef,
+        options: OptionMap,
+    ) -> Result<Arc<dyn TableProvider>> {
+        connector_nats::sink_table(schema, options.into_iter().collect())
+    }
+
+    fn table_factory(&self) -> Option<(String, Arc<dyn TableProviderFactory>)> {
+        Some((
+            connector_nats::FILE_TYPE.to_string(),
+            Arc::new(connector_nats::NatsSinkFactory::default()),
+        ))
+    }
+}
+
+fn to_hash_map(options: &OptionMap) -> HashMap<String, String> {
+    options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn options(pairs: &[(&str, &str)]) -> OptionMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn declares_the_plugin_options_with_engine_scopes() {
+        let docs = NatsSinkConnector.options();
+        let servers = docs.iter().find(|d| d.name == "servers").unwrap();
+        assert_eq!(servers.scope, OptionScope::Connection);
+        let subject = docs.iter().find(|d| d.name == "subject_field").unwrap();
+        assert_eq!(subject.scope, OptionScope::Table);
+        assert!(docs.iter().find(|d| d.name == "password").unwrap().secret);
+        // The engine declares its own keys; the plugin must not.
+        assert!(
+            !docs
+                .iter()
+                .any(|d| d.name == "connector" || d.name == "connection")
+        );
+    }
+
+    #[test]
+    fn unknown_connection_option_gets_a_suggestion() {
+        let err = NatsSinkConnector
+            .validate_connection_options(&options(&[("usrname", "u")]))
+            .unwrap_err();
+        let message = err.find_root().message().to_string();
+        assert!(
+            message.contains("'usrname'") && message.contains("username"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn sink_options_are_refused_in_a_connection() {
+        assert!(
+            NatsSinkConnector
+                .validate_connection_options(&options(&[("subject", "a.b")]))
+                .is_err()
+        );
+        assert!(
+            NatsSinkConnector
+                .validate_connection_options(&options(&[("servers", "nats://127.0.0.1:4222")]))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn creates_a_sink_table_with_the_given_schema() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("subject", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let table = NatsSinkConnector
+            .create_table(
+                "t",
+                Arc::clone(&schema),
+                options(&[("subject_field", "subject")]),
+            )
+            .unwrap();
+        assert_eq!(table.schema(), schema);
+        let err = NatsSinkConnector
+            .create_table("t", schema, options(&[("subject_field", "nope")]))
+            .unwrap_err();
+        assert!(err.find_root().message().contains("nope"), "{err}");
+    }
+}

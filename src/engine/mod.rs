@@ -1,0 +1,264 @@
+//! The engine: a DataFusion [`SessionContext`] plus the connector registry and the
+//! named connections, running SQL scripts statement by statement.
+//!
+//! Statements the engine handles itself (`CREATE CONNECTION`, `CREATE TABLE ... WITH`,
+//! `INSERT ... WITH`) are in [`connector_statements`](self); everything else goes to
+//! DataFusion unchanged. Statements run in order and the first failure stops the
+//! script. Once the shutdown latch has fired, no further statement starts.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), streamsql::EngineError> {
+//! use streamsql::{Engine, Outcome};
+//! let mut engine = Engine::new();
+//! let outcomes = engine
+//!     .execute(
+//!         "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', row_limit = '10');
+//!          SELECT count(*) AS n FROM gen;",
+//!     )
+//!     .await?;
+//! assert!(matches!(outcomes[1], Outcome::Query { .. }));
+//! # Ok(()) }
+//! ```
+
+mod connector_statements;
+mod outcome;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use self::outcome::{Connection, InsertSummary, Outcome};
+use crate::connectors::NatsSinkConnector;
+use crate::error::{EngineError, StatementAt};
+use crate::registry::Registry;
+use crate::shutdown::Shutdown;
+use crate::sources::DatagenConnector;
+use crate::sql::{EngineStatement, ScriptStatement, classify, split_statements, summary};
+
+/// A table the engine created through a connector. The provider is kept to tell, by
+/// identity, whether the name still refers to it (DataFusion may have dropped or
+/// replaced it since).
+#[derive(Debug, Clone)]
+struct ConnectorTable {
+    connector: String,
+    provider: Arc<dyn TableProvider>,
+}
+
+/// Runs SQL scripts against one DataFusion session with connectors.
+///
+/// State lives as long as the engine: tables, views, connections and connector tables
+/// defined by one [`execute`](Engine::execute) call are visible to the next.
+pub struct Engine {
+    ctx: SessionContext,
+    registry: Registry,
+    connections: BTreeMap<String, Connection>,
+    connector_tables: HashMap<String, ConnectorTable>,
+    shutdown: Shutdown,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// An engine with the built-in connectors (`nats_sink`, `datagen`) and its own
+    /// shutdown latch (see [`Engine::shutdown`]).
+    pub fn new() -> Self {
+        Self::with_shutdown(Shutdown::new())
+    }
+
+    /// An engine with the built-in connectors whose sources observe `shutdown`.
+    pub fn with_shutdown(shutdown: Shutdown) -> Self {
+        Self::with_registry(Self::builtin_registry(&shutdown), shutdown)
+    }
+
+    /// An engine with exactly the connectors of `registry`. `shutdown` should be the
+    /// latch its sources observe, so that [`Engine::execute`] stops with them.
+    pub fn with_registry(registry: Registry, shutdown: Shutdown) -> Self {
+        let config = SessionConfig::new().with_information_schema(true);
+        let mut builder = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        // Connectors with a DataFusion factory also work through plain
+        // `CREATE EXTERNAL TABLE ... STORED AS <NAME>`.
+        for connector in registry.iter() {
+            if let Some((name, factory)) = connector.table_factory() {
+                builder = builder.with_table_factory(name, factory);
+            }
+        }
+        Self {
+            ctx: SessionContext::new_with_state(builder.build()),
+            registry,
+            connections: BTreeMap::new(),
+            connector_tables: HashMap::new(),
+            shutdown,
+        }
+    }
+
+    /// The built-in connectors: `nats_sink`, and `datagen` observing `shutdown`.
+    pub fn builtin_registry(shutdown: &Shutdown) -> Registry {
+        let mut registry = Registry::new();
+        registry.register(Arc::new(NatsSinkConnector));
+        registry.register(Arc::new(DatagenConnector::new(shutdown.signal())));
+        registry
+    }
+
+    /// The DataFusion session, e.g. to register tables or functions before running SQL.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The registered connectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The shutdown latch. [`Shutdown::trigger`] ends every source's stream, so a
+    /// running `INSERT` completes with what was delivered, and no further statement of
+    /// a running [`execute`](Engine::execute) starts.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// The connections defined so far, by name.
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.connections.values()
+    }
+
+    /// Splits `script` into statements (numbered from 1) without running anything.
+    pub fn parse_script(script: &str) -> Result<Vec<ScriptStatement>, EngineError> {
+        split_statements(script).map_err(|e| EngineError::Syntax {
+            at: StatementAt { number: 1, line: 1 },
+            message: e.0,
+        })
+    }
+
+    /// Runs every statement of `script` in order and returns one [`Outcome`] per
+    /// statement run. Stops at the first error (earlier statements keep their
+    /// effects), and before any statement once the shutdown latch has fired, so the
+    /// result may have fewer outcomes than the script has statements.
+    pub async fn execute(&mut self, script: &str) -> Result<Vec<Outcome>, EngineError> {
+        let mut outcomes = Vec::new();
+        for statement in Self::parse_script(script)? {
+            if self.shutdown.is_triggered() {
+                break;
+            }
+            outcomes.push(self.execute_statement(&statement).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Runs one statement (from [`Engine::parse_script`]); errors name its number and
+    /// line.
+    pub async fn execute_statement(
+        &mut self,
+        statement: &ScriptStatement,
+    ) -> Result<Outcome, EngineError> {
+        let at = StatementAt {
+            number: statement.number,
+            line: statement.line,
+        };
+        let sql = statement.text.as_str();
+        let kind = classify(sql).map_err(|e| EngineError::Syntax { at, message: e.0 })?;
+        tracing::debug!(statement = at.number, kind = ?kind, "running statement");
+        match kind {
+            EngineStatement::CreateConnection(create) => self.create_connection(at, create),
+            EngineStatement::CreateTableWith { create, options } => {
+                self.create_connector_table(at, &create, options).await
+            }
+            EngineStatement::InsertWith { insert, options } => {
+                self.insert_with(at, &insert, options).await
+            }
+            EngineStatement::DataFusion => self.run_datafusion(at, sql).await,
+        }
+    }
+
+    /// Plans and runs a statement DataFusion handles alone.
+    async fn run_datafusion(&mut self, at: StatementAt, sql: &str) -> Result<Outcome, EngineError> {
+        let df_err = |e| EngineError::datafusion(at, e);
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(df_err)?;
+        match &plan {
+            LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)) => {
+                let table = dml.table_name.clone();
+                self.run_insert(at, plan, table).await
+            }
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
+                self.ctx
+                    .execute_logical_plan(plan)
+                    .await
+                    .map_err(df_err)?
+                    .collect()
+                    .await
+                    .map_err(df_err)?;
+                Ok(Outcome::Done {
+                    statement: summary(sql),
+                })
+            }
+            _ => {
+                let df = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await.map_err(df_err)?;
+                Ok(Outcome::Query { schema, batches })
+            }
+        }
+    }
+
+    /// Runs a planned `INSERT` to completion and sums DataFusion's `count` column.
+    async fn run_insert(
+        &mut self,
+        at: StatementAt,
+        plan: LogicalPlan,
+        table: TableReference,
+    ) -> Result<Outcome, EngineError> {
+        let df_err = |e| EngineError::datafusion(at, e);
+        let connector = self.connector_of(&table).await;
+        let started = Instant::now();
+        let batches = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(df_err)?
+            .collect()
+            .await
+            .map_err(df_err)?;
+        let elapsed = started.elapsed();
+        let rows = batches
+            .iter()
+            .filter_map(|b| b.column_by_name("count"))
+            .filter_map(|c| c.as_primitive_opt::<UInt64Type>())
+            .flat_map(|c| c.iter().flatten())
+            .sum();
+        let summary = InsertSummary {
+            table: table.to_string(),
+            connector,
+            rows,
+            elapsed,
+            stopped_by_signal: self.shutdown.is_triggered(),
+        };
+        tracing::info!(table = %summary.table, rows, ?elapsed, "insert finished");
+        Ok(Outcome::Insert(summary))
+    }
+
+    /// The connector behind `table`, if the name still refers to a table the engine
+    /// created through one.
+    async fn connector_of(&self, table: &TableReference) -> Option<String> {
+        let entry = self.connector_tables.get(&table.to_string())?;
+        let current = self.ctx.table_provider(table.clone()).await.ok()?;
+        Arc::ptr_eq(&current, &entry.provider).then(|| entry.connector.clone())
+    }
+}

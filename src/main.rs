@@ -1,0 +1,5 @@
+//! The `streamsql` binary; everything lives in [`streamsql::cli`].
+
+fn main() -> std::process::ExitCode {
+    streamsql::cli::main()
+}

@@ -1,0 +1,313 @@
+//! The connector contract the engine knows, and the registry of connectors by name.
+//!
+//! A connector is a source or a sink that turns options plus a schema into a DataFusion
+//! [`TableProvider`]. The engine sees only names, option docs and errors; everything
+//! specific to a system (NATS, ...) lives behind this trait. The engine-level keys
+//! `connector` and `connection` are declared here once, in [`ENGINE_OPTIONS`], and are
+//! removed before a connector sees the options.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{TableProvider, TableProviderFactory};
+use datafusion::error::{DataFusionError, Result};
+
+/// Option keys to values, as written in SQL (keys lowercased). Sorted, so messages
+/// listing them are stable.
+pub type OptionMap = BTreeMap<String, String>;
+
+/// Whether a connector reads (a table to `SELECT` from) or writes (a table to
+/// `INSERT INTO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorKind {
+    /// Produces rows: `SELECT ... FROM` its tables.
+    Source,
+    /// Consumes rows: `INSERT INTO` its tables.
+    Sink,
+}
+
+impl fmt::Display for ConnectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectorKind::Source => "source",
+            ConnectorKind::Sink => "sink",
+        })
+    }
+}
+
+/// Where an option may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionScope {
+    /// Read by the engine itself (`connector`, `connection`); allowed on tables and
+    /// `INSERT ... WITH`.
+    Engine,
+    /// Allowed in `CREATE CONNECTION` as well as on a table or `INSERT ... WITH`.
+    Connection,
+    /// Only on the table (`CREATE TABLE ... WITH`) or `INSERT ... WITH`.
+    Table,
+}
+
+impl fmt::Display for OptionScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OptionScope::Engine => "engine",
+            OptionScope::Connection => "connection",
+            OptionScope::Table => "table",
+        })
+    }
+}
+
+/// One option of a connector, declared once: listings, validation and suggestions
+/// all derive from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionDoc {
+    /// The key, lowercase.
+    pub name: &'static str,
+    /// Where the key may be written.
+    pub scope: OptionScope,
+    /// The value used when the key is absent; `None` when there is none.
+    pub default: Option<&'static str>,
+    /// The value is a secret and is never printed.
+    pub secret: bool,
+    /// One line for users.
+    pub doc: &'static str,
+}
+
+/// The keys the engine reads itself, valid with every connector.
+pub const ENGINE_OPTIONS: &[OptionDoc] = &[
+    OptionDoc {
+        name: "connector",
+        scope: OptionScope::Engine,
+        default: None,
+        secret: false,
+        doc: "Connector to use (see `streamsql connectors`); may be left out when `connection` is given",
+    },
+    OptionDoc {
+        name: "connection",
+        scope: OptionScope::Engine,
+        default: None,
+        secret: false,
+        doc: "Name of a CREATE CONNECTION whose options are merged in (the statement's own options win)",
+    },
+];
+
+/// A source or sink the engine can create tables from.
+pub trait Connector: Send + Sync + fmt::Debug {
+    /// The name used in `connector = '...'` and `CREATE CONNECTION ... FROM ...`.
+    fn name(&self) -> &str;
+
+    /// Source or sink.
+    fn kind(&self) -> ConnectorKind;
+
+    /// Every option the connector accepts (not the engine keys).
+    fn options(&self) -> Vec<OptionDoc>;
+
+    /// Checks the options of a `CREATE CONNECTION`: unknown keys (with the closest
+    /// valid one), keys not allowed in a connection, and values checkable without
+    /// connecting. Values stay raw (`${VAR}` is resolved by the connector later).
+    fn validate_connection_options(&self, options: &OptionMap) -> Result<()>;
+
+    /// Creates the table `name` with `schema` from `options` (engine keys removed,
+    /// a connection's options already merged in). Does not connect anywhere.
+    fn create_table(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        options: OptionMap,
+    ) -> Result<Arc<dyn TableProvider>>;
+
+    /// A factory for `CREATE EXTERNAL TABLE ... STORED AS <NAME>`, with its upper-case
+    /// name, if the connector offers one.
+    fn table_factory(&self) -> Option<(String, Arc<dyn TableProviderFactory>)> {
+        None
+    }
+}
+
+/// Connectors by name.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    connectors: BTreeMap<String, Arc<dyn Connector>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `connector` under its name, replacing one of the same name.
+    pub fn register(&mut self, connector: Arc<dyn Connector>) {
+        self.connectors
+            .insert(connector.name().to_lowercase(), connector);
+    }
+
+    /// The connector called `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Connector>> {
+        self.connectors.get(&name.to_lowercase())
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.connectors.keys().cloned().collect()
+    }
+
+    /// Registered connectors, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Connector>> {
+        self.connectors.values()
+    }
+}
+
+/// The valid name closest to `unknown`, if one is close enough to be a likely typo.
+pub fn closest<'a>(
+    unknown: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(unknown, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Refuses keys of `options` that `docs` does not declare for `allowed` scopes,
+/// naming the key, the closest valid option and what is valid. For connectors that
+/// declare their options as [`OptionDoc`]s (the built-in sources).
+pub fn check_option_names(
+    connector: &str,
+    docs: &[OptionDoc],
+    allowed: &[OptionScope],
+    options: &OptionMap,
+) -> Result<()> {
+    let valid: Vec<&str> = docs
+        .iter()
+        .filter(|d| allowed.contains(&d.scope))
+        .map(|d| d.name)
+        .collect();
+    for key in options.keys() {
+        if valid.contains(&key.as_str()) {
+            continue;
+        }
+        if docs.iter().any(|d| d.name == key) {
+            return Err(DataFusionError::Plan(format!(
+                "option '{key}' of connector '{connector}' cannot be used here; \
+                 allowed here: {}",
+                list_or_none(&valid)
+            )));
+        }
+        let hint = match closest(key, valid.iter().copied()) {
+            Some(name) => format!("did you mean '{name}'? "),
+            None => String::new(),
+        };
+        return Err(DataFusionError::Plan(format!(
+            "unknown option '{key}' for connector '{connector}'; {hint}valid options: {}",
+            list_or_none(&valid)
+        )));
+    }
+    Ok(())
+}
+
+/// `a, b, c`, or `(none)` for an empty list.
+pub fn list_or_none(items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        "(none)".to_string()
+    } else {
+        items
+            .iter()
+            .map(|s| s.as_ref())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOCS: &[OptionDoc] = &[
+        OptionDoc {
+            name: "rows_per_second",
+            scope: OptionScope::Table,
+            default: Some("1000"),
+            secret: false,
+            doc: "",
+        },
+        OptionDoc {
+            name: "servers",
+            scope: OptionScope::Connection,
+            default: None,
+            secret: false,
+            doc: "",
+        },
+    ];
+
+    fn options(pairs: &[(&str, &str)]) -> OptionMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_option_names_the_closest() {
+        let err = check_option_names(
+            "gen",
+            DOCS,
+            &[OptionScope::Table, OptionScope::Connection],
+            &options(&[("rows_per_secnd", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown option 'rows_per_secnd' for connector 'gen'"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean 'rows_per_second'?"), "{err}");
+        let err = check_option_names(
+            "gen",
+            DOCS,
+            &[OptionScope::Table],
+            &options(&[("zzz", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+        assert!(err.contains("valid options: rows_per_second"), "{err}");
+    }
+
+    #[test]
+    fn option_out_of_scope_is_refused() {
+        let err = check_option_names(
+            "gen",
+            DOCS,
+            &[OptionScope::Connection],
+            &options(&[("rows_per_second", "1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("'rows_per_second' of connector 'gen' cannot be used here"),
+            "{err}"
+        );
+        assert!(
+            check_option_names(
+                "gen",
+                DOCS,
+                &[OptionScope::Connection],
+                &options(&[("servers", "x")])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn closest_needs_a_likely_typo() {
+        assert_eq!(
+            closest("conection", ["connection", "connector"]),
+            Some("connection")
+        );
+        assert_eq!(closest("xyz", ["connection", "connector"]), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! The engine's SQL front end: statement splitting and the token-level handling of the
+//! statements DataFusion cannot take as written.
+
+mod split;
+mod statement;
+
+pub use split::{
+    ScriptStatement, SpannedToken, SyntaxError, TrailingWith, parse_options, split_statements,
+    split_trailing_with, tokenize,
+};
+pub use statement::{CreateConnection, EngineStatement, classify, summary};
