@@ -167,12 +167,22 @@ impl EngineError {
 /// The message of the innermost DataFusion error in `err`'s chain, without the
 /// `External error:` / `Error during planning:` prefixes.
 pub fn root_message(err: &DataFusionError) -> String {
-    match err.find_root() {
+    let message = match err.find_root() {
         // message() shows a parser error with Debug formatting; Display reads better.
         DataFusionError::SQL(e, _) => e.to_string(),
         root => root.message().trim_end().to_string(),
+    };
+    // DataFusion's sanity checker appends a multi-kilobyte Debug dump of the plan.
+    if message.starts_with(PIPELINE_BREAKING) {
+        return UNBOUNDED_ADVICE.to_string();
     }
+    message
 }
+
+const PIPELINE_BREAKING: &str = "Cannot execute pipeline breaking queries";
+const UNBOUNDED_ADVICE: &str = "this query reads an unbounded source (a connector table without \
+     a row limit) but needs all of its input before it can answer (an aggregate, sort or join); \
+     give the source a limit (e.g. row_limit for datagen) or drop that part of the query";
 
 #[cfg(test)]
 mod tests {
@@ -198,6 +208,15 @@ mod tests {
             None,
         );
         assert_eq!(root_message(&nested), "table 't' not found");
+    }
+
+    #[test]
+    fn pipeline_breaking_dump_becomes_advice() {
+        let err = DataFusionError::Plan(format!(
+            "{PIPELINE_BREAKING}, operator: AggregateExec {{ huge dump }}"
+        ));
+        let message = root_message(&err);
+        assert!(message.contains("unbounded source") && !message.contains("AggregateExec"));
     }
 
     #[test]

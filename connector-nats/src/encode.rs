@@ -78,9 +78,9 @@ impl RowEncoder {
             .transpose()?;
         let routing: Vec<usize> = match (&subject, &reply_to) {
             _ if config.payload_include_routing => vec![],
-            (SubjectSource::Column { index, .. }, r) => {
-                std::iter::once(*index).chain(r.iter().map(|(i, _)| *i)).collect()
-            }
+            (SubjectSource::Column { index, .. }, r) => std::iter::once(*index)
+                .chain(r.iter().map(|(i, _)| *i))
+                .collect(),
             (SubjectSource::Fixed(_), r) => r.iter().map(|(i, _)| *i).collect(),
         };
         let payload_columns: Vec<usize> = (0..schema.fields().len())
@@ -166,8 +166,13 @@ impl RowEncoder {
         })
     }
 
-    fn encode_payloads(&mut self, columns: Vec<ArrayRef>, rows: usize) -> Result<(Bytes, Vec<usize>)> {
-        let rows_struct = StructArray::try_new_with_length(self.payload_fields.clone(), columns, None, rows)?;
+    fn encode_payloads(
+        &mut self,
+        columns: Vec<ArrayRef>,
+        rows: usize,
+    ) -> Result<(Bytes, Vec<usize>)> {
+        let rows_struct =
+            StructArray::try_new_with_length(self.payload_fields.clone(), columns, None, rows)?;
         let root: FieldRef = Arc::new(Field::new_struct("", self.payload_fields.clone(), false));
         // Explicit nulls: a consumer sees every column of the row, null or not.
         let options = EncoderOptions::default().with_explicit_nulls(true);
@@ -178,24 +183,26 @@ impl RowEncoder {
             encoder.encode(row, &mut buf);
             ends.push(buf.len());
         }
-        if rows > 0 {
-            self.row_size_hint = buf.len() / rows + 1;
+        if let Some(average) = buf.len().checked_div(rows) {
+            self.row_size_hint = average + 1;
         }
         Ok((Bytes::from(buf), ends))
     }
 }
 
 fn routing_column(schema: &SchemaRef, option: &'static str, name: &str) -> Result<usize> {
-    let index = schema.index_of(name).map_err(|_| NatsSinkError::MissingColumn {
-        option,
-        column: name.to_string(),
-        available: schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-    })?;
+    let index = schema
+        .index_of(name)
+        .map_err(|_| NatsSinkError::MissingColumn {
+            option,
+            column: name.to_string(),
+            available: schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
     let data_type = schema.field(index).data_type();
     if !subject::is_string_type(data_type) {
         return Err(NatsSinkError::NotAStringColumn {
@@ -227,7 +234,9 @@ impl EncodedBatch {
     pub fn subject(&self, i: usize) -> &Subject {
         match &self.subjects {
             Subjects::Fixed(s) => s,
-            Subjects::PerRow(v) => v[i].as_ref().expect("subjects of a non-nullable column are all set"),
+            Subjects::PerRow(v) => v[i]
+                .as_ref()
+                .expect("subjects of a non-nullable column are all set"),
         }
     }
 

@@ -33,7 +33,10 @@ fn sample() -> RecordBatch {
     batch(vec![
         ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
         ("subject", Arc::new(StringArray::from(vec!["a.x", "b.y"]))),
-        ("note", Arc::new(StringArray::from(vec![Some("line\nbreak"), None]))),
+        (
+            "note",
+            Arc::new(StringArray::from(vec![Some("line\nbreak"), None])),
+        ),
     ])
 }
 
@@ -44,10 +47,16 @@ fn encoder(batch: &RecordBatch, pairs: &[(&str, &str)]) -> Result<RowEncoder> {
 #[test]
 fn routing_column_is_left_out_and_nulls_are_explicit() {
     let b = sample();
-    let encoded = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 0).unwrap();
+    let encoded = encoder(&b, &[("subject_field", "subject")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
     assert_eq!(
         payloads(&encoded),
-        vec![r#"{"id":1,"note":"line\nbreak"}"#, r#"{"id":2,"note":null}"#]
+        vec![
+            r#"{"id":1,"note":"line\nbreak"}"#,
+            r#"{"id":2,"note":null}"#
+        ]
     );
     assert_eq!(encoded.subject(0).as_str(), "a.x");
     assert_eq!(encoded.subject(1).as_str(), "b.y");
@@ -57,7 +66,14 @@ fn routing_column_is_left_out_and_nulls_are_explicit() {
 #[test]
 fn payload_include_routing_keeps_the_subject_column() {
     let b = sample();
-    let mut e = encoder(&b, &[("subject_field", "subject"), ("payload_include_routing", "true")]).unwrap();
+    let mut e = encoder(
+        &b,
+        &[
+            ("subject_field", "subject"),
+            ("payload_include_routing", "true"),
+        ],
+    )
+    .unwrap();
     assert_eq!(
         payloads(&e.encode(&b, 0).unwrap())[0],
         r#"{"id":1,"subject":"a.x","note":"line\nbreak"}"#
@@ -67,7 +83,10 @@ fn payload_include_routing_keeps_the_subject_column() {
 #[test]
 fn fixed_subject_keeps_every_column_in_the_payload() {
     let b = sample();
-    let encoded = encoder(&b, &[("subject", "fixed.s")]).unwrap().encode(&b, 0).unwrap();
+    let encoded = encoder(&b, &[("subject", "fixed.s")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
     assert_eq!(encoded.subject(1).as_str(), "fixed.s");
     assert!(payloads(&encoded)[0].contains(r#""subject":"a.x""#));
 }
@@ -76,7 +95,10 @@ fn fixed_subject_keeps_every_column_in_the_payload() {
 fn reply_to_column_gives_reply_subjects_and_null_means_none() {
     let b = batch(vec![
         ("id", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
-        ("reply", Arc::new(StringArray::from(vec![Some("_INBOX.r1"), None]))),
+        (
+            "reply",
+            Arc::new(StringArray::from(vec![Some("_INBOX.r1"), None])),
+        ),
     ]);
     let encoded = encoder(&b, &[("subject", "s"), ("reply_to_field", "reply")])
         .unwrap()
@@ -90,7 +112,10 @@ fn reply_to_column_gives_reply_subjects_and_null_means_none() {
 #[test]
 fn payloads_are_slices_of_one_buffer() {
     let b = sample();
-    let encoded = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 0).unwrap();
+    let encoded = encoder(&b, &[("subject_field", "subject")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
     let (first, second) = (encoded.payload(0), encoded.payload(1));
     // Zero copy: row 1 starts where row 0 ends in the same allocation.
     assert_eq!(unsafe { first.as_ptr().add(first.len()) }, second.as_ptr());
@@ -103,16 +128,31 @@ fn nan_and_infinity_become_null() {
         "f",
         Arc::new(Float64Array::from(vec![f64::NAN, f64::INFINITY, 1.5])) as ArrayRef,
     )]);
-    let encoded = encoder(&b, &[("subject", "s")]).unwrap().encode(&b, 0).unwrap();
-    assert_eq!(payloads(&encoded), vec![r#"{"f":null}"#, r#"{"f":null}"#, r#"{"f":1.5}"#]);
+    let encoded = encoder(&b, &[("subject", "s")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
+    assert_eq!(
+        payloads(&encoded),
+        vec![r#"{"f":null}"#, r#"{"f":null}"#, r#"{"f":1.5}"#]
+    );
 }
 
 #[test]
 fn bad_subject_names_the_statement_row_and_what_was_published() {
-    let b = batch(vec![("subject", Arc::new(StringArray::from(vec![Some("ok"), None])) as ArrayRef)]);
-    let err = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 100).unwrap_err();
+    let b = batch(vec![(
+        "subject",
+        Arc::new(StringArray::from(vec![Some("ok"), None])) as ArrayRef,
+    )]);
+    let err = encoder(&b, &[("subject_field", "subject")])
+        .unwrap()
+        .encode(&b, 100)
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("row 102: column 'subject' is null"), "{text}");
+    assert!(
+        text.starts_with("row 102: column 'subject' is null"),
+        "{text}"
+    );
     assert!(text.contains("100 earlier rows were published"), "{text}");
 }
 
@@ -120,7 +160,11 @@ fn bad_subject_names_the_statement_row_and_what_was_published() {
 fn out_of_range_timestamp_fails_the_row_instead_of_writing_error_text() {
     let ts = TimestampMillisecondArray::from(vec![0, i64::MAX]);
     let b = batch(vec![("ts", Arc::new(ts) as ArrayRef)]);
-    let text = encoder(&b, &[("subject", "s")]).unwrap().encode(&b, 0).unwrap_err().to_string();
+    let text = encoder(&b, &[("subject", "s")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap_err()
+        .to_string();
     assert!(text.starts_with("row 2: column 'ts'"), "{text}");
     assert!(text.contains("out of range"), "{text}");
 }
@@ -128,17 +172,22 @@ fn out_of_range_timestamp_fails_the_row_instead_of_writing_error_text() {
 #[test]
 fn routing_columns_must_exist_and_hold_strings() {
     let b = sample();
-    let missing = encoder(&b, &[("subject_field", "subj")]).unwrap_err().to_string();
+    let missing = encoder(&b, &[("subject_field", "subj")])
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("names column 'subj'"), "{missing}");
     assert!(missing.contains("columns: id, subject, note"), "{missing}");
-    let wrong = encoder(&b, &[("subject_field", "id")]).unwrap_err().to_string();
+    let wrong = encoder(&b, &[("subject_field", "id")])
+        .unwrap_err()
+        .to_string();
     assert!(wrong.contains("must be a string column"), "{wrong}");
     assert!(wrong.contains("Int64"), "{wrong}");
 }
 
 #[test]
 fn a_column_without_json_form_is_refused_when_the_sink_is_created() {
-    let fields = UnionFields::try_new(vec![0], vec![Field::new("i", DataType::Int64, true)]).unwrap();
+    let fields =
+        UnionFields::try_new(vec![0], vec![Field::new("i", DataType::Int64, true)]).unwrap();
     let union = UnionArray::try_new(
         fields,
         ScalarBuffer::from(vec![0i8]),
@@ -153,8 +202,15 @@ fn a_column_without_json_form_is_refused_when_the_sink_is_created() {
 
 #[test]
 fn all_columns_routing_gives_empty_objects() {
-    let schema = Arc::new(Schema::new(vec![Field::new("subject", DataType::Utf8, false)]));
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "subject",
+        DataType::Utf8,
+        false,
+    )]));
     let b = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["a"]))]).unwrap();
-    let encoded = encoder(&b, &[("subject_field", "subject")]).unwrap().encode(&b, 0).unwrap();
+    let encoded = encoder(&b, &[("subject_field", "subject")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
     assert_eq!(payloads(&encoded), vec!["{}"]);
 }

@@ -37,7 +37,9 @@ pub enum NatsSinkError {
     UnresolvedVariable { option: String, var: String },
 
     /// A routing option names a column the query does not produce.
-    #[error("option '{option}' names column '{column}', which the query does not produce (columns: {available})")]
+    #[error(
+        "option '{option}' names column '{column}', which the query does not produce (columns: {available})"
+    )]
     MissingColumn {
         option: &'static str,
         column: String,
@@ -63,7 +65,9 @@ pub enum NatsSinkError {
     },
 
     /// A row that cannot become a message. `row` counts from 1 over the whole statement.
-    #[error("row {row}: {problem} ({published} earlier rows were published and confirmed before this one; nothing after it was sent)")]
+    #[error(
+        "row {row}: {problem} ({published} earlier rows were published and confirmed before this one; nothing after it was sent)"
+    )]
     BadRow {
         row: u64,
         problem: String,

@@ -47,7 +47,12 @@ impl TableProviderFactory for NatsSinkFactory {
         let mut options: HashMap<String, String> = cmd
             .options
             .iter()
-            .map(|(k, v)| (k.strip_prefix("format.").unwrap_or(k).to_string(), v.clone()))
+            .map(|(k, v)| {
+                (
+                    k.strip_prefix("format.").unwrap_or(k).to_string(),
+                    v.clone(),
+                )
+            })
             .collect();
         let locations: Vec<&str> = cmd
             .locations

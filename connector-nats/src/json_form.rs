@@ -61,7 +61,10 @@ pub fn first_unwritable(array: &ArrayRef) -> Option<Unwritable> {
             let bounds = [min(&ints), max(&ints)].map(|v| v.map(|v| v as i64));
             check_bounds(array, bounds)
         }
-        DataType::Date64 | DataType::Time64(_) | DataType::Timestamp(_, _) | DataType::Duration(_) => {
+        DataType::Date64
+        | DataType::Time64(_)
+        | DataType::Timestamp(_, _)
+        | DataType::Duration(_) => {
             let ints = Int64Array::from(reinterpret(array, DataType::Int64));
             check_bounds(array, [min(&ints), max(&ints)])
         }
@@ -71,9 +74,13 @@ pub fn first_unwritable(array: &ArrayRef) -> Option<Unwritable> {
         DataType::ListView(_) => nested(array.as_list_view::<i32>().values()),
         DataType::LargeListView(_) => nested(array.as_list_view::<i64>().values()),
         DataType::Struct(_) => array.as_struct().columns().iter().find_map(nested),
-        DataType::Map(_, _) => nested(&(std::sync::Arc::new(array.as_map().entries().clone()) as ArrayRef)),
+        DataType::Map(_, _) => {
+            nested(&(std::sync::Arc::new(array.as_map().entries().clone()) as ArrayRef))
+        }
         DataType::Dictionary(_, _) => nested(array.as_any_dictionary().values()),
-        DataType::RunEndEncoded(_, _) => first_unwritable_run_values(array).and_then(|v| nested(&v)),
+        DataType::RunEndEncoded(_, _) => {
+            first_unwritable_run_values(array).and_then(|v| nested(&v))
+        }
         _ => None,
     }
 }
@@ -177,13 +184,20 @@ mod tests {
             DataType::Map(
                 Arc::new(Field::new_struct(
                     "entries",
-                    vec![Field::new("key", key, false), Field::new("value", DataType::Int32, true)],
+                    vec![
+                        Field::new("key", key, false),
+                        Field::new("value", DataType::Int32, true),
+                    ],
                     false,
                 )),
                 false,
             )
         };
-        assert!(unsupported(&map_of(DataType::Int32)).unwrap().contains("keys must be strings"));
+        assert!(
+            unsupported(&map_of(DataType::Int32))
+                .unwrap()
+                .contains("keys must be strings")
+        );
         assert_eq!(unsupported(&map_of(DataType::Utf8)), None);
         let list_of_union = DataType::new_list(union, true);
         assert!(unsupported(&list_of_union).is_some());
@@ -192,13 +206,21 @@ mod tests {
 
     #[test]
     fn in_range_timestamps_pass() {
-        let array: ArrayRef = Arc::new(TimestampSecondArray::from(vec![Some(0), None, Some(1_700_000_000)]));
+        let array: ArrayRef = Arc::new(TimestampSecondArray::from(vec![
+            Some(0),
+            None,
+            Some(1_700_000_000),
+        ]));
         assert_eq!(first_unwritable(&array), None);
     }
 
     #[test]
     fn out_of_range_timestamp_is_found_with_its_row() {
-        let array: ArrayRef = Arc::new(TimestampSecondArray::from(vec![Some(0), Some(i64::MAX), Some(1)]));
+        let array: ArrayRef = Arc::new(TimestampSecondArray::from(vec![
+            Some(0),
+            Some(i64::MAX),
+            Some(1),
+        ]));
         let found = first_unwritable(&array).unwrap();
         assert_eq!(found.row, Some(1));
         assert!(found.reason.contains("out of range"), "{}", found.reason);
@@ -223,7 +245,9 @@ mod tests {
         ));
         assert!(needs_range_check(strukt.data_type()));
         assert_eq!(first_unwritable(&strukt).unwrap().row, None);
-        let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1)])]));
+        let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1)]),
+        ]));
         assert!(!needs_range_check(list.data_type()));
         assert_eq!(first_unwritable(&list), None);
     }

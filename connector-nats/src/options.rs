@@ -74,6 +74,31 @@ declare_options! {
 /// Payload formats the sink can write.
 pub const FORMATS: &[&str] = &["json"];
 
+/// The option reference as a Markdown table, generated from [`OPTIONS`] (the README
+/// embeds this output; a test keeps the two identical).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| option | where | default | description |\n|---|---|---|---|\n");
+    for spec in OPTIONS {
+        let scope = match spec.scope {
+            OptionScope::Connection => "connection or sink",
+            OptionScope::Sink => "sink",
+        };
+        let default = spec
+            .default
+            .map_or("(none)".to_string(), |d| format!("`{d}`"));
+        let secret = if spec.secret {
+            " Secret: never shown."
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "| `{}` | {scope} | {default} | {}{secret} |\n",
+            spec.name, spec.doc
+        ));
+    }
+    out
+}
+
 /// The declaration of `name`, if it is an option.
 pub fn spec(name: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|s| s.name == name)
@@ -169,12 +194,19 @@ impl Options {
         {
             return Err(NatsSinkError::InvalidOption {
                 option: TOKEN.into(),
-                problem: "cannot be combined with 'username'/'password': choose one way to authenticate".into(),
+                problem:
+                    "cannot be combined with 'username'/'password': choose one way to authenticate"
+                        .into(),
             });
         }
         if self.0.contains_key(USERNAME) != self.0.contains_key(PASSWORD) {
             return Err(NatsSinkError::InvalidOption {
-                option: if self.0.contains_key(USERNAME) { PASSWORD } else { USERNAME }.into(),
+                option: if self.0.contains_key(USERNAME) {
+                    PASSWORD
+                } else {
+                    USERNAME
+                }
+                .into(),
                 problem: "'username' and 'password' go together: give both".into(),
             });
         }
@@ -199,7 +231,11 @@ fn unknown_option(key: &str) -> NatsSinkError {
         }
         _ => format!(
             "; valid options: {}",
-            OPTIONS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            OPTIONS
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     NatsSinkError::UnknownOption {
@@ -240,12 +276,17 @@ pub(crate) fn parse_servers(value: &str) -> Result<Vec<String>> {
     };
     let servers: Vec<String> = servers.into_iter().filter(|s| !s.is_empty()).collect();
     if servers.is_empty() {
-        return Err(invalid("no server given; write e.g. 'nats://127.0.0.1:4222'".into()));
+        return Err(invalid(
+            "no server given; write e.g. 'nats://127.0.0.1:4222'".into(),
+        ));
     }
     for server in &servers {
-        server
-            .parse::<async_nats::ServerAddr>()
-            .map_err(|e| invalid(format!("'{}' is not a server address: {e}", redact_userinfo(server))))?;
+        server.parse::<async_nats::ServerAddr>().map_err(|e| {
+            invalid(format!(
+                "'{}' is not a server address: {e}",
+                redact_userinfo(server)
+            ))
+        })?;
     }
     Ok(servers)
 }
@@ -261,7 +302,9 @@ pub(crate) fn parse_duration(option: &str, value: &str) -> Result<Duration> {
         Ok(d) if !d.is_zero() => Ok(d),
         _ => Err(NatsSinkError::InvalidOption {
             option: option.to_string(),
-            problem: format!("'{value}' is not a positive duration; write e.g. '500ms', '5s' or '2m'"),
+            problem: format!(
+                "'{value}' is not a positive duration; write e.g. '500ms', '5s' or '2m'"
+            ),
         }),
     }
 }
@@ -297,12 +340,18 @@ pub(crate) fn parse_headers(value: &str) -> Result<Vec<(String, String)>> {
         option: HEADERS.into(),
         problem,
     };
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(value)
-        .map_err(|e| invalid(format!("not a JSON object ({e}); write '{{\"name\": \"value\"}}'")))?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(value).map_err(|e| {
+            invalid(format!(
+                "not a JSON object ({e}); write '{{\"name\": \"value\"}}'"
+            ))
+        })?;
     map.into_iter()
         .map(|(name, value)| {
             let serde_json::Value::String(value) = value else {
-                return Err(invalid(format!("header '{name}' must have a string value, got {value}")));
+                return Err(invalid(format!(
+                    "header '{name}' must have a string value, got {value}"
+                )));
             };
             if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
                 return Err(invalid(format!(
@@ -310,7 +359,9 @@ pub(crate) fn parse_headers(value: &str) -> Result<Vec<(String, String)>> {
                 )));
             }
             if value.contains(['\r', '\n']) {
-                return Err(invalid(format!("the value of header '{name}' contains a line break")));
+                return Err(invalid(format!(
+                    "the value of header '{name}' contains a line break"
+                )));
             }
             Ok((name, value))
         })
@@ -417,7 +468,9 @@ impl SinkConfig {
             (Some(_), Some(_)) => {
                 return Err(NatsSinkError::InvalidOption {
                     option: SUBJECT.into(),
-                    problem: "give either 'subject' (fixed) or 'subject_field' (a column), not both".into(),
+                    problem:
+                        "give either 'subject' (fixed) or 'subject_field' (a column), not both"
+                            .into(),
                 });
             }
             (None, None) => {
@@ -437,7 +490,9 @@ impl SinkConfig {
             },
             payload_include_routing: parse_bool(
                 PAYLOAD_INCLUDE_ROUTING,
-                &options.resolved(PAYLOAD_INCLUDE_ROUTING)?.unwrap_or_default(),
+                &options
+                    .resolved(PAYLOAD_INCLUDE_ROUTING)?
+                    .unwrap_or_default(),
             )?,
             confirm_timeout: parse_duration(
                 CONFIRM_TIMEOUT,

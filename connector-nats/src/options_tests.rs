@@ -77,12 +77,18 @@ fn servers_as_json_array_or_comma_list() {
 #[test]
 fn unsupported_format_lists_supported_ones() {
     let text = err(&[("format", "avro")]);
-    assert!(text.contains("'avro' is not supported; supported formats: json"), "{text}");
+    assert!(
+        text.contains("'avro' is not supported; supported formats: json"),
+        "{text}"
+    );
 }
 
 #[test]
 fn durations_accept_units_and_bare_seconds() {
-    assert_eq!(parse_duration("o", "500ms").unwrap(), Duration::from_millis(500));
+    assert_eq!(
+        parse_duration("o", "500ms").unwrap(),
+        Duration::from_millis(500)
+    );
     assert_eq!(parse_duration("o", "2").unwrap(), Duration::from_secs(2));
     assert!(err(&[("connect_timeout", "soon")]).contains("'soon' is not a positive duration"));
     assert!(err(&[("connect_timeout", "0s")]).contains("positive duration"));
@@ -112,16 +118,28 @@ fn fixed_subject_is_validated_at_parse_time() {
 
 #[test]
 fn auth_combinations_are_checked() {
-    assert!(err(&[("token", "t"), ("username", "u"), ("password", "p")]).contains("cannot be combined"));
+    assert!(
+        err(&[("token", "t"), ("username", "u"), ("password", "p")]).contains("cannot be combined")
+    );
     assert!(err(&[("username", "u")]).contains("give both"));
 }
 
 #[test]
 fn subject_and_subject_field_are_exclusive_and_one_is_required() {
     let both = parse(&[("subject", "a"), ("subject_field", "s")]).unwrap();
-    assert!(SinkConfig::from_options(&both).unwrap_err().to_string().contains("not both"));
+    assert!(
+        SinkConfig::from_options(&both)
+            .unwrap_err()
+            .to_string()
+            .contains("not both")
+    );
     let none = parse(&[]).unwrap();
-    assert!(SinkConfig::from_options(&none).unwrap_err().to_string().contains("missing"));
+    assert!(
+        SinkConfig::from_options(&none)
+            .unwrap_err()
+            .to_string()
+            .contains("missing")
+    );
 }
 
 #[test]
@@ -133,16 +151,26 @@ fn secrets_are_masked_in_debug_and_redacted_views() {
     ])
     .unwrap();
     let shown = format!("{o:?}");
-    assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("hunter3"),
+        "{shown}"
+    );
     assert!(shown.contains("***"), "{shown}");
     let cfg = ConnectionConfig::from_options(&o).unwrap();
     let shown = format!("{cfg:?} {}", cfg.servers_display());
-    assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("hunter3"),
+        "{shown}"
+    );
 }
 
 #[test]
 fn variables_resolve_when_the_connection_is_built() {
-    let o = parse(&[("username", "u"), ("password", "${STREAMSQL_TEST_UNSET_VAR_1}")]).unwrap();
+    let o = parse(&[
+        ("username", "u"),
+        ("password", "${STREAMSQL_TEST_UNSET_VAR_1}"),
+    ])
+    .unwrap();
     let e = ConnectionConfig::from_options(&o).unwrap_err().to_string();
     assert!(e.contains("'STREAMSQL_TEST_UNSET_VAR_1'"), "{e}");
     let o = parse(&[("connect_timeout", "${STREAMSQL_TEST_UNSET_VAR_2:-250ms}")]).unwrap();

@@ -105,7 +105,12 @@ impl Publisher {
         let barrier = client
             .subscribe(barrier_subject.clone())
             .await
-            .map_err(|e| connect_error(format!("cannot subscribe the confirmation inbox: {e}"), None))?;
+            .map_err(|e| {
+                connect_error(
+                    format!("cannot subscribe the confirmation inbox: {e}"),
+                    None,
+                )
+            })?;
         let (headers, headers_len) = header_map(headers);
         Ok(Publisher {
             client,
@@ -169,8 +174,16 @@ impl Publisher {
             let payload = batch.payload(i);
             let sent = match (batch.reply_to(i), &self.headers) {
                 (None, None) => self.client.publish(subject, payload).await,
-                (None, Some(h)) => self.client.publish_with_headers(subject, h.clone(), payload).await,
-                (Some(r), None) => self.client.publish_with_reply(subject, r.clone(), payload).await,
+                (None, Some(h)) => {
+                    self.client
+                        .publish_with_headers(subject, h.clone(), payload)
+                        .await
+                }
+                (Some(r), None) => {
+                    self.client
+                        .publish_with_reply(subject, r.clone(), payload)
+                        .await
+                }
                 (Some(r), Some(h)) => {
                     self.client
                         .publish_with_reply_and_headers(subject, r.clone(), h.clone(), payload)

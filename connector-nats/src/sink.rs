@@ -125,8 +125,12 @@ impl DataSink for NatsSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let connection = ConnectionConfig::from_options(&self.options)?;
-        let mut publisher =
-            Publisher::connect(&connection, &self.config.headers, self.config.confirm_timeout).await?;
+        let mut publisher = Publisher::connect(
+            &connection,
+            &self.config.headers,
+            self.config.confirm_timeout,
+        )
+        .await?;
         let mut encoder = self.encoder.clone();
         let mut confirmed = 0u64;
         while let Some(batch) = data.next().await {
@@ -139,7 +143,10 @@ impl DataSink for NatsSink {
             confirmed += encoded.len() as u64;
         }
         publisher.close().await;
-        info!(rows = confirmed, "nats_sink: all rows published and confirmed");
+        info!(
+            rows = confirmed,
+            "nats_sink: all rows published and confirmed"
+        );
         Ok(confirmed)
     }
 }

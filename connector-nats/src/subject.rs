@@ -23,7 +23,9 @@ pub fn validate(subject: &str) -> Result<(), &'static str> {
     for token in subject.split('.') {
         match token {
             "" => return Err("it has an empty token (a leading, trailing or double '.')"),
-            "*" | ">" => return Err("it has a wildcard token ('*' or '>'), which only subscribers may use"),
+            "*" | ">" => {
+                return Err("it has a wildcard token ('*' or '>'), which only subscribers may use");
+            }
             _ => {}
         }
     }
@@ -140,7 +142,8 @@ impl<'a> SubjectReader<'a> {
                 self.name
             )
         })?;
-        Ok(Subject::from_utf8(Bytes::copy_from_slice(value.as_bytes())).expect("a &str is valid UTF-8"))
+        Ok(Subject::from_utf8(Bytes::copy_from_slice(value.as_bytes()))
+            .expect("a &str is valid UTF-8"))
     }
 
     fn null_problem(&self, index: usize) -> RowProblem {
@@ -197,7 +200,13 @@ mod tests {
 
     #[test]
     fn valid_subjects_pass() {
-        for s in ["orders", "orders.processed", "a.b-c_d.e*f", "$JS.API.INFO", "_INBOX.x"] {
+        for s in [
+            "orders",
+            "orders.processed",
+            "a.b-c_d.e*f",
+            "$JS.API.INFO",
+            "_INBOX.x",
+        ] {
             assert_eq!(validate(s), Ok(()), "{s}");
         }
     }
@@ -223,7 +232,11 @@ mod tests {
 
     #[test]
     fn reads_every_string_type() {
-        let expected = vec![Some("a.1".to_string()), Some("b".into()), Some("a.1".into())];
+        let expected = vec![
+            Some("a.1".to_string()),
+            Some("b".into()),
+            Some("a.1".into()),
+        ];
         let values = ["a.1", "b", "a.1"];
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(values.to_vec())),
@@ -244,7 +257,10 @@ mod tests {
         let problem = read_column("subj", &column, false).unwrap_err();
         assert_eq!(problem.index, 1);
         assert!(problem.problem.contains("column 'subj' is null"));
-        assert_eq!(texts(read_column("r", &column, true).unwrap()), vec![Some("a".into()), None]);
+        assert_eq!(
+            texts(read_column("r", &column, true).unwrap()),
+            vec![Some("a".into()), None]
+        );
     }
 
     #[test]
@@ -252,7 +268,11 @@ mod tests {
         let column: ArrayRef = Arc::new(StringArray::from(vec!["ok", "ok", "bad subject"]));
         let problem = read_column("s", &column, false).unwrap_err();
         assert_eq!(problem.index, 2);
-        assert!(problem.problem.contains("\"bad subject\""), "{}", problem.problem);
+        assert!(
+            problem.problem.contains("\"bad subject\""),
+            "{}",
+            problem.problem
+        );
     }
 
     #[test]
@@ -268,9 +288,14 @@ mod tests {
 
     #[test]
     fn unused_invalid_dictionary_value_is_not_an_error() {
-        let dict = ["ok", "bad subject"].into_iter().collect::<DictionaryArray<Int32Type>>();
+        let dict = ["ok", "bad subject"]
+            .into_iter()
+            .collect::<DictionaryArray<Int32Type>>();
         let column: ArrayRef = Arc::new(dict.slice(0, 1));
-        assert_eq!(texts(read_column("s", &column, false).unwrap()), vec![Some("ok".into())]);
+        assert_eq!(
+            texts(read_column("s", &column, false).unwrap()),
+            vec![Some("ok".into())]
+        );
     }
 
     #[test]

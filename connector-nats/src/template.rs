@@ -17,10 +17,12 @@ pub(crate) fn resolve_with(
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| NatsSinkError::InvalidOption {
-            option: option.to_string(),
-            problem: "'${' without a closing '}': write ${VAR} or ${VAR:-default}".into(),
-        })?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| NatsSinkError::InvalidOption {
+                option: option.to_string(),
+                problem: "'${' without a closing '}': write ${VAR} or ${VAR:-default}".into(),
+            })?;
         let body = &after[..end];
         let (var, default) = match body.split_once(":-") {
             Some((var, default)) => (var, Some(default)),
@@ -77,7 +79,10 @@ mod tests {
     #[test]
     fn substitutes_set_variables_and_keeps_the_rest() {
         assert_eq!(resolve_with("o", "a-${SET}-b", env).unwrap(), "a-value-b");
-        assert_eq!(resolve_with("o", "${SET}${SET}", env).unwrap(), "valuevalue");
+        assert_eq!(
+            resolve_with("o", "${SET}${SET}", env).unwrap(),
+            "valuevalue"
+        );
         assert_eq!(resolve_with("o", "pa$$word", env).unwrap(), "pa$$word");
     }
 

@@ -31,12 +31,19 @@ async fn create_external_table_then_insert_publishes_every_row() {
         .await
         .unwrap();
 
-    let count = result[0].column(0).as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+    let count = result[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
     assert_eq!(count, &UInt64Array::from(vec![3]));
     let messages = received.collect(3, Duration::from_secs(5)).await;
     let seen: Vec<(String, String)> = messages
         .iter()
-        .map(|m| (m.subject.to_string(), String::from_utf8(m.payload.to_vec()).unwrap()))
+        .map(|m| {
+            (
+                m.subject.to_string(),
+                String::from_utf8(m.payload.to_vec()).unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
@@ -85,7 +92,9 @@ async fn explain_shows_the_sink_without_secrets() {
         .iter()
         .flat_map(|b| {
             let col = b.column(1).as_string::<i32>();
-            (0..col.len()).map(|i| col.value(i).to_string()).collect::<Vec<_>>()
+            (0..col.len())
+                .map(|i| col.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect::<Vec<_>>()
         .join("\n");

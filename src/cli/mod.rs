@@ -10,6 +10,7 @@ mod run;
 mod signals;
 mod sub;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +23,8 @@ pub use print::{format_message, format_outcome};
 #[command(name = "streamsql", version, about)]
 pub struct Cli {
     /// Log filter for stderr logs, e.g. `info` or `streamsql=debug,connector_nats=trace`.
-    /// Overrides RUST_LOG; without either, only warnings and errors are logged.
+    /// Overrides RUST_LOG; without either, warnings and errors are logged (async-nats's
+    /// own logs only with an explicit filter).
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 
@@ -68,11 +70,15 @@ fn init_logging(flag: Option<&str>) -> Result<(), String> {
         Some(spec) => EnvFilter::try_new(spec).map_err(|e| {
             format!("invalid --log-level '{spec}': {e}; try e.g. 'info' or 'debug'")
         })?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        // async-nats logs connection failures as errors that the engine's own error
+        // message already explains; by default keep only that one message.
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("warn,async_nats=off")),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

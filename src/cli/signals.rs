@@ -42,7 +42,7 @@ pub(super) fn install(shutdown: Shutdown) -> Result<(), String> {
                         tracing::info!(signal = name, "shutdown requested");
                         shutdown.trigger();
                     } else {
-                        eprintln!("received {name} again: aborting");
+                        eprintln!("received {name} (second signal): aborting");
                         std::process::exit(130);
                     }
                 }

@@ -60,7 +60,7 @@ impl Connector for NatsSinkConnector {
     fn table_factory(&self) -> Option<(String, Arc<dyn TableProviderFactory>)> {
         Some((
             connector_nats::FILE_TYPE.to_string(),
-            Arc::new(connector_nats::NatsSinkFactory::default()),
+            Arc::new(connector_nats::NatsSinkFactory),
         ))
     }
 }

@@ -243,6 +243,14 @@ impl Engine {
             (Some(named), _) => named,
             (None, Some(connection)) => connection.connector.clone(),
             (None, None) => {
+                // A misspelt `connector` should be named as such, not reported missing.
+                let engine_keys = ENGINE_OPTIONS.iter().map(|o| o.name);
+                if let Some((key, engine_key)) = options
+                    .keys()
+                    .find_map(|k| closest(k, engine_keys.clone()).map(|e| (k, e)))
+                {
+                    return Err(misspelt_engine_key(at, key, engine_key));
+                }
                 return Err(EngineError::MissingConnector {
                     at,
                     registered: self.registry.names(),
@@ -273,10 +281,7 @@ impl Engine {
             if let Some(engine_key) = closest(key, candidates)
                 .filter(|best| ENGINE_OPTIONS.iter().any(|e| e.name == *best))
             {
-                return Err(EngineError::Unsupported {
-                    at,
-                    message: format!("unknown option '{key}'; did you mean '{engine_key}'?"),
-                });
+                return Err(misspelt_engine_key(at, key, engine_key));
             }
         }
         Ok(())
@@ -353,6 +358,13 @@ impl Engine {
             },
         );
         Ok(())
+    }
+}
+
+fn misspelt_engine_key(at: StatementAt, key: &str, engine_key: &str) -> EngineError {
+    EngineError::Unsupported {
+        at,
+        message: format!("unknown option '{key}'; did you mean '{engine_key}'?"),
     }
 }
 

@@ -2,7 +2,7 @@
 //! named connections, running SQL scripts statement by statement.
 //!
 //! Statements the engine handles itself (`CREATE CONNECTION`, `CREATE TABLE ... WITH`,
-//! `INSERT ... WITH`) are in [`connector_statements`](self); everything else goes to
+//! `INSERT ... WITH`) are in `connector_statements.rs`; everything else goes to
 //! DataFusion unchanged. Statements run in order and the first failure stops the
 //! script. Once the shutdown latch has fired, no further statement starts.
 //!
@@ -22,6 +22,8 @@
 
 mod connector_statements;
 mod outcome;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -62,6 +64,18 @@ pub struct Engine {
     connections: BTreeMap<String, Connection>,
     connector_tables: HashMap<String, ConnectorTable>,
     shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Connections print through their own Debug, which hides secret values.
+        f.debug_struct("Engine")
+            .field("connectors", &self.registry.names())
+            .field("connections", &self.connections)
+            .field("connector_tables", &self.connector_tables.keys())
+            .field("shutdown", &self.shutdown.is_triggered())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Engine {
@@ -138,8 +152,11 @@ impl Engine {
     /// Splits `script` into statements (numbered from 1) without running anything.
     pub fn parse_script(script: &str) -> Result<Vec<ScriptStatement>, EngineError> {
         split_statements(script).map_err(|e| EngineError::Syntax {
-            at: StatementAt { number: 1, line: 1 },
-            message: e.0,
+            at: StatementAt {
+                number: e.number,
+                line: e.line,
+            },
+            message: e.message,
         })
     }
 

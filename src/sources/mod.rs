@@ -1,5 +1,7 @@
 //! Source connectors built into the engine.
 
 mod datagen;
+mod datagen_values;
 
-pub use datagen::{DATAGEN, DATAGEN_OPTIONS, DatagenConfig, DatagenConnector, generate};
+pub use datagen::{DATAGEN, DATAGEN_OPTIONS, DatagenConfig, DatagenConnector};
+pub use datagen_values::{generate, supported};

@@ -5,7 +5,7 @@ mod split;
 mod statement;
 
 pub use split::{
-    ScriptStatement, SpannedToken, SyntaxError, TrailingWith, parse_options, split_statements,
-    split_trailing_with, tokenize,
+    ScriptError, ScriptStatement, SpannedToken, SyntaxError, TrailingWith, parse_options,
+    split_statements, split_trailing_with, tokenize,
 };
 pub use statement::{CreateConnection, EngineStatement, classify, summary};

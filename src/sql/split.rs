@@ -12,7 +12,7 @@
 //! DataFusion is exactly what the user wrote, minus the clause taken out.
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer, TokenizerError};
 
 /// A token with its byte range in the text it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,12 +57,22 @@ pub struct ScriptStatement {
 /// Tokenizes `sql` with the generic dialect (DataFusion's default) and returns the
 /// tokens with their byte ranges, whitespace and comments included.
 pub fn tokenize(sql: &str) -> Result<Vec<SpannedToken>, SyntaxError> {
+    let (tokens, error) = tokenize_partial(sql);
+    match error {
+        Some(e) => Err(SyntaxError(e.to_string())),
+        None => Ok(tokens),
+    }
+}
+
+/// Like [`tokenize`], but on failure also returns the tokens read before the error.
+fn tokenize_partial(sql: &str) -> (Vec<SpannedToken>, Option<TokenizerError>) {
     let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| SyntaxError(e.to_string()))?;
+    let mut raw = Vec::new();
+    let error = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location_into_buf(&mut raw)
+        .err();
     let mut cursor = Cursor::new(sql);
-    Ok(tokens
+    let tokens = raw
         .into_iter()
         .map(|t| {
             let start = cursor.advance_to(t.span.start);
@@ -73,7 +83,8 @@ pub fn tokenize(sql: &str) -> Result<Vec<SpannedToken>, SyntaxError> {
                 end,
             }
         })
-        .collect())
+        .collect();
+    (tokens, error)
 }
 
 /// Maps sqlparser's (line, column) locations to byte offsets. Tokens arrive in order,
@@ -113,33 +124,70 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A script that cannot be split: a token (usually a string or comment) is not
+/// closed. `number` and `line` locate the statement it starts in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ScriptError {
+    /// 1-based number of the statement holding the error.
+    pub number: usize,
+    /// 1-based line where that statement starts.
+    pub line: usize,
+    /// The tokenizer's message, with the error's own line and column.
+    pub message: String,
+}
+
 /// Splits a script into its statements on `;` outside strings and comments. Empty
 /// statements (only whitespace or comments) are dropped.
-pub fn split_statements(script: &str) -> Result<Vec<ScriptStatement>, SyntaxError> {
-    let tokens = tokenize(script)?;
+pub fn split_statements(script: &str) -> Result<Vec<ScriptStatement>, ScriptError> {
+    let (tokens, error) = tokenize_partial(script);
     let mut statements = Vec::new();
     let mut current: Vec<&SpannedToken> = Vec::new();
-    let mut flush = |current: &mut Vec<&SpannedToken>| {
-        let first = current.iter().find(|t| !t.is_trivia());
-        let last = current.iter().rev().find(|t| !t.is_trivia());
-        if let (Some(first), Some(last)) = (first, last) {
-            statements.push(ScriptStatement {
-                number: statements.len() + 1,
-                line: script[..first.start].matches('\n').count() + 1,
-                text: script[first.start..last.end].to_string(),
-            });
-        }
-        current.clear();
-    };
     for token in &tokens {
         if token.token == Token::SemiColon {
-            flush(&mut current);
+            push_statement(script, &mut statements, &mut current);
         } else {
             current.push(token);
         }
     }
-    flush(&mut current);
+    if let Some(error) = error {
+        // The failing statement is the one after the last complete one; it starts at
+        // its first token read, or at the error itself.
+        let line = current
+            .iter()
+            .find(|t| !t.is_trivia())
+            .map(|t| line_of(script, t.start))
+            .unwrap_or(error.location.line as usize);
+        return Err(ScriptError {
+            number: statements.len() + 1,
+            line,
+            message: error.to_string(),
+        });
+    }
+    push_statement(script, &mut statements, &mut current);
     Ok(statements)
+}
+
+/// Ends the statement made of `current` (if it has any significant token).
+fn push_statement(
+    script: &str,
+    statements: &mut Vec<ScriptStatement>,
+    current: &mut Vec<&SpannedToken>,
+) {
+    let first = current.iter().find(|t| !t.is_trivia());
+    let last = current.iter().rev().find(|t| !t.is_trivia());
+    if let (Some(first), Some(last)) = (first, last) {
+        statements.push(ScriptStatement {
+            number: statements.len() + 1,
+            line: line_of(script, first.start),
+            text: script[first.start..last.end].to_string(),
+        });
+    }
+    current.clear();
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text[..byte].matches('\n').count() + 1
 }
 
 /// The significant (non-trivia) tokens of `tokens`.
@@ -345,9 +393,10 @@ mod tests {
     }
 
     #[test]
-    fn reports_unterminated_string() {
-        let err = split_statements("SELECT 'oops").unwrap_err();
-        assert!(err.0.contains("Unterminated"), "{err}");
+    fn reports_unterminated_string_in_its_statement() {
+        let err = split_statements("SELECT 1;\n;\nSELECT 2;\n\nSELECT\n'oops").unwrap_err();
+        assert!(err.message.contains("Unterminated"), "{err}");
+        assert_eq!((err.number, err.line), (3, 5));
     }
 
     #[test]

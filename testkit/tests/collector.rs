@@ -83,7 +83,7 @@ async fn messages_dropped_by_a_full_client_buffer_fail_the_collection() {
     // Let the subscriber's connection read them all into (and past) its buffer.
     nats_testkit::round_trip(&client).await;
 
-    collector.collect(1000, Duration::from_secs(2)).await;
+    collector.collect(1000, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]

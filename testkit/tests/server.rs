@@ -84,6 +84,23 @@ async fn kill_and_restart_keep_the_port_and_the_jetstream_data() {
         .expect("the old client did not reconnect");
 }
 
+#[test]
+fn restart_waits_for_its_port_to_be_free_again() {
+    let mut server = NatsServer::start();
+    server.kill();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", server.port())).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(squatter);
+    });
+
+    server.restart();
+
+    assert!(server.is_running());
+    assert!(server.log().contains("address already in use"));
+    release.join().unwrap();
+}
+
 #[tokio::test]
 async fn stop_is_graceful_and_restart_of_a_running_server_works() {
     let mut server = NatsServer::start();
@@ -205,4 +222,66 @@ fn dropping_a_server_kills_it() {
     let port = server.port();
     drop(server);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// Set for a child run of this test binary that should leave a server behind.
+const LEAK_ENV: &str = "NATS_TESTKIT_LEAK_A_SERVER";
+
+#[test]
+fn a_server_never_outlives_its_test_process() {
+    // A child run of this very binary starts a server on a thread that exits, forgets
+    // it (as a `static` would), checks it still runs, prints its port and exits.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "leak_a_server_if_asked", "--nocapture"])
+        .env(LEAK_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "{stdout}");
+    let port: u16 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("leaked port "))
+        .unwrap_or_else(|| panic!("no port in the child's output: {stdout}"))
+        .parse()
+        .unwrap();
+
+    // The kernel kills it when the child process exits; give that a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server on {port} outlived its process"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Forgetting the server also forgot its temporary directory.
+    let dir = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("leaked dir "));
+    std::fs::remove_dir_all(dir.expect("no directory in the child's output")).unwrap();
+}
+
+/// The child half of `a_server_never_outlives_its_test_process`; does nothing in a
+/// normal run.
+#[test]
+fn leak_a_server_if_asked() {
+    if std::env::var_os(LEAK_ENV).is_none() {
+        return;
+    }
+    let (port, dir) = std::thread::spawn(|| {
+        let server = NatsServer::start();
+        let leaked = (
+            server.port(),
+            server.store_dir().parent().unwrap().to_owned(),
+        );
+        std::mem::forget(server);
+        leaked
+    })
+    .join()
+    .unwrap();
+    // Outliving the thread that started it is required (servers in statics).
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    println!("leaked port {port}");
+    println!("leaked dir {}", dir.display());
 }

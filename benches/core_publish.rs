@@ -1,0 +1,126 @@
+//! End-to-end core NATS publishing through the engine, against raw async-nats.
+//!
+//! Baseline: the async-nats client publishing the very same messages (payloads and
+//! subjects pre-built by the sink's encoder), then one round trip through the server so
+//! that both sides end with everything processed. Engine: `INSERT INTO sink SELECT ...
+//! FROM generate_series(...)` through `streamsql::Engine`, which plans the query,
+//! encodes every row and confirms each batch. Both publish to a real nats-server started
+//! by the bench. Report: engine rows/s / baseline rows/s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::Subject;
+use bytes::Bytes;
+use connector_nats::RowEncoder;
+use connector_nats::options::Options;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nats_testkit::NatsServer;
+use streamsql::Engine;
+use tokio::sync::Mutex;
+
+const ROWS: u64 = 200_000;
+
+/// About 200 bytes of JSON per row; 100 distinct subjects.
+fn query() -> String {
+    format!(
+        "SELECT value AS order_id, \
+                concat('orders.region', value % 100, '.created') AS subject, \
+                concat('customer-', lpad(CAST(value * 7919 % 100000 AS VARCHAR), 8, '0')) AS customer, \
+                value * 1.25 AS amount, \
+                value % 3 = 0 AS paid, \
+                CASE value % 4 WHEN 0 THEN 'new' WHEN 1 THEN 'paid' WHEN 2 THEN 'shipped' ELSE 'delivered' END AS status, \
+                concat('order ', value, ' placed through the web shop, standard delivery') AS note \
+         FROM generate_series(1, {ROWS})"
+    )
+}
+
+/// The messages the sink would publish, built once with the sink's own encoder.
+async fn prebuilt_messages(engine: &mut Engine) -> Vec<(Subject, Bytes)> {
+    let df = engine.context().sql(&query()).await.unwrap();
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let options: HashMap<String, String> =
+        [("subject_field".to_string(), "subject".to_string())].into();
+    let mut encoder =
+        RowEncoder::try_new(&schema, &Options::parse(&options, false).unwrap()).unwrap();
+    let mut messages = Vec::with_capacity(ROWS as usize);
+    for batch in df.collect().await.unwrap() {
+        let encoded = encoder.encode(&batch, 0).unwrap();
+        for i in 0..encoded.len() {
+            messages.push((encoded.subject(i).clone(), encoded.payload(i)));
+        }
+    }
+    messages
+}
+
+fn bench_core_publish(c: &mut Criterion) {
+    // FACTS.md: a current-thread runtime publishes fastest on 2 cores.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = NatsServer::start();
+    let url = server.url();
+
+    let mut engine = Engine::new();
+    let messages = runtime.block_on(prebuilt_messages(&mut engine));
+    assert_eq!(messages.len() as u64, ROWS);
+    let total_bytes: usize = messages.iter().map(|(_, p)| p.len()).sum();
+    println!(
+        "{ROWS} rows, {} bytes of JSON per row on average",
+        total_bytes as u64 / ROWS
+    );
+    runtime
+        .block_on(engine.execute(&format!(
+            "CREATE TABLE bench_sink (order_id BIGINT, subject VARCHAR, customer VARCHAR, amount DOUBLE, \
+                                      paid BOOLEAN, status VARCHAR, note VARCHAR) \
+             WITH (connector = 'nats_sink', servers = '{url}', subject_field = 'subject')"
+        )))
+        .unwrap();
+    let engine = Arc::new(Mutex::new(engine));
+    let client = runtime.block_on(nats_testkit::connect(&url));
+    let messages = Arc::new(messages);
+
+    let mut group = c.benchmark_group(format!("core_publish_{ROWS}_rows"));
+    group.throughput(Throughput::Elements(ROWS));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(15));
+    group.bench_function("baseline_raw_async_nats", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let (client, messages) = (client.clone(), messages.clone());
+            async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for (subject, payload) in messages.iter() {
+                        client
+                            .publish(subject.clone(), payload.clone())
+                            .await
+                            .unwrap();
+                    }
+                    nats_testkit::round_trip(&client).await;
+                }
+                start.elapsed()
+            }
+        })
+    });
+    let insert = format!("INSERT INTO bench_sink {}", query());
+    group.bench_function("engine_insert_select", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let (engine, insert) = (engine.clone(), insert.clone());
+            async move {
+                let mut engine = engine.lock().await;
+                let start = Instant::now();
+                for _ in 0..iters {
+                    engine.execute(&insert).await.unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
+    group.finish();
+    drop(server);
+}
+
+criterion_group!(benches, bench_core_publish);
+criterion_main!(benches);

@@ -1,0 +1,263 @@
+//! Bad input: each case fails with exit code 1, an error naming what is wrong, and
+//! nothing published (checked by a real subscriber on every subject).
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nats_testkit::{Collector, NatsServer};
+
+/// A server, a subscriber on `>`, and the sink options pointing at the server.
+struct Setup {
+    server: NatsServer,
+    everything: Collector,
+    _client: async_nats::Client,
+}
+
+async fn setup() -> Setup {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let everything = Collector::subscribe(&client, ">").await;
+    Setup {
+        server,
+        everything,
+        _client: client,
+    }
+}
+
+impl Setup {
+    /// `INSERT INTO out <select> WITH (connector='nats_sink', servers=<this server>, <options>)`.
+    fn insert(&self, select: &str, options: &str) -> std::process::Output {
+        let script = format!(
+            "INSERT INTO out {select} WITH (connector = 'nats_sink', servers = '{}', {options});",
+            self.server.url()
+        );
+        run_script(&script, &[])
+    }
+
+    async fn assert_nothing_published(&mut self) {
+        let messages = published(&mut self.everything).await;
+        assert!(
+            messages.is_empty(),
+            "published: {:?}",
+            messages.iter().map(text).collect::<Vec<_>>()
+        );
+    }
+}
+
+const ROWS: &str = "SELECT * FROM (VALUES (1, 'ok.a'), (2, 'ok.b'), (3, 'ok.c')) AS t(id, subject)";
+
+#[tokio::test]
+async fn unknown_option_names_it_and_the_closest_valid_one() {
+    let mut s = setup().await;
+    let output = s.insert(ROWS, "subjct_field = 'subject'");
+    assert_fails_with(
+        &output,
+        &[
+            "unknown option 'subjct_field'",
+            "did you mean 'subject_field'?",
+        ],
+    );
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn missing_subject_column_names_it_and_lists_the_columns() {
+    let mut s = setup().await;
+    let output = s.insert(ROWS, "subject_field = 'topic'");
+    assert_fails_with(
+        &output,
+        &[
+            "'subject_field' names column 'topic'",
+            "columns: id, subject",
+        ],
+    );
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn non_string_subject_column_says_to_cast_it() {
+    let mut s = setup().await;
+    let output = s.insert(ROWS, "subject_field = 'id'");
+    assert_fails_with(
+        &output,
+        &[
+            "column 'id' of type Int64",
+            "must be a string column",
+            "CAST",
+        ],
+    );
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn null_subject_names_the_row_and_nothing_of_its_batch_is_sent() {
+    let mut s = setup().await;
+    let rows = "SELECT * FROM (VALUES (1, 'ok.a'), (2, 'ok.b'), (3, NULL)) AS t(id, subject)";
+    let output = s.insert(rows, "subject_field = 'subject'");
+    assert_fails_with(
+        &output,
+        &[
+            "row 3: column 'subject' is null",
+            "0 earlier rows were published",
+        ],
+    );
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn invalid_subjects_name_the_row_value_and_rule() {
+    let cases = [
+        ("'orders.*'", "it has a wildcard token"),
+        ("'orders.>'", "it has a wildcard token"),
+        ("'has space'", "it contains whitespace"),
+        ("'orders..x'", "it has an empty token"),
+        ("''", "it is empty"),
+    ];
+    let mut s = setup().await;
+    for (value, rule) in cases {
+        let rows = format!("SELECT * FROM (VALUES (1, 'ok.a'), (2, {value})) AS t(id, subject)");
+        let output = s.insert(&rows, "subject_field = 'subject'");
+        let quoted = format!("holds {:?}", value.trim_matches('\''));
+        assert_fails_with(&output, &["row 2: column 'subject'", &quoted, rule]);
+    }
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn undefined_connection_is_named() {
+    let mut s = setup().await;
+    let output = s.insert(
+        ROWS,
+        "connection = 'no_such_conn', subject_field = 'subject'",
+    );
+    assert_fails_with(&output, &["no_such_conn"]);
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn unresolved_variable_names_the_variable() {
+    let mut s = setup().await;
+    let output = s.insert(
+        ROWS,
+        "subject_field = 'subject', username = 'u', password = '${STREAMSQL_TEST_NEVER_SET}'",
+    );
+    assert_fails_with(
+        &output,
+        &["'STREAMSQL_TEST_NEVER_SET'", "option 'password'"],
+    );
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_authorization_error_without_the_password() {
+    let server = NatsServer::builder().user("publisher", "right-pw").start();
+    let client = nats_testkit::connect_with_user(&server.url(), "publisher", "right-pw").await;
+    let mut everything = Collector::subscribe(&client, ">").await;
+    let script = format!(
+        "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = '{}', \
+         username = 'publisher', password = 'wrong-pw-123', subject_field = 'subject');",
+        server.url()
+    );
+    let output = run_script(&script, &[]);
+    assert_fails_with(
+        &output,
+        &[
+            "rejected user 'publisher'",
+            "check 'username' and 'password'",
+        ],
+    );
+    assert!(!stderr(&output).contains("wrong-pw-123"));
+    let got = published(&mut everything).await;
+    assert!(
+        got.is_empty(),
+        "{:?}",
+        got.iter()
+            .map(|m| (m.subject.to_string(), text(m)))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn refused_connection_fails_fast_naming_the_server() {
+    let port = nats_testkit::free_port();
+    let script = format!(
+        "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:{port}', subject_field = 'subject');"
+    );
+    let started = Instant::now();
+    let output = run_script(&script, &[]);
+    assert_fails_with(
+        &output,
+        &[
+            &format!("cannot connect to NATS at nats://127.0.0.1:{port}"),
+            "cannot be reached",
+        ],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A peer that accepts TCP but never speaks NATS: only `connect_timeout` ends the wait.
+#[test]
+fn silent_server_fails_within_connect_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:{port}', \
+         subject_field = 'subject', connect_timeout = '1s');"
+    );
+    let started = Instant::now();
+    let output = run_script(&script, &[]);
+    let elapsed = started.elapsed();
+    assert_fails_with(
+        &output,
+        &["cannot connect to NATS", "timed out", "connect_timeout"],
+    );
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "failed before the timeout: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "took {elapsed:?} with connect_timeout = 1s"
+    );
+    drop(listener);
+}
+
+#[tokio::test]
+async fn unsupported_format_lists_the_supported_ones() {
+    let mut s = setup().await;
+    let output = s.insert(ROWS, "subject_field = 'subject', format = 'avro'");
+    assert_fails_with(
+        &output,
+        &[
+            "option 'format'",
+            "'avro' is not supported",
+            "supported formats: json",
+        ],
+    );
+    s.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn oversized_row_names_the_row_and_the_limit() {
+    let server = NatsServer::builder().max_payload(1024).start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let mut everything = Collector::subscribe(&client, ">").await;
+    let script = format!(
+        "INSERT INTO out SELECT value AS id, repeat('x', CAST(CASE WHEN value = 3 THEN 2000 ELSE 10 END AS INT)) AS body \
+         FROM generate_series(1, 5) WITH (connector = 'nats_sink', servers = '{}', subject = 'big.rows');",
+        server.url()
+    );
+    let output = run_script(&script, &[]);
+    assert_fails_with(
+        &output,
+        &["row 3:", "over the server's max_payload of 1024 bytes"],
+    );
+    assert!(published(&mut everything).await.is_empty());
+}

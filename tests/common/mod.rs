@@ -1,0 +1,101 @@
+//! Helpers shared by the integration tests: running the `streamsql` binary on a script,
+//! and reading what a real subscriber received.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use async_nats::Message;
+use nats_testkit::Collector;
+
+/// The `streamsql` binary built for these tests.
+pub fn streamsql() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsql"));
+    // Variables the examples read: a test states the ones it wants.
+    cmd.env_remove("NATS_URL")
+        .env_remove("NATS_PASSWORD")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs `script` with `streamsql run -` and the given environment.
+pub fn run_script(script: &str, envs: &[(&str, &str)]) -> Output {
+    let mut child = streamsql()
+        .args(["run", "-"])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn streamsql");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The text of `sql-examples/<name>`.
+pub fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sql-examples")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the run failed with exit code 1 and an error containing every `needle`.
+pub fn assert_fails_with(output: &Output, needles: &[&str]) {
+    let err = stderr(output);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected exit 1; stderr:\n{err}\nstdout:\n{}",
+        stdout(output)
+    );
+    for needle in needles {
+        assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
+    }
+}
+
+/// Messages that reached a subscriber on `>` until it was idle for a moment, leaving out
+/// request/reply inboxes (the sink's own confirmation round trips travel there) and the
+/// server's `$SYS` advisories (e.g. for a failed login).
+pub async fn published(collector: &mut Collector) -> Vec<Message> {
+    collector
+        .collect_until_idle(Duration::from_millis(300))
+        .await
+        .into_iter()
+        .filter(|m| !m.subject.starts_with("_INBOX.") && !m.subject.starts_with("$SYS."))
+        .collect()
+}
+
+/// The payload as text.
+pub fn text(message: &Message) -> String {
+    String::from_utf8_lossy(&message.payload).into_owned()
+}
+
+/// The row count from the `INSERT INTO <table>: N rows ...` summary line.
+pub fn inserted_rows(stdout: &str, table: &str) -> u64 {
+    let prefix = format!("INSERT INTO {table}: ");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no summary line for {table} in:\n{stdout}"));
+    line[prefix.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row count in {line:?}"))
+}

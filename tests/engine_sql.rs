@@ -1,0 +1,232 @@
+//! The engine end to end without a NATS server: DataFusion statements pass through,
+//! the datagen source works bounded and unbounded (stopped by the shutdown latch),
+//! and errors read as documented.
+
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::arrow::util::display::array_value_to_string;
+use streamsql::{Engine, EngineError, Outcome};
+
+/// The batches of the query outcome at `index`.
+fn batches(outcomes: &[Outcome], index: usize) -> &[RecordBatch] {
+    match &outcomes[index] {
+        Outcome::Query { batches, .. } => batches,
+        other => panic!("outcome {index} is not a query: {other:?}"),
+    }
+}
+
+/// All values of column `col` (Int64) across `batches`.
+fn int64s(batches: &[RecordBatch], col: usize) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(col)
+                .as_primitive::<Int64Type>()
+                .iter()
+                .flatten()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn datafusion_statements_pass_through() {
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute(
+            "SELECT 40 + 2 AS answer; -- a comment; with a semicolon
+             VALUES (1), (2), (3);
+             SELECT value FROM generate_series(5, 7);
+             CREATE VIEW v AS SELECT 'a;b' AS s;
+             SELECT s FROM v;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 5);
+    assert_eq!(int64s(batches(&outcomes, 0), 0), [42]);
+    assert_eq!(int64s(batches(&outcomes, 1), 0), [1, 2, 3]);
+    assert_eq!(int64s(batches(&outcomes, 2), 0), [5, 6, 7]);
+    assert!(matches!(&outcomes[3], Outcome::Done { statement } if statement == "CREATE VIEW v"));
+    let s = array_value_to_string(batches(&outcomes, 4)[0].column(0), 0).unwrap();
+    assert_eq!(s, "a;b");
+}
+
+#[tokio::test]
+async fn csv_external_table_and_insert_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("fruit.csv");
+    std::fs::write(
+        &csv,
+        "id,name,price\n1,apple,1.5\n2,pear,2.25\n3,plum,0.5\n",
+    )
+    .unwrap();
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute(&format!(
+            "CREATE EXTERNAL TABLE fruit (id BIGINT, name VARCHAR, price DOUBLE)
+             STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true');
+             CREATE TABLE cheap (id BIGINT, name VARCHAR);
+             INSERT INTO cheap SELECT id, name FROM fruit WHERE price < 2;
+             SELECT sum(price) FROM fruit;
+             SELECT id FROM cheap ORDER BY id;",
+            csv.display()
+        ))
+        .await
+        .unwrap();
+    let Outcome::Insert(insert) = &outcomes[2] else {
+        panic!("not an insert: {:?}", outcomes[2]);
+    };
+    assert_eq!((insert.table.as_str(), insert.rows), ("cheap", 2));
+    assert_eq!(insert.connector, None);
+    let sum = batches(&outcomes, 3)[0]
+        .column(0)
+        .as_primitive::<Float64Type>()
+        .value(0);
+    assert_eq!(sum, 4.25);
+    assert_eq!(int64s(batches(&outcomes, 4), 0), [1, 3]);
+}
+
+#[tokio::test]
+async fn datagen_with_row_limit_is_bounded() {
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute(
+            "CREATE TABLE gen (id BIGINT, name VARCHAR, ts TIMESTAMP, ok BOOLEAN)
+             WITH (connector = 'datagen', rows_per_second = '0', row_limit = '10');
+             SELECT count(*) FROM gen;
+             SELECT id, name FROM gen WHERE ok ORDER BY id LIMIT 3;",
+        )
+        .await
+        .unwrap();
+    let count = batches(&outcomes, 1)[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    assert_eq!(count, 10);
+    let rows = batches(&outcomes, 2);
+    assert_eq!(int64s(rows, 0), [0, 2, 4]);
+    let names: Vec<_> = rows
+        .iter()
+        .flat_map(|b| {
+            let names = b.column(1).as_string_view();
+            (0..names.len())
+                .map(|i| names.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(names, ["name-0", "name-2", "name-4"]);
+}
+
+#[tokio::test]
+async fn unbounded_insert_ends_on_shutdown_with_every_row_counted() {
+    let mut engine = Engine::new();
+    let shutdown = engine.shutdown().clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shutdown.trigger();
+    });
+    let outcomes = tokio::time::timeout(
+        Duration::from_secs(20),
+        engine.execute(
+            "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', rows_per_second = '1000');
+             CREATE TABLE kept (id BIGINT);
+             INSERT INTO kept SELECT id FROM gen;
+             SELECT 'never runs';",
+        ),
+    )
+    .await
+    .expect("the insert ends once shutdown fires")
+    .unwrap();
+    assert_eq!(outcomes.len(), 3, "no statement starts after shutdown");
+    let Outcome::Insert(insert) = &outcomes[2] else {
+        panic!("not an insert: {:?}", outcomes[2]);
+    };
+    assert!(insert.stopped_by_signal);
+    assert!(insert.rows > 0, "rows were produced before the signal");
+    // The reported count is what the table holds.
+    let held = engine
+        .context()
+        .sql("SELECT count(*) FROM kept")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        held[0].column(0).as_primitive::<Int64Type>().value(0) as u64,
+        insert.rows
+    );
+}
+
+#[tokio::test]
+async fn trailing_with_options_are_never_dropped_silently() {
+    // Without the engine's split, DataFusion would read WITH (...) as table hints and
+    // ignore it; here the sink sees subject_field and refuses the missing column.
+    let mut engine = Engine::new();
+    let err = engine
+        .execute(
+            "INSERT INTO out SELECT 1 AS id
+             WITH (connector = 'nats_sink', subject_field = 'no_such_column')",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Connector { .. }), "{err}");
+    assert!(err.to_string().contains("no_such_column"), "{err}");
+}
+
+#[tokio::test]
+async fn errors_name_the_statement_and_the_fix() {
+    let mut engine = Engine::new();
+    let err = engine
+        .execute("SELECT 1;\n\nINSERT INTO o SELECT 1 AS a WITH (connection = 'orders_conn')")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "statement 2 (line 3): unknown connection 'orders_conn'; defined connections: (none). \
+         Define it first with CREATE CONNECTION orders_conn FROM <connector> WITH (...)"
+    );
+
+    let err = engine
+        .execute("CREATE TABLE g (id BIGINT) WITH (connector = 'datagen', row_limt = '5')")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean 'row_limit'?"),
+        "{err}"
+    );
+
+    let err = engine
+        .execute("SELECT * FROM missing_table")
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("statement 1 (line 1): ") && text.contains("missing_table"),
+        "{text}"
+    );
+    assert!(!text.contains("Error during planning"), "{text}");
+
+    let err = engine.execute("SELECT 'unterminated").await.unwrap_err();
+    assert!(matches!(err, EngineError::Syntax { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn nats_sink_is_a_datafusion_table_factory_too() {
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute(
+            "CREATE EXTERNAL TABLE ext (subject VARCHAR, v INT) STORED AS NATS_SINK
+             LOCATION 'nats://127.0.0.1:4222' OPTIONS ('subject_field' 'subject');
+             SELECT count(*) FROM information_schema.tables WHERE table_name = 'ext';",
+        )
+        .await
+        .unwrap();
+    let n = batches(&outcomes, 1)[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
+    assert_eq!(n, 1);
+}
