@@ -75,6 +75,42 @@ pub struct OptionDoc {
     pub doc: &'static str,
 }
 
+/// Shown in place of a secret option's value.
+pub const REDACTED: &str = "***";
+
+/// The engine's one redaction rule, used wherever option values are shown or logged
+/// (connections, the `Debug` of statements, the connectors listing): the pairs of
+/// `options` in order, each value replaced by [`REDACTED`] when `is_secret(key)`.
+/// Engine keys ([`ENGINE_OPTIONS`]) are never secret.
+///
+/// `is_secret` comes from the connector's option docs ([`secret_keys`]) where the
+/// connector is known; where it is not, pass `|_| true` to hide every value.
+pub fn redact<'a>(
+    options: impl IntoIterator<Item = (&'a str, &'a str)>,
+    is_secret: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    options
+        .into_iter()
+        .map(|(key, value)| {
+            let engine_key = ENGINE_OPTIONS.iter().any(|o| o.name == key);
+            let shown = if !engine_key && is_secret(key) {
+                REDACTED
+            } else {
+                value
+            };
+            (key.to_string(), shown.to_string())
+        })
+        .collect()
+}
+
+/// The keys `docs` declares secret.
+pub fn secret_keys(docs: &[OptionDoc]) -> std::collections::BTreeSet<String> {
+    docs.iter()
+        .filter(|o| o.secret)
+        .map(|o| o.name.to_string())
+        .collect()
+}
+
 /// The keys the engine reads itself, valid with every connector.
 pub const ENGINE_OPTIONS: &[OptionDoc] = &[
     OptionDoc {
@@ -300,6 +336,42 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn redact_hides_secret_values_but_never_engine_keys() {
+        let docs = [
+            OptionDoc {
+                name: "password",
+                scope: OptionScope::Connection,
+                default: None,
+                secret: true,
+                doc: "",
+            },
+            DOCS[1].clone(),
+        ];
+        let secret = secret_keys(&docs);
+        let shown = redact(
+            [
+                ("connector", "nats_sink"),
+                ("password", "hunter2"),
+                ("servers", "nats://h"),
+            ],
+            |k| secret.contains(k),
+        );
+        assert_eq!(
+            shown,
+            options(&[
+                ("connector", "nats_sink"),
+                ("password", REDACTED),
+                ("servers", "nats://h")
+            ])
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+        let all = redact([("connection", "c"), ("token", "t0k")], |_| true);
+        assert_eq!(all[0].1, "c");
+        assert_eq!(all[1].1, REDACTED);
     }
 
     #[test]

@@ -261,3 +261,24 @@ async fn oversized_row_names_the_row_and_the_limit() {
     );
     assert!(published(&mut everything).await.is_empty());
 }
+
+/// A bad row in the second batch: the first batch was confirmed and stays delivered, the
+/// error says so, and nothing of the bad row's batch is sent.
+#[tokio::test]
+async fn bad_row_in_a_later_batch_keeps_earlier_batches_and_says_how_many() {
+    let mut s = setup().await;
+    let rows = "SELECT value AS id, CASE WHEN value = 9000 THEN NULL ELSE 'ok.n' END AS subject \
+                FROM generate_series(1, 10000)";
+    let output = s.insert(rows, "subject_field = 'subject'");
+    // DataFusion's batches hold 8192 rows: the first is sent, the second holds row 9000.
+    assert_fails_with(
+        &output,
+        &[
+            "row 9000: column 'subject' is null",
+            "8192 earlier rows were published and confirmed",
+        ],
+    );
+    let messages = published(&mut s.everything).await;
+    assert_eq!(messages.len(), 8192);
+    assert_eq!(text(messages.last().unwrap()), r#"{"id":8192}"#);
+}

@@ -230,3 +230,102 @@ async fn nats_sink_is_a_datafusion_table_factory_too() {
         .value(0);
     assert_eq!(n, 1);
 }
+
+#[tokio::test]
+async fn with_after_a_table_name_is_refused_not_ignored() {
+    let mut engine = Engine::new();
+    engine
+        .execute("CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', row_limit = '5')")
+        .await
+        .unwrap();
+    for (sql, kind) in [
+        (
+            "SELECT * FROM gen WITH (connector = 'nats_sink') LIMIT 10",
+            "SELECT",
+        ),
+        (
+            "EXPLAIN SELECT id FROM gen WITH (subject = 'x') ORDER BY id",
+            "EXPLAIN SELECT",
+        ),
+        (
+            "EXPLAIN ANALYZE VERBOSE INSERT INTO out SELECT id FROM gen \
+             WITH (connector = 'nats_sink', subject = 'x') LIMIT 1",
+            "EXPLAIN INSERT",
+        ),
+        (
+            "WITH g AS (SELECT id FROM gen) INSERT INTO out SELECT id FROM g \
+             WITH (connector = 'nats_sink', subject = 'x')",
+            "WITH ... INSERT",
+        ),
+    ] {
+        let err = engine
+            .execute(&format!("SELECT 1;\n{sql}"))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, EngineError::Unsupported { .. }),
+            "{sql}: {text}"
+        );
+        assert!(
+            text.starts_with(&format!(
+                "statement 2 (line 2): {kind} has WITH (...) after table"
+            )),
+            "{sql}: {text}"
+        );
+        assert!(
+            text.contains("INSERT INTO name SELECT ... WITH (connector = ...)"),
+            "{text}"
+        );
+    }
+    assert!(!engine.context().table_exist("out").unwrap());
+}
+
+#[tokio::test]
+async fn explain_insert_with_plans_the_sink_and_leaves_nothing_behind() {
+    // Port 1: nothing listens there, so a connection attempt would fail the statement.
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute(
+            "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', row_limit = '5');
+             EXPLAIN INSERT INTO out SELECT id, 'a.b' AS subject FROM gen
+             WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:1',
+                   subject_field = 'subject', password = 'hunter2', username = 'u');",
+        )
+        .await
+        .unwrap();
+    let plan = batches(&outcomes, 1)
+        .iter()
+        .flat_map(|b| {
+            let col = b.column(1);
+            (0..col.len())
+                .map(|i| array_value_to_string(col, i).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        plan.contains("Insert Into") && plan.contains("out"),
+        "{plan}"
+    );
+    assert!(!plan.contains("hunter2"), "{plan}");
+    assert!(!engine.context().table_exist("out").unwrap());
+}
+
+#[tokio::test]
+async fn insert_with_never_replaces_a_declared_sink() {
+    let mut engine = Engine::new();
+    let err = engine
+        .execute(
+            "CREATE TABLE out (id BIGINT) WITH (connector = 'nats_sink', subject = 'a');
+             INSERT INTO out SELECT 1 AS id WITH (connector = 'nats_sink', subject = 'b');",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "statement 2 (line 2): table 'out' was declared with CREATE TABLE ... WITH; INSERT \
+         INTO it without WITH, or use another name"
+    );
+    assert!(engine.context().table_exist("out").unwrap());
+}

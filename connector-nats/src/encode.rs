@@ -13,9 +13,10 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StructArray};
 use datafusion::arrow::datatypes::{Field, FieldRef, Fields, SchemaRef};
 use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 
+use crate::config::{SinkConfig, SubjectSpec};
 use crate::error::{NatsSinkError, Result};
 use crate::json_form;
-use crate::options::{Options, REPLY_TO_FIELD, SUBJECT_FIELD, SinkConfig, SubjectSpec};
+use crate::options::{Options, REPLY_TO_FIELD, SUBJECT_FIELD};
 use crate::subject;
 
 /// Where each row's subject comes from, resolved against the schema.
@@ -228,6 +229,11 @@ impl EncodedBatch {
     pub fn payload(&self, i: usize) -> Bytes {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         self.payloads.slice(start..self.ends[i])
+    }
+
+    /// Length of row `i`'s payload in bytes.
+    pub fn payload_len(&self, i: usize) -> usize {
+        self.ends[i] - if i == 0 { 0 } else { self.ends[i - 1] }
     }
 
     /// Row `i`'s subject.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 
+mod config;
 mod encode;
 mod error;
 mod factory;

@@ -2,8 +2,8 @@
 //!
 //! [`OPTIONS`] is the single declaration: name, scope, default, secrecy and documentation.
 //! Key validation, the unknown-option suggestion, defaults, redaction and the engine's
-//! `connectors` listing all read it. The typed configurations ([`ConnectionConfig`],
-//! [`SinkConfig`]) are parsed from a validated [`Options`] map.
+//! `connectors` listing all read it. The value parsers here are shared with `config`,
+//! which builds the typed configurations from a validated [`Options`] map.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -280,32 +280,43 @@ pub(crate) fn parse_servers(value: &str) -> Result<Vec<String>> {
             "no server given; write e.g. 'nats://127.0.0.1:4222'".into(),
         ));
     }
-    for server in &servers {
-        server.parse::<async_nats::ServerAddr>().map_err(|e| {
-            invalid(format!(
-                "'{}' is not a server address: {e}",
-                redact_userinfo(server)
-            ))
-        })?;
+    for (i, server) in servers.iter().enumerate() {
+        let addr = server
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| invalid(format!("server {} is not a server address: {e}", i + 1)))?;
+        // Credentials in a URL would be shown wherever the servers are (EXPLAIN, logs).
+        if addr.has_user_pass() || addr.username().is_some() {
+            return Err(invalid(format!(
+                "server {} has credentials in its URL: put them in 'username' and 'password' (or 'token') instead",
+                i + 1
+            )));
+        }
     }
     Ok(servers)
 }
+
+/// The longest timeout accepted; a longer one is almost certainly a typo.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 pub(crate) fn parse_duration(option: &str, value: &str) -> Result<Duration> {
     let value = value.trim();
     // A bare number means seconds, as users of other connectors expect.
     let parsed = match value.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
-        _ => humantime::parse_duration(value),
+        Ok(secs) => Duration::try_from_secs_f64(secs).ok(),
+        Err(_) => humantime::parse_duration(value).ok(),
+    };
+    let invalid = |problem: String| NatsSinkError::InvalidOption {
+        option: option.to_string(),
+        problem,
     };
     match parsed {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(NatsSinkError::InvalidOption {
-            option: option.to_string(),
-            problem: format!(
-                "'{value}' is not a positive duration; write e.g. '500ms', '5s' or '2m'"
-            ),
-        }),
+        Some(d) if d > MAX_DURATION => Err(invalid(format!(
+            "'{value}' is longer than the maximum of 24h"
+        ))),
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(invalid(format!(
+            "'{value}' is not a positive duration; write e.g. '500ms', '5s' or '2m'"
+        ))),
     }
 }
 
@@ -366,140 +377,6 @@ pub(crate) fn parse_headers(value: &str) -> Result<Vec<(String, String)>> {
             Ok((name, value))
         })
         .collect()
-}
-
-/// A secret value: `Debug` shows `***`, and there is no `Display`.
-#[derive(Clone)]
-pub(crate) struct Secret(pub(crate) String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// How to authenticate.
-#[derive(Debug, Clone)]
-pub(crate) enum Auth {
-    None,
-    UserPassword { user: String, password: Secret },
-    Token(Secret),
-}
-
-/// Everything needed to connect, with `${VAR}` resolved. Built when the sink connects.
-#[derive(Clone)]
-pub(crate) struct ConnectionConfig {
-    pub servers: Vec<String>,
-    pub auth: Auth,
-    pub connect_timeout: Duration,
-}
-
-impl ConnectionConfig {
-    pub(crate) fn from_options(options: &Options) -> Result<Self> {
-        let servers = parse_servers(&options.resolved(SERVERS)?.unwrap_or_default())?;
-        let auth = match (
-            options.resolved(USERNAME)?,
-            options.resolved(PASSWORD)?,
-            options.resolved(TOKEN)?,
-        ) {
-            (Some(user), Some(password), None) => Auth::UserPassword {
-                user,
-                password: Secret(password),
-            },
-            (None, None, Some(token)) => Auth::Token(Secret(token)),
-            _ => Auth::None,
-        };
-        let connect_timeout = parse_duration(
-            CONNECT_TIMEOUT,
-            &options.resolved(CONNECT_TIMEOUT)?.unwrap_or_default(),
-        )?;
-        Ok(ConnectionConfig {
-            servers,
-            auth,
-            connect_timeout,
-        })
-    }
-
-    /// The servers for messages and logs, without userinfo.
-    pub(crate) fn servers_display(&self) -> String {
-        redact_userinfo(&self.servers.join(","))
-    }
-}
-
-impl fmt::Debug for ConnectionConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Server URLs may carry `user:password@`.
-        f.debug_struct("ConnectionConfig")
-            .field("servers", &self.servers_display())
-            .field("auth", &self.auth)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
-    }
-}
-
-/// Where each row's subject comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubjectSpec {
-    Fixed(String),
-    Column(String),
-}
-
-/// The sink's routing and payload settings, with `${VAR}` resolved. Built at table creation.
-#[derive(Debug, Clone)]
-pub(crate) struct SinkConfig {
-    pub subject: SubjectSpec,
-    pub reply_to_field: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub payload_include_routing: bool,
-    pub confirm_timeout: Duration,
-}
-
-impl SinkConfig {
-    pub(crate) fn from_options(options: &Options) -> Result<Self> {
-        let subject = match (options.resolved(SUBJECT)?, options.resolved(SUBJECT_FIELD)?) {
-            (Some(fixed), None) => {
-                subject::validate(&fixed).map_err(|problem| NatsSinkError::InvalidOption {
-                    option: SUBJECT.into(),
-                    problem: format!("'{fixed}' is not a valid subject: {problem}"),
-                })?;
-                SubjectSpec::Fixed(fixed)
-            }
-            (None, Some(column)) => SubjectSpec::Column(column),
-            (Some(_), Some(_)) => {
-                return Err(NatsSinkError::InvalidOption {
-                    option: SUBJECT.into(),
-                    problem:
-                        "give either 'subject' (fixed) or 'subject_field' (a column), not both"
-                            .into(),
-                });
-            }
-            (None, None) => {
-                return Err(NatsSinkError::InvalidOption {
-                    option: SUBJECT_FIELD.into(),
-                    problem: "missing: give 'subject_field' (the column holding each row's subject) or a fixed 'subject'".into(),
-                });
-            }
-        };
-        parse_format(&options.resolved(FORMAT)?.unwrap_or_default())?;
-        Ok(SinkConfig {
-            subject,
-            reply_to_field: options.resolved(REPLY_TO_FIELD)?,
-            headers: match options.resolved(HEADERS)? {
-                Some(h) => parse_headers(&h)?,
-                None => Vec::new(),
-            },
-            payload_include_routing: parse_bool(
-                PAYLOAD_INCLUDE_ROUTING,
-                &options
-                    .resolved(PAYLOAD_INCLUDE_ROUTING)?
-                    .unwrap_or_default(),
-            )?,
-            confirm_timeout: parse_duration(
-                CONFIRM_TIMEOUT,
-                &options.resolved(CONFIRM_TIMEOUT)?.unwrap_or_default(),
-            )?,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@
 //! see that batch twice, never a gap). Across a crash of the engine, core mode is
 //! at-most-once for the unconfirmed batch.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use async_nats::client::PublishErrorKind;
 use async_nats::{
     Client, ConnectErrorKind, ConnectOptions, Event, HeaderMap, ServerAddr, Subject, Subscriber,
 };
@@ -21,12 +21,15 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tracing::{debug, info, warn};
 
+use crate::config::{Auth, ConnectionConfig};
 use crate::encode::EncodedBatch;
 use crate::error::{NatsSinkError, Result};
-use crate::options::{Auth, ConnectionConfig};
 
 /// How often a batch is sent again after the connection dropped under it.
 const MAX_RESENDS: usize = 3;
+
+/// How often a round trip checks whether the client reconnected.
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
 
 /// A connected publisher. Built by [`Publisher::connect`]; dropping it closes the connection.
 pub(crate) struct Publisher {
@@ -37,8 +40,6 @@ pub(crate) struct Publisher {
     headers: Option<HeaderMap>,
     headers_len: usize,
     confirm_timeout: Duration,
-    /// Incremented by the connection's event callback on every disconnect.
-    disconnects: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -61,24 +62,18 @@ impl Publisher {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| connect_error(format!("invalid server address: {e}"), None))?;
 
-        let disconnects = Arc::new(AtomicU64::new(0));
-        let counter = disconnects.clone();
         let mut options = ConnectOptions::new()
             .name("streamsql nats_sink")
             .connection_timeout(config.connect_timeout)
             // Every subject is validated by the sink once per distinct value.
             .skip_subject_validation(true)
-            .event_callback(move |event| {
-                let counter = counter.clone();
-                async move {
-                    match event {
-                        Event::Disconnected => {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            warn!("nats_sink: disconnected from the server; reconnecting");
-                        }
-                        Event::Connected => info!("nats_sink: connected"),
-                        other => debug!("nats_sink: connection event: {other}"),
+            .event_callback(|event| async move {
+                match event {
+                    Event::Disconnected => {
+                        warn!("nats_sink: disconnected from the server; reconnecting")
                     }
+                    Event::Connected => info!("nats_sink: connected"),
+                    other => debug!("nats_sink: connection event: {other}"),
                 }
             });
         options = match &config.auth {
@@ -90,7 +85,10 @@ impl Publisher {
         };
 
         // async-nats bounds each server attempt; this bounds the whole list.
-        let overall = config.connect_timeout * addrs.len() as u32 + Duration::from_secs(1);
+        let overall = config
+            .connect_timeout
+            .saturating_mul(addrs.len() as u32)
+            .saturating_add(Duration::from_secs(1));
         let client = match tokio::time::timeout(overall, options.connect(addrs)).await {
             Err(_) => return Err(connect_error(timed_out(config.connect_timeout), None)),
             Ok(Err(e)) => {
@@ -120,7 +118,6 @@ impl Publisher {
             headers,
             headers_len,
             confirm_timeout,
-            disconnects,
         })
     }
 
@@ -129,17 +126,16 @@ impl Publisher {
     pub(crate) async fn send(&mut self, batch: &EncodedBatch, confirmed: u64) -> Result<()> {
         self.check_sizes(batch, confirmed)?;
         for attempt in 0..=MAX_RESENDS {
-            let disconnects_before = self.disconnects.load(Ordering::SeqCst);
+            let connects_before = self.connects();
             self.publish_all(batch).await?;
-            self.round_trip(confirmed).await?;
-            if self.disconnects.load(Ordering::SeqCst) == disconnects_before {
-                return Ok(());
+            match self.round_trip(confirmed, connects_before).await? {
+                Confirmed::Yes => return Ok(()),
+                Confirmed::Reconnected => warn!(
+                    attempt = attempt + 1,
+                    rows = batch.len(),
+                    "nats_sink: the connection dropped while a batch was in flight; sending the batch again"
+                ),
             }
-            warn!(
-                attempt = attempt + 1,
-                rows = batch.len(),
-                "nats_sink: the connection dropped while a batch was in flight; sending the batch again"
-            );
         }
         Err(NatsSinkError::Publish {
             problem: format!(
@@ -150,11 +146,18 @@ impl Publisher {
         })
     }
 
+    /// How many times the client has connected: a change means messages sent since may
+    /// have been lost with the old connection. async-nats counts this in its connection
+    /// handler, before any event callback runs.
+    fn connects(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::SeqCst)
+    }
+
     /// Refuses the batch before anything of it is sent if a row is over `max_payload`.
     fn check_sizes(&self, batch: &EncodedBatch, confirmed: u64) -> Result<()> {
         let max_payload = self.client.server_info().max_payload;
         for i in 0..batch.len() {
-            let size = batch.payload(i).len() + self.headers_len;
+            let size = batch.payload_len(i) + self.headers_len;
             if size > max_payload {
                 return Err(NatsSinkError::BadRow {
                     row: confirmed + i as u64 + 1,
@@ -190,40 +193,47 @@ impl Publisher {
                         .await
                 }
             };
-            sent.map_err(|e| NatsSinkError::Publish {
-                problem: format!("{e}: the connection to the server is closed"),
-                source: Some(Box::new(e)),
-            })?;
+            sent.map_err(|e| publish_error(e, batch.subject(i)))?;
         }
         Ok(())
     }
 
     /// Sends a token to our own inbox and waits for it to come back through the server.
-    async fn round_trip(&mut self, confirmed: u64) -> Result<()> {
+    /// Returns `Reconnected` as soon as the client has reconnected since `connects_before`
+    /// (the token or messages before it may have been lost with the old connection).
+    async fn round_trip(&mut self, confirmed: u64, connects_before: u64) -> Result<Confirmed> {
         self.barrier_seq += 1;
         let token = Bytes::from(self.barrier_seq.to_string());
-        let timeout = self.confirm_timeout;
-        let timed_out = || NatsSinkError::ConfirmTimeout {
-            timeout_ms: timeout.as_millis(),
-            published: confirmed,
-        };
         self.client
             .publish(self.barrier_subject.clone(), token.clone())
             .await
-            .map_err(|_| timed_out())?;
-        let barrier = &mut self.barrier;
-        let echoed = async {
-            // Tokens of earlier, timed-out round trips may still arrive: skip them.
-            while let Some(message) = barrier.next().await {
-                if message.payload == token {
-                    return true;
+            .map_err(|e| publish_error(e, &self.barrier_subject))?;
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
+        loop {
+            if self.connects() != connects_before {
+                return Ok(Confirmed::Reconnected);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NatsSinkError::ConfirmTimeout {
+                    timeout_ms: self.confirm_timeout.as_millis(),
+                    published: confirmed,
+                });
+            }
+            // Short slices, so that a reconnect is noticed without waiting for the timeout.
+            let slice = deadline.min(tokio::time::Instant::now() + RECONNECT_POLL);
+            match tokio::time::timeout_at(slice, self.barrier.next()).await {
+                Ok(Some(message)) if message.payload == token => return Ok(Confirmed::Yes),
+                // A token of an earlier, interrupted round trip.
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => {
+                    return Err(NatsSinkError::Publish {
+                        problem: format!(
+                            "the connection was closed before the server confirmed the batch ({confirmed} rows confirmed before it)"
+                        ),
+                        source: None,
+                    });
                 }
             }
-            false
-        };
-        match tokio::time::timeout(timeout, echoed).await {
-            Ok(true) => Ok(()),
-            _ => Err(timed_out()),
         }
     }
 
@@ -232,6 +242,27 @@ impl Publisher {
         if let Err(e) = self.client.drain().await {
             debug!("nats_sink: closing the connection: {e}");
         }
+    }
+}
+
+/// The outcome of a round trip that did not fail.
+enum Confirmed {
+    Yes,
+    Reconnected,
+}
+
+/// What a failed publish means for the user, from its kind (never its message text).
+fn publish_error(err: async_nats::PublishError, subject: &Subject) -> NatsSinkError {
+    let problem = match err.kind() {
+        PublishErrorKind::MaxPayloadExceeded => format!(
+            "a message to '{subject}' is over the server's max_payload (the server's limit changed during the statement?)"
+        ),
+        PublishErrorKind::InvalidSubject => format!("'{subject}' is not a valid subject"),
+        PublishErrorKind::Send => "the connection to the server is closed".to_string(),
+    };
+    NatsSinkError::Publish {
+        problem,
+        source: Some(Box::new(err)),
     }
 }
 

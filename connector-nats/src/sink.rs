@@ -5,7 +5,6 @@
 //! (publish + confirm). It returns the number of rows the server confirmed; when it fails,
 //! every row counted in the error's "published" figure was confirmed, and none after.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -21,8 +20,9 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 use tracing::info;
 
+use crate::config::{ConnectionConfig, SinkConfig};
 use crate::encode::RowEncoder;
-use crate::options::{ConnectionConfig, Options, SinkConfig};
+use crate::options::Options;
 use crate::publish::Publisher;
 
 /// A table that publishes the rows inserted into it.
@@ -148,12 +148,5 @@ impl DataSink for NatsSink {
             "nats_sink: all rows published and confirmed"
         );
         Ok(confirmed)
-    }
-}
-
-impl NatsSink {
-    /// For callers that downcast a plan's sink (tests, EXPLAIN tooling).
-    pub fn as_any(&self) -> &dyn Any {
-        self
     }
 }

@@ -12,10 +12,20 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type};
 use datafusion::arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 
-/// Why a string is not a publish subject; `None` when it is one.
+/// The longest subject accepted. The server refuses a protocol line over 4096 bytes
+/// (`max_control_line`) and closes the connection; a subject and a reply subject of this
+/// length still fit with room for the rest of the line.
+pub const MAX_SUBJECT_LEN: usize = 2000;
+
+/// Why a string is not a publish subject.
 pub fn validate(subject: &str) -> Result<(), &'static str> {
     if subject.is_empty() {
         return Err("it is empty");
+    }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Err(
+            "it is longer than 2000 bytes, more than the server accepts in one protocol line",
+        );
     }
     if subject.chars().any(char::is_whitespace) {
         return Err("it contains whitespace");
@@ -36,7 +46,13 @@ pub fn validate(subject: &str) -> Result<(), &'static str> {
 pub fn is_string_type(data_type: &DataType) -> bool {
     match data_type {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-        DataType::Dictionary(key, value) => key.is_dictionary_key_type() && is_string_type(value),
+        DataType::Dictionary(key, value) => {
+            key.is_dictionary_key_type()
+                && matches!(
+                    **value,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+        }
         _ => false,
     }
 }
@@ -58,7 +74,7 @@ pub fn read_column(
     let mut reader = SubjectReader {
         name,
         nullable,
-        cache: HashMap::new(),
+        cache: HashMap::default(),
     };
     match column.data_type() {
         DataType::Utf8 => reader.read(column.as_string::<i32>().iter()),
@@ -94,7 +110,7 @@ pub fn read_column(
 struct SubjectReader<'a> {
     name: &'a str,
     nullable: bool,
-    cache: HashMap<&'a str, Subject>,
+    cache: HashMap<&'a str, Subject, foldhash::fast::RandomState>,
 }
 
 impl<'a> SubjectReader<'a> {
@@ -221,6 +237,12 @@ mod tests {
         assert!(validate("a..b").unwrap_err().contains("empty token"));
         assert!(validate("a.*").unwrap_err().contains("wildcard"));
         assert!(validate("a.>").unwrap_err().contains("wildcard"));
+        assert!(validate(&"a".repeat(MAX_SUBJECT_LEN)).is_ok());
+        assert!(
+            validate(&"a".repeat(MAX_SUBJECT_LEN + 1))
+                .unwrap_err()
+                .contains("longer than")
+        );
     }
 
     fn texts(subjects: Vec<Option<Subject>>) -> Vec<Option<String>> {
@@ -305,5 +327,13 @@ mod tests {
             Box::new(DataType::Int32),
             Box::new(DataType::Int64)
         )));
+        let nested = DataType::Dictionary(
+            Box::new(DataType::Int32),
+            Box::new(DataType::Dictionary(
+                Box::new(DataType::Int8),
+                Box::new(DataType::Utf8),
+            )),
+        );
+        assert!(!is_string_type(&nested));
     }
 }

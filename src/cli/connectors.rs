@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crate::engine::Engine;
-use crate::registry::{ENGINE_OPTIONS, OptionDoc, Registry};
+use crate::registry::{ENGINE_OPTIONS, OptionDoc, Registry, redact};
 use crate::shutdown::Shutdown;
 
 pub(super) fn run() -> Result<ExitCode, String> {
@@ -24,6 +24,18 @@ pub(crate) fn listing(registry: &Registry) -> String {
     out
 }
 
+/// The DEFAULT cell: `-` when there is none; a secret option's default is hidden by
+/// the engine's one redaction rule.
+fn shown_default(option: &OptionDoc) -> String {
+    match option.default {
+        None => "-".to_string(),
+        Some(value) => redact([(option.name, value)], |_| option.secret)
+            .pop()
+            .map(|(_, shown)| shown)
+            .unwrap_or_default(),
+    }
+}
+
 /// One option table, columns padded to their widest cell.
 fn table(options: &[OptionDoc]) -> String {
     let header = ["OPTION", "SCOPE", "DEFAULT", "SECRET", "DESCRIPTION"];
@@ -33,7 +45,7 @@ fn table(options: &[OptionDoc]) -> String {
             [
                 o.name.to_string(),
                 o.scope.to_string(),
-                o.default.unwrap_or("-").to_string(),
+                shown_default(o),
                 if o.secret { "yes" } else { "no" }.to_string(),
                 o.doc.to_string(),
             ]
@@ -67,6 +79,7 @@ fn table(options: &[OptionDoc]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::OptionScope;
 
     #[test]
     fn lists_every_connector_and_option() {
@@ -96,5 +109,31 @@ mod tests {
             .count();
         assert_eq!(connection_rows, 1, "{text}");
         assert!(text.lines().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn a_secret_default_is_never_listed() {
+        let docs = [
+            OptionDoc {
+                name: "token",
+                scope: OptionScope::Connection,
+                default: Some("hunter2"),
+                secret: true,
+                doc: "a token",
+            },
+            OptionDoc {
+                name: "servers",
+                scope: OptionScope::Connection,
+                default: Some("nats://127.0.0.1:4222"),
+                secret: false,
+                doc: "",
+            },
+        ];
+        let text = table(&docs);
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("***") && text.contains("nats://127.0.0.1:4222"),
+            "{text}"
+        );
     }
 }

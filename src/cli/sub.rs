@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 use super::print::format_message;
 use super::runtime;
+use crate::registry::redact;
 
 const FORMAT_HELP: &str = "\
 Output: one line per message on stdout, flushed per message:
@@ -26,8 +27,9 @@ is escaped. 'listening on <SUBJECT>' goes to stderr once the subscription is act
 Exit: 0 after --count messages, or after --timeout idle seconds if any message came;
 1 if none came within --timeout, or on a connection error.";
 
-/// Arguments of `streamsql sub`.
-#[derive(Debug, Args)]
+/// Arguments of `streamsql sub`. `Debug` hides the password, the token and any
+/// `user:pass@` in the server URL.
+#[derive(Args)]
 #[command(after_help = FORMAT_HELP)]
 pub struct SubArgs {
     /// Subject to subscribe to; may contain the wildcards `*` and `>`.
@@ -58,21 +60,71 @@ pub struct SubArgs {
     pub timeout: Option<f64>,
 }
 
-pub(super) fn run(args: SubArgs) -> Result<ExitCode, String> {
-    if let Some(t) = args.timeout
-        && !(t.is_finite() && t > 0.0)
-    {
-        return Err(format!(
-            "--timeout must be a positive number of seconds, got {t}"
-        ));
+impl std::fmt::Debug for SubArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets = [("password", &self.password), ("token", &self.token)];
+        let secrets = redact(
+            secrets
+                .iter()
+                .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))),
+            |_| true,
+        );
+        f.debug_struct("SubArgs")
+            .field("subject", &self.subject)
+            .field("server", &masked_url(&self.server))
+            .field("user", &self.user)
+            .field("secrets", &secrets)
+            .field("count", &self.count)
+            .field("timeout", &self.timeout)
+            .finish()
     }
+}
+
+pub(super) fn run(args: SubArgs) -> Result<ExitCode, String> {
+    let idle = args.timeout.map(idle_timeout).transpose()?;
     if args.count == Some(0) {
         return Err("--count must be at least 1".to_string());
     }
-    runtime(1)?.block_on(subscribe(args))
+    runtime(1)?.block_on(subscribe(args, idle))
 }
 
-async fn subscribe(args: SubArgs) -> Result<ExitCode, String> {
+/// `--timeout` as a duration: positive, finite and representable.
+fn idle_timeout(secs: f64) -> Result<Duration, String> {
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!(
+            "--timeout must be a positive number of seconds, got {secs}"
+        ));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        format!(
+            "--timeout {secs} is too large; give at most {} seconds, or leave it out to wait \
+             without limit",
+            u64::MAX
+        )
+    })
+}
+
+/// `url` (or a comma-separated list of URLs) with any `user:pass@` or `token@` shown
+/// as `***@`, for messages.
+fn masked_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.find("://") {
+                Some(i) => one.split_at(i + 3),
+                None => ("", one),
+            };
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest.get(..authority_end).and_then(|a| a.rfind('@')) {
+                Some(at) => format!("{scheme}***{}", rest.get(at..).unwrap_or_default()),
+                None => one.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn subscribe(args: SubArgs, idle: Option<Duration>) -> Result<ExitCode, String> {
+    let server = masked_url(&args.server);
     let mut options = ConnectOptions::new()
         .subscription_capacity(1 << 16)
         .event_callback(|event| async move {
@@ -96,7 +148,7 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, String> {
     let client = options
         .connect(args.server.as_str())
         .await
-        .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+        .map_err(|e| format!("cannot connect to {server}: {e}"))?;
     let mut subscriber = client
         .subscribe(args.subject.clone())
         .await
@@ -115,11 +167,10 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot publish to the inbox: {e}"))?;
     tokio::time::timeout(Duration::from_secs(10), echo.next())
         .await
-        .map_err(|_| format!("{} did not answer within 10s", args.server))?;
+        .map_err(|_| format!("{server} did not answer within 10s"))?;
     drop(echo);
     eprintln!("listening on {}", args.subject);
 
-    let idle = args.timeout.map(Duration::from_secs_f64);
     let mut received = 0u64;
     let mut stdout = std::io::stdout().lock();
     loop {
@@ -164,4 +215,65 @@ async fn subscribe(args: SubArgs) -> Result<ExitCode, String> {
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            masked_url("nats://me:hunter2@127.0.0.1:4222"),
+            "nats://***@127.0.0.1:4222"
+        );
+        assert_eq!(
+            masked_url("tls://s3cr3t@a:4222,nats://b:4222,u:p@c"),
+            "tls://***@a:4222,nats://b:4222,***@c"
+        );
+        assert_eq!(masked_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        // An '@' past the authority is not userinfo.
+        assert_eq!(masked_url("ws://h:80/p@q"), "ws://h:80/p@q");
+    }
+
+    #[test]
+    fn huge_or_bad_timeouts_are_errors_not_panics() {
+        assert_eq!(idle_timeout(1.5), Ok(Duration::from_millis(1500)));
+        for secs in [1e300, f64::MAX, 2e19] {
+            let err = idle_timeout(secs).unwrap_err();
+            assert!(err.contains("too large"), "{err}");
+        }
+        for secs in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(idle_timeout(secs).unwrap_err().contains("positive"));
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: SubArgs,
+        }
+        let wrap = Wrap::parse_from([
+            "x",
+            "s",
+            "--server",
+            "nats://me:hunter2@h:4222",
+            "--user",
+            "me",
+            "--password",
+            "hunter2",
+        ]);
+        let debug = format!("{:?}", wrap.args);
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let wrap = Wrap::parse_from(["x", "s", "--token", "hunter2"]);
+        let debug = format!("{:?}", wrap.args);
+        assert!(
+            !debug.contains("hunter2") && debug.contains("***"),
+            "{debug}"
+        );
+    }
 }

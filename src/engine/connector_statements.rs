@@ -1,5 +1,5 @@
 //! The statements the engine runs itself: `CREATE CONNECTION`,
-//! `CREATE TABLE ... WITH (connector = ...)` and `INSERT INTO ... WITH (...)`.
+//! `CREATE TABLE ... WITH (connector = ...)` and `[EXPLAIN] INSERT INTO ... WITH (...)`.
 //!
 //! Options are resolved the same way for tables and inserts: `connection` brings in a
 //! connection's stored options, the statement's own options override them, the engine
@@ -11,15 +11,16 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, TableObject};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 
-use super::{ConnectorTable, Engine, Outcome};
+use super::{ConnectorTable, Engine, Outcome, refuse_table_hints};
 use crate::engine::Connection;
 use crate::error::{EngineError, StatementAt};
-use crate::registry::{Connector, ConnectorKind, ENGINE_OPTIONS, OptionMap, closest};
+use crate::registry::{Connector, ConnectorKind, ENGINE_OPTIONS, OptionMap, closest, secret_keys};
 use crate::sql::CreateConnection;
 
 impl Engine {
@@ -56,12 +57,7 @@ impl Engine {
         connector
             .validate_connection_options(&options)
             .map_err(|e| EngineError::connector(at, connector.name(), e))?;
-        let secret_keys = connector
-            .options()
-            .into_iter()
-            .filter(|o| o.secret)
-            .map(|o| o.name.to_string())
-            .collect();
+        let secret_keys = secret_keys(&connector.options());
         let connection = Connection {
             name: create.name.clone(),
             connector: connector.name().to_string(),
@@ -132,7 +128,7 @@ impl Engine {
         let provider = connector
             .create_table(name.table(), schema, options)
             .map_err(|e| EngineError::connector(at, connector.name(), e))?;
-        self.register_connector_table(at, &name, connector.as_ref(), provider, true)?;
+        self.register_connector_table(at, &name, connector.as_ref(), provider)?;
         Ok(Outcome::TableCreated {
             name: name.to_string(),
             connector: connector.name().to_string(),
@@ -140,15 +136,53 @@ impl Engine {
         })
     }
 
-    /// `INSERT INTO name SELECT ... WITH (connector = ..., ...)`: the sink takes the
-    /// query's schema (every column nullable), is registered under `name` (replacing an
-    /// earlier connector table of that name) and the insert runs.
+    /// `INSERT INTO name SELECT ... WITH (connector = ..., ...)`: a sink taking the
+    /// query's schema (every column nullable) is registered under `name` for this
+    /// statement only, and the insert runs.
     pub(super) async fn insert_with(
         &mut self,
         at: StatementAt,
         insert_sql: &str,
         options: Vec<(String, String)>,
     ) -> Result<Outcome, EngineError> {
+        let (sink, statement) = self.temporary_sink(at, insert_sql, options).await?;
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| EngineError::datafusion(at, e))?;
+        let (name, connector) = (sink.name.clone(), sink.connector.clone());
+        let outcome = self.run_insert(at, plan, name, Some(connector)).await;
+        drop(sink);
+        outcome
+    }
+
+    /// `EXPLAIN ... INSERT INTO name SELECT ... WITH (...)`: the sink is created
+    /// exactly as for the `INSERT`, for this statement only, and DataFusion runs the
+    /// `EXPLAIN` (plain `EXPLAIN` writes nothing; `EXPLAIN ANALYZE` runs the insert).
+    pub(super) async fn explain_insert_with(
+        &mut self,
+        at: StatementAt,
+        explain_sql: &str,
+        insert_sql: &str,
+        options: Vec<(String, String)>,
+    ) -> Result<Outcome, EngineError> {
+        let (sink, _) = self.temporary_sink(at, insert_sql, options).await?;
+        let outcome = self.run_datafusion(at, explain_sql).await;
+        drop(sink);
+        outcome
+    }
+
+    /// Creates and registers the sink of `INSERT INTO name SELECT ...` (without its
+    /// `WITH`) from `options`. Returns the guard that deregisters it and the parsed
+    /// statement. `name` must not exist yet.
+    async fn temporary_sink(
+        &mut self,
+        at: StatementAt,
+        insert_sql: &str,
+        options: Vec<(String, String)>,
+    ) -> Result<(TemporarySink, DFStatement), EngineError> {
         let (connector, options) = self.resolve_options(at, options)?;
         if connector.kind() != ConnectorKind::Sink {
             return Err(EngineError::WrongKind {
@@ -191,6 +225,7 @@ impl Engine {
             .enable_ident_normalization;
         let name = object_name_to_table_reference(object_name.clone(), normalize)
             .map_err(|e| EngineError::datafusion(at, e))?;
+        self.refuse_existing_table(at, &name).await?;
 
         // Plan only the SELECT to learn the columns the sink must take.
         let query_plan = self
@@ -206,14 +241,52 @@ impl Engine {
         let provider = connector
             .create_table(name.table(), schema, options)
             .map_err(|e| EngineError::connector(at, connector.name(), e))?;
-        self.register_connector_table(at, &name, connector.as_ref(), provider, false)?;
-        let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(statement)
-            .await
+        self.ctx
+            .register_table(name.clone(), Arc::clone(&provider))
             .map_err(|e| EngineError::datafusion(at, e))?;
-        self.run_insert(at, plan, name).await
+        let sink = TemporarySink {
+            ctx: self.ctx.clone(),
+            name,
+            provider,
+            connector: connector.name().to_string(),
+        };
+        Ok((sink, statement))
+    }
+
+    /// `INSERT ... WITH` defines its own sink, so `name` must be free: a table
+    /// declared with `CREATE TABLE ... WITH` is inserted into without `WITH`, and any
+    /// other table is never replaced.
+    async fn refuse_existing_table(
+        &self,
+        at: StatementAt,
+        name: &TableReference,
+    ) -> Result<(), EngineError> {
+        let df_err = |e| EngineError::datafusion(at, e);
+        if !self.ctx.table_exist(name.clone()).map_err(df_err)? {
+            return Ok(());
+        }
+        let existing = self
+            .ctx
+            .table_provider(name.clone())
+            .await
+            .map_err(df_err)?;
+        let declared = self
+            .connector_tables
+            .values()
+            .any(|t| Arc::ptr_eq(&t.provider, &existing));
+        if declared {
+            return Err(EngineError::Unsupported {
+                at,
+                message: format!(
+                    "table '{name}' was declared with CREATE TABLE ... WITH; INSERT INTO it \
+                     without WITH, or use another name"
+                ),
+            });
+        }
+        Err(EngineError::TableExists {
+            at,
+            name: name.to_string(),
+        })
     }
 
     /// Splits the engine keys off `options`, merges in the named connection's options
@@ -314,7 +387,10 @@ impl Engine {
         let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
             .map_err(|e| EngineError::datafusion(at, e))?;
         match (statements.pop_front(), statements.is_empty()) {
-            (Some(statement), true) => Ok(statement),
+            (Some(statement), true) => {
+                refuse_table_hints(at, &statement)?;
+                Ok(statement)
+            }
             _ => Err(EngineError::Syntax {
                 at,
                 message: "expected exactly one statement".to_string(),
@@ -322,42 +398,57 @@ impl Engine {
         }
     }
 
-    /// Registers `provider` as `name`, replacing an earlier connector table of that
-    /// name. Any other existing table is refused unless `replace_any` (CREATE OR
-    /// REPLACE TABLE, already checked by the caller).
+    /// Registers `provider` as `name`, replacing whatever had the name (the caller
+    /// has checked that it may: CREATE OR REPLACE TABLE, or no such table).
     fn register_connector_table(
         &mut self,
         at: StatementAt,
         name: &TableReference,
         connector: &dyn Connector,
         provider: Arc<dyn TableProvider>,
-        replace_any: bool,
     ) -> Result<(), EngineError> {
         let df_err = |e| EngineError::datafusion(at, e);
-        let key = name.to_string();
-        if let Some(existing) = self.ctx.deregister_table(name.clone()).map_err(df_err)? {
-            let ours = self
-                .connector_tables
-                .get(&key)
-                .is_some_and(|t| Arc::ptr_eq(&t.provider, &existing));
-            if !ours && !replace_any {
-                self.ctx
-                    .register_table(name.clone(), existing)
-                    .map_err(df_err)?;
-                return Err(EngineError::TableExists { at, name: key });
-            }
-        }
+        self.ctx.deregister_table(name.clone()).map_err(df_err)?;
         self.ctx
             .register_table(name.clone(), Arc::clone(&provider))
             .map_err(df_err)?;
         self.connector_tables.insert(
-            key,
+            name.to_string(),
             ConnectorTable {
                 connector: connector.name().to_string(),
                 provider,
             },
         );
         Ok(())
+    }
+}
+
+/// The sink of one `INSERT ... WITH` statement, registered under the statement's
+/// table name. Dropping it, when the statement ends however it ends (success, error,
+/// or the statement's future being dropped), deregisters it; nothing had the name
+/// before, so nothing is restored.
+struct TemporarySink {
+    ctx: SessionContext,
+    name: TableReference,
+    provider: Arc<dyn TableProvider>,
+    connector: String,
+}
+
+impl Drop for TemporarySink {
+    fn drop(&mut self) {
+        match self.ctx.deregister_table(self.name.clone()) {
+            // Never remove what is not ours (nothing else takes the name during the
+            // statement, but be sure).
+            Ok(Some(current)) if !Arc::ptr_eq(&current, &self.provider) => {
+                if let Err(e) = self.ctx.register_table(self.name.clone(), current) {
+                    tracing::warn!(table = %self.name, error = %e, "cannot restore a table");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(table = %self.name, error = %e, "cannot deregister a sink");
+            }
+        }
     }
 }
 

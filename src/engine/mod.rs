@@ -2,8 +2,9 @@
 //! named connections, running SQL scripts statement by statement.
 //!
 //! Statements the engine handles itself (`CREATE CONNECTION`, `CREATE TABLE ... WITH`,
-//! `INSERT ... WITH`) are in `connector_statements.rs`; everything else goes to
-//! DataFusion unchanged. Statements run in order and the first failure stops the
+//! `[EXPLAIN] INSERT ... WITH`) are in `connector_statements.rs`; everything else goes
+//! to DataFusion unchanged, except that a statement with `WITH (...)` after a table
+//! name (table hints, which DataFusion would ignore) is refused. Statements run in order and the first failure stops the
 //! script. Once the shutdown latch has fired, no further statement starts.
 //!
 //! ```no_run
@@ -24,6 +25,8 @@ mod connector_statements;
 mod outcome;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_with;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
 
 pub use self::outcome::{Connection, InsertSummary, Outcome};
 use crate::connectors::NatsSinkConnector;
@@ -43,7 +47,10 @@ use crate::error::{EngineError, StatementAt};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use crate::sources::DatagenConnector;
-use crate::sql::{EngineStatement, ScriptStatement, classify, split_statements, summary};
+use crate::sql::{
+    EngineStatement, ScriptStatement, classify, is_cte_insert, split_statements, statement_kind,
+    summary, table_with_hints,
+};
 
 /// A table the engine created through a connector. The provider is kept to tell, by
 /// identity, whether the name still refers to it (DataFusion may have dropped or
@@ -187,7 +194,14 @@ impl Engine {
         };
         let sql = statement.text.as_str();
         let kind = classify(sql).map_err(|e| EngineError::Syntax { at, message: e.0 })?;
-        tracing::debug!(statement = at.number, kind = ?kind, "running statement");
+        // The kind and the statement's leading keywords and name only: the statement
+        // may hold secret option values.
+        tracing::debug!(
+            statement = at.number,
+            kind = kind.label(),
+            what = %summary(sql),
+            "running statement"
+        );
         match kind {
             EngineStatement::CreateConnection(create) => self.create_connection(at, create),
             EngineStatement::CreateTableWith { create, options } => {
@@ -196,6 +210,14 @@ impl Engine {
             EngineStatement::InsertWith { insert, options } => {
                 self.insert_with(at, &insert, options).await
             }
+            EngineStatement::ExplainInsertWith {
+                explain,
+                insert,
+                options,
+            } => {
+                self.explain_insert_with(at, &explain, &insert, options)
+                    .await
+            }
             EngineStatement::DataFusion => self.run_datafusion(at, sql).await,
         }
     }
@@ -203,16 +225,16 @@ impl Engine {
     /// Plans and runs a statement DataFusion handles alone.
     async fn run_datafusion(&mut self, at: StatementAt, sql: &str) -> Result<Outcome, EngineError> {
         let df_err = |e| EngineError::datafusion(at, e);
-        let plan = self
-            .ctx
-            .state()
-            .create_logical_plan(sql)
-            .await
-            .map_err(df_err)?;
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
+        refuse_table_hints(at, &statement)?;
+        let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
         match &plan {
             LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)) => {
                 let table = dml.table_name.clone();
-                self.run_insert(at, plan, table).await
+                let connector = self.connector_of(&table).await;
+                self.run_insert(at, plan, table, connector).await
             }
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
                 self.ctx
@@ -235,15 +257,16 @@ impl Engine {
         }
     }
 
-    /// Runs a planned `INSERT` to completion and sums DataFusion's `count` column.
+    /// Runs a planned `INSERT` into `table` (of `connector`, if it is a connector's) to
+    /// completion and sums DataFusion's `count` column.
     async fn run_insert(
         &mut self,
         at: StatementAt,
         plan: LogicalPlan,
         table: TableReference,
+        connector: Option<String>,
     ) -> Result<Outcome, EngineError> {
         let df_err = |e| EngineError::datafusion(at, e);
-        let connector = self.connector_of(&table).await;
         let started = Instant::now();
         let batches = self
             .ctx
@@ -278,4 +301,28 @@ impl Engine {
         let current = self.ctx.table_provider(table.clone()).await.ok()?;
         Arc::ptr_eq(&current, &entry.provider).then(|| entry.connector.clone())
     }
+}
+
+/// Refuses a statement with `WITH (...)` after a table name: sqlparser reads it as
+/// table hints and DataFusion ignores them, so options written there would be lost
+/// without a word (FACTS.md).
+fn refuse_table_hints(at: StatementAt, statement: &DFStatement) -> Result<(), EngineError> {
+    let Some(table) = table_with_hints(statement) else {
+        return Ok(());
+    };
+    let mut message = format!(
+        "{} has WITH (...) after table '{table}', which DataFusion would ignore (it reads it \
+         as table hints), so the statement is refused. Connector options go at the very end \
+         of CREATE TABLE name (columns) WITH (connector = ...), or of INSERT INTO name \
+         SELECT ... WITH (connector = ...) after every other clause (WHERE, ORDER BY, LIMIT); \
+         EXPLAIN [ANALYZE] [VERBOSE] may precede such an INSERT",
+        statement_kind(statement)
+    );
+    if is_cte_insert(statement) {
+        message.push_str(
+            ". Put the WITH name AS (...) of a query after INSERT INTO name: INSERT INTO name \
+             WITH cte AS (...) SELECT ... FROM cte WITH (connector = ...)",
+        );
+    }
+    Err(EngineError::Unsupported { at, message })
 }

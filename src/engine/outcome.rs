@@ -7,7 +7,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::registry::{ConnectorKind, OptionMap};
+use crate::registry::{ConnectorKind, OptionMap, redact};
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
@@ -90,17 +90,10 @@ impl Connection {
 
     /// The options with secret values replaced by `***`, for display.
     pub fn redacted_options(&self) -> Vec<(String, String)> {
-        self.options
-            .iter()
-            .map(|(k, v)| {
-                let shown = if self.secret_keys.contains(k) {
-                    "***".to_string()
-                } else {
-                    v.clone()
-                };
-                (k.clone(), shown)
-            })
-            .collect()
+        redact(
+            self.options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            |k| self.secret_keys.contains(k),
+        )
     }
 }
 

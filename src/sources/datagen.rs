@@ -123,6 +123,10 @@ impl Connector for DatagenConnector {
     }
 }
 
+/// The largest `batch_size`: a batch is allocated whole, so a huge value would abort
+/// the process instead of failing the statement.
+const MAX_BATCH_SIZE: u64 = 1 << 20;
+
 /// Parsed options of one `datagen` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatagenConfig {
@@ -143,9 +147,13 @@ impl DatagenConfig {
             Some(_) => Some(number(options, "row_limit")?),
             None => None,
         };
-        let batch_size = NonZeroU64::new(number(options, "batch_size")?).ok_or_else(|| {
-            DataFusionError::Plan("option 'batch_size' of datagen must be at least '1'".to_string())
-        })?;
+        let batch_size = NonZeroU64::new(number(options, "batch_size")?)
+            .filter(|size| size.get() <= MAX_BATCH_SIZE)
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "option 'batch_size' of datagen must be between '1' and '{MAX_BATCH_SIZE}'"
+                ))
+            })?;
         Ok(Self {
             rows_per_second,
             row_limit,
@@ -238,11 +246,20 @@ impl Generator {
             // Pace against the start time, not the previous batch, so slow consumers
             // and timer slack do not lower the average rate.
             let started = *self.started.get_or_insert_with(Instant::now);
-            let due = started + Duration::from_secs_f64(self.next_row as f64 / rate.get() as f64);
+            // Past what an Instant can hold, the row is never due: wait for shutdown.
+            let due = Duration::try_from_secs_f64(self.next_row as f64 / rate.get() as f64)
+                .ok()
+                .and_then(|offset| started.checked_add(offset));
+            let wait = async {
+                match due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = self.shutdown.triggered() => return None,
-                _ = tokio::time::sleep_until(due) => {}
+                _ = wait => {}
             }
         }
         match generate(&self.schema, self.next_row, len as usize, SystemTime::now()) {
@@ -309,6 +326,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'batch_size'"), "{err}");
+        // A batch is allocated whole: a huge size is refused, not attempted.
+        let err = DatagenConfig::from_options(&options(&[("batch_size", "18446744073709551615")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between '1' and '1048576'"), "{err}");
+        assert!(DatagenConfig::from_options(&options(&[("batch_size", "1048576")])).is_ok());
     }
 
     #[test]

@@ -11,8 +11,13 @@
 //! Everything works on byte offsets into the original text, so the SQL handed on to
 //! DataFusion is exactly what the user wrote, minus the clause taken out.
 
+use std::fmt;
+
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer, TokenizerError};
+
+use super::statement::summary;
+use crate::registry::redact;
 
 /// A token with its byte range in the text it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +48,9 @@ impl SpannedToken {
 #[error("{0}")]
 pub struct SyntaxError(pub String);
 
-/// One statement of a script, as written (without its `;`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One statement of a script, as written (without its `;`). `Debug` shows only the
+/// statement's leading keywords and name: the text may hold secret option values.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ScriptStatement {
     /// 1-based position among the non-empty statements of the script.
     pub number: usize,
@@ -52,6 +58,16 @@ pub struct ScriptStatement {
     pub line: usize,
     /// The statement's text, trimmed of surrounding whitespace.
     pub text: String,
+}
+
+impl fmt::Debug for ScriptStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptStatement")
+            .field("number", &self.number)
+            .field("line", &self.line)
+            .field("statement", &summary(&self.text))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Tokenizes `sql` with the generic dialect (DataFusion's default) and returns the
@@ -195,13 +211,32 @@ pub fn significant(tokens: &[SpannedToken]) -> Vec<&SpannedToken> {
     tokens.iter().filter(|t| !t.is_trivia()).collect()
 }
 
-/// A trailing `WITH ( ... )` clause split off a statement.
-#[derive(Debug, Clone, PartialEq)]
+/// A trailing `WITH ( ... )` clause split off a statement. `Debug` hides the option
+/// values (see [`redact`]).
+#[derive(Clone, PartialEq)]
 pub struct TrailingWith {
     /// The statement without the clause, trimmed at the end.
     pub statement: String,
     /// The options inside the clause, in the order written.
     pub options: Vec<(String, String)>,
+}
+
+impl fmt::Debug for TrailingWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrailingWith")
+            .field("statement", &self.statement)
+            .field("options", &redacted(&self.options))
+            .finish()
+    }
+}
+
+/// `options` for `Debug`: without the connector's option docs every value but the
+/// engine keys' is hidden.
+pub(crate) fn redacted(options: &[(String, String)]) -> Vec<(String, String)> {
+    redact(
+        options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        |_| true,
+    )
 }
 
 /// Splits a trailing `WITH ( k = 'v', ... )` off `sql`. Returns `Ok(None)` when the
@@ -270,11 +305,11 @@ pub(crate) fn parse_option_tokens(
         i += 1;
         let value = match sig.get(i).map(|t| &t.token) {
             Some(Token::SingleQuotedString(v)) => v.clone(),
-            Some(other) => {
+            // The value is not echoed: it may be a secret.
+            Some(_) => {
                 return Err(SyntaxError(format!(
                     "the value of option '{key}' must be a single-quoted string, as in \
-                     {key} = '{}'",
-                    unquoted(other)
+                     {key} = '...'"
                 )));
             }
             None => {
@@ -295,8 +330,9 @@ pub(crate) fn parse_option_tokens(
             Some(Token::Comma) => i += 1,
             Some(other) => {
                 return Err(SyntaxError(format!(
-                    "expected ',' or ')' after the value of option '{}', found {other}",
-                    options[options.len() - 1].0
+                    "expected ',' or ')' after the value of option '{}', found {}",
+                    options.last().map(|(k, _)| k.as_str()).unwrap_or_default(),
+                    describe(other)
                 )));
             }
         }
@@ -311,7 +347,8 @@ fn parse_key(sig: &[&SpannedToken], i: &mut usize) -> Result<String, SyntaxError
         Some(Token::SingleQuotedString(s)) => s.clone(),
         Some(other) => {
             return Err(SyntaxError(format!(
-                "expected an option name, found {other}; options are written key = 'value'"
+                "expected an option name, found {}; options are written key = 'value'",
+                describe(other)
             )));
         }
         None => return Err(SyntaxError("expected an option name".to_string())),
@@ -334,168 +371,23 @@ fn parse_key(sig: &[&SpannedToken], i: &mut usize) -> Result<String, SyntaxError
     Ok(key.to_lowercase())
 }
 
-/// A token's text without quotes, for a suggestion like `rows = '1000'`.
-fn unquoted(token: &Token) -> String {
+/// A token for an error message. Literals are named by kind, not shown: an option
+/// list holds values that may be secrets.
+fn describe(token: &Token) -> String {
     match token {
-        Token::Word(w) => w.value.clone(),
-        Token::Number(n, _) => n.clone(),
-        Token::DoubleQuotedString(s) => s.clone(),
-        other => other.to_string(),
+        Token::Word(w) => w.to_string(),
+        Token::Number(..) => "a number".to_string(),
+        other => {
+            let text = other.to_string();
+            if text.chars().any(char::is_alphanumeric) {
+                "a literal".to_string()
+            } else {
+                text
+            }
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn texts(script: &str) -> Vec<String> {
-        split_statements(script)
-            .unwrap()
-            .into_iter()
-            .map(|s| s.text)
-            .collect()
-    }
-
-    #[test]
-    fn splits_on_top_level_semicolons() {
-        assert_eq!(
-            texts("SELECT 1; SELECT 2;\n\nSELECT 3"),
-            ["SELECT 1", "SELECT 2", "SELECT 3"]
-        );
-    }
-
-    #[test]
-    fn keeps_semicolons_in_strings_and_comments() {
-        let script = "SELECT 'a;b' AS x; -- c;d\nSELECT 2 /* e; f */ AS y;";
-        // A statement starts at its first token: leading comments are left out.
-        assert_eq!(
-            texts(script),
-            ["SELECT 'a;b' AS x", "SELECT 2 /* e; f */ AS y"]
-        );
-    }
-
-    #[test]
-    fn drops_empty_statements_and_counts_lines() {
-        let statements =
-            split_statements(";; -- only a comment\n;\nSELECT 1;\n\n  SELECT 2").unwrap();
-        assert_eq!(statements.len(), 2);
-        assert_eq!((statements[0].number, statements[0].line), (1, 3));
-        assert_eq!((statements[1].number, statements[1].line), (2, 5));
-        assert_eq!(statements[1].text, "SELECT 2");
-    }
-
-    #[test]
-    fn keeps_multibyte_text_intact() {
-        assert_eq!(
-            texts("SELECT 'héllo ✓'; SELECT 'ß'"),
-            ["SELECT 'héllo ✓'", "SELECT 'ß'"]
-        );
-    }
-
-    #[test]
-    fn reports_unterminated_string_in_its_statement() {
-        let err = split_statements("SELECT 1;\n;\nSELECT 2;\n\nSELECT\n'oops").unwrap_err();
-        assert!(err.message.contains("Unterminated"), "{err}");
-        assert_eq!((err.number, err.line), (3, 5));
-    }
-
-    #[test]
-    fn splits_trailing_with_from_insert() {
-        let sql = "INSERT INTO out SELECT a, 'x' AS subject FROM t\nWITH (connector = 'nats_sink', Subject_Field = 'subject')";
-        let split = split_trailing_with(sql).unwrap().unwrap();
-        assert_eq!(
-            split.statement,
-            "INSERT INTO out SELECT a, 'x' AS subject FROM t"
-        );
-        assert_eq!(
-            split.options,
-            [
-                ("connector".to_string(), "nats_sink".to_string()),
-                ("subject_field".to_string(), "subject".to_string())
-            ]
-        );
-    }
-
-    #[test]
-    fn leaves_ctes_alone() {
-        let sql = "INSERT INTO out WITH w AS (SELECT 1 AS a) SELECT a FROM w";
-        assert_eq!(split_trailing_with(sql).unwrap(), None);
-        let sql =
-            "INSERT INTO out WITH w AS (SELECT 1 AS a) SELECT a FROM w WITH (connector = 'x')";
-        let split = split_trailing_with(sql).unwrap().unwrap();
-        assert_eq!(
-            split.statement,
-            "INSERT INTO out WITH w AS (SELECT 1 AS a) SELECT a FROM w"
-        );
-        assert_eq!(split.options.len(), 1);
-    }
-
-    #[test]
-    fn ignores_with_inside_strings_and_nested_parentheses() {
-        assert_eq!(
-            split_trailing_with("INSERT INTO out SELECT 'WITH (a = ''b'')' AS s").unwrap(),
-            None
-        );
-        assert_eq!(
-            split_trailing_with("INSERT INTO o SELECT * FROM (SELECT * FROM t WITH (k = 'v'))")
-                .unwrap(),
-            None
-        );
-        let sql =
-            "INSERT INTO o SELECT concat(a, (b)) AS s FROM (SELECT 1) x WITH (k = 'a;b)') -- done";
-        let split = split_trailing_with(sql).unwrap().unwrap();
-        assert_eq!(
-            split.statement,
-            "INSERT INTO o SELECT concat(a, (b)) AS s FROM (SELECT 1) x"
-        );
-        assert_eq!(split.options, [("k".to_string(), "a;b)".to_string())]);
-    }
-
-    #[test]
-    fn strips_with_from_create_table() {
-        let sql = "CREATE TABLE t (id BIGINT, name VARCHAR(20)) WITH ('connector' = 'datagen', row_limit = '10',)";
-        let split = split_trailing_with(sql).unwrap().unwrap();
-        assert_eq!(
-            split.statement,
-            "CREATE TABLE t (id BIGINT, name VARCHAR(20))"
-        );
-        assert_eq!(
-            split.options[0],
-            ("connector".to_string(), "datagen".to_string())
-        );
-        assert_eq!(
-            split.options[1],
-            ("row_limit".to_string(), "10".to_string())
-        );
-    }
-
-    #[test]
-    fn option_values_are_unescaped_and_keys_may_be_dotted() {
-        let options = parse_options("a.b = 'it''s', \"MiXed\" = ''").unwrap();
-        assert_eq!(
-            options,
-            [
-                ("a.b".to_string(), "it's".to_string()),
-                ("mixed".to_string(), String::new())
-            ]
-        );
-    }
-
-    #[test]
-    fn option_errors_name_the_option() {
-        let err = parse_options("rows_per_second = 1000").unwrap_err();
-        assert!(
-            err.0.contains("'rows_per_second'") && err.0.contains("= '1000'"),
-            "{err}"
-        );
-        let err = parse_options("a = 'x', a = 'y'").unwrap_err();
-        assert!(err.0.contains("'a' is given twice"), "{err}");
-        let err = parse_options("a 'x'").unwrap_err();
-        assert!(err.0.contains("expected '=' after option 'a'"), "{err}");
-        let err = parse_options("a = 'x' b = 'y'").unwrap_err();
-        assert!(err.0.contains("after the value of option 'a'"), "{err}");
-        let err = parse_options("a =").unwrap_err();
-        assert!(err.0.contains("option 'a' has no value"), "{err}");
-        assert!(split_trailing_with("SELECT * FROM t WITH (NOLOCK)").is_err());
-    }
-}
+#[path = "split_tests.rs"]
+mod tests;

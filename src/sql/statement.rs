@@ -5,18 +5,24 @@
 //! - `CREATE [OR REPLACE] CONNECTION [IF NOT EXISTS] name FROM connector [WITH (k = 'v', ...)]`
 //! - `CREATE TABLE ... WITH (k = 'v', ...)`: a connector table; the `WITH` is split off.
 //! - `INSERT INTO ... WITH (k = 'v', ...)`: a sink defined by the statement itself.
+//! - `EXPLAIN [ANALYZE] [VERBOSE] INSERT INTO ... WITH (k = 'v', ...)`: the same sink,
+//!   created for DataFusion to explain the insert into it.
 //!
 //! Everything else, including `INSERT` and `CREATE TABLE` without a trailing `WITH`,
 //! is DataFusion's.
 
+use std::fmt;
+
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::split::{
-    SpannedToken, SyntaxError, parse_option_tokens, significant, split_trailing_with, tokenize,
+    SpannedToken, SyntaxError, parse_option_tokens, redacted, significant, split_trailing_with,
+    tokenize,
 };
 
-/// What the engine does with one statement.
-#[derive(Debug, Clone, PartialEq)]
+/// What the engine does with one statement. `Debug` hides option values (see
+/// [`redact`](crate::registry::redact)).
+#[derive(Clone, PartialEq)]
 pub enum EngineStatement {
     /// `CREATE CONNECTION`, handled by the engine alone.
     CreateConnection(CreateConnection),
@@ -32,13 +38,64 @@ pub enum EngineStatement {
         insert: String,
         options: Vec<(String, String)>,
     },
+    /// `EXPLAIN ... INSERT INTO name SELECT ... WITH (...)`: `explain` is the whole
+    /// statement and `insert` its `INSERT`, both without the `WITH` clause.
+    ExplainInsertWith {
+        explain: String,
+        insert: String,
+        options: Vec<(String, String)>,
+    },
     /// Anything else: passed to DataFusion as written.
     DataFusion,
 }
 
+impl EngineStatement {
+    /// The kind of statement, for logs; never holds option values.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EngineStatement::CreateConnection(_) => "CREATE CONNECTION",
+            EngineStatement::CreateTableWith { .. } => "CREATE TABLE ... WITH",
+            EngineStatement::InsertWith { .. } => "INSERT ... WITH",
+            EngineStatement::ExplainInsertWith { .. } => "EXPLAIN INSERT ... WITH",
+            EngineStatement::DataFusion => "DataFusion",
+        }
+    }
+}
+
+impl fmt::Debug for EngineStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineStatement::CreateConnection(c) => {
+                f.debug_tuple("CreateConnection").field(c).finish()
+            }
+            EngineStatement::CreateTableWith { create, options } => f
+                .debug_struct("CreateTableWith")
+                .field("create", create)
+                .field("options", &redacted(options))
+                .finish(),
+            EngineStatement::InsertWith { insert, options } => f
+                .debug_struct("InsertWith")
+                .field("insert", insert)
+                .field("options", &redacted(options))
+                .finish(),
+            EngineStatement::ExplainInsertWith {
+                explain,
+                insert,
+                options,
+            } => f
+                .debug_struct("ExplainInsertWith")
+                .field("explain", explain)
+                .field("insert", insert)
+                .field("options", &redacted(options))
+                .finish(),
+            EngineStatement::DataFusion => f.write_str("DataFusion"),
+        }
+    }
+}
+
 /// A parsed `CREATE CONNECTION`. Option values are kept raw: `${VAR}` references are
-/// resolved by the connector when it connects, not here.
-#[derive(Debug, Clone, PartialEq)]
+/// resolved by the connector when it connects, not here. `Debug` hides them.
+#[derive(Clone, PartialEq)]
 pub struct CreateConnection {
     /// Connection name; unquoted names are lowercased like DataFusion identifiers.
     pub name: String,
@@ -50,6 +107,18 @@ pub struct CreateConnection {
     pub or_replace: bool,
     /// `CREATE CONNECTION IF NOT EXISTS`.
     pub if_not_exists: bool,
+}
+
+impl fmt::Debug for CreateConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateConnection")
+            .field("name", &self.name)
+            .field("connector", &self.connector)
+            .field("options", &redacted(&self.options))
+            .field("or_replace", &self.or_replace)
+            .field("if_not_exists", &self.if_not_exists)
+            .finish()
+    }
 }
 
 /// Decides what to do with `sql` (one statement, no `;`).
@@ -76,8 +145,44 @@ pub fn classify(sql: &str) -> Result<EngineStatement, SyntaxError> {
             insert: split.statement,
             options: split.options,
         });
+    } else if first("EXPLAIN")
+        && let Some(insert_at) = explained_insert(&sig)
+        && let Some(split) = split_trailing_with(sql)?
+        && let Some(insert) = split.statement.get(insert_at..)
+    {
+        return Ok(EngineStatement::ExplainInsertWith {
+            insert: insert.to_string(),
+            explain: split.statement,
+            options: split.options,
+        });
     }
     Ok(EngineStatement::DataFusion)
+}
+
+/// The byte offset of the `INSERT` an `EXPLAIN` applies to: the first top-level word
+/// `INSERT` (what comes between, `ANALYZE`, `VERBOSE`, `FORMAT x` or `(...)`, is
+/// DataFusion's to read).
+fn explained_insert(sig: &[&SpannedToken]) -> Option<usize> {
+    let mut depth = 0usize;
+    for token in sig.iter().skip(1) {
+        match token.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ if depth == 0 && token.is_word("INSERT") => return Some(token.start),
+            // Anything else that starts a statement: not an EXPLAIN of an INSERT.
+            _ if depth == 0
+                && [
+                    "SELECT", "WITH", "VALUES", "CREATE", "COPY", "UPDATE", "DELETE",
+                ]
+                .iter()
+                .any(|w| token.is_word(w)) =>
+            {
+                return None;
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `CREATE [OR REPLACE] [TEMPORARY] TABLE`, but not `CREATE EXTERNAL TABLE`, whose
@@ -285,6 +390,51 @@ mod tests {
         ] {
             assert_eq!(classify(sql).unwrap(), EngineStatement::DataFusion, "{sql}");
         }
+    }
+
+    #[test]
+    fn sorts_explain_of_insert_with() {
+        let sql = "EXPLAIN ANALYZE VERBOSE INSERT INTO o SELECT * FROM t WITH (connector = 'x')";
+        let EngineStatement::ExplainInsertWith {
+            explain,
+            insert,
+            options,
+        } = classify(sql).unwrap()
+        else {
+            panic!("not an explained insert");
+        };
+        assert_eq!(
+            explain,
+            "EXPLAIN ANALYZE VERBOSE INSERT INTO o SELECT * FROM t"
+        );
+        assert_eq!(insert, "INSERT INTO o SELECT * FROM t");
+        assert_eq!(options, [("connector".to_string(), "x".to_string())]);
+        for sql in [
+            "EXPLAIN INSERT INTO o SELECT 1",
+            "EXPLAIN SELECT * FROM t WITH (k = 'v')",
+            "EXPLAIN WITH c AS (SELECT 1) INSERT INTO o SELECT * FROM c WITH (k = 'v')",
+        ] {
+            assert_eq!(classify(sql).unwrap(), EngineStatement::DataFusion, "{sql}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_option_values() {
+        for sql in [
+            "CREATE CONNECTION c FROM nats_sink WITH (password = 'hunter2')",
+            "CREATE TABLE t (a INT) WITH (connector = 'rec', token = 'hunter2')",
+            "INSERT INTO t SELECT 1 WITH (connection = 'c', password = 'hunter2')",
+            "EXPLAIN INSERT INTO t SELECT 1 WITH (connector = 'rec', password = 'hunter2')",
+        ] {
+            let statement = classify(sql).unwrap();
+            let debug = format!("{statement:?} {statement:#?}");
+            assert!(!debug.contains("hunter2"), "{debug}");
+            assert!(debug.contains("***"), "{debug}");
+            assert!(!statement.label().contains("hunter2"));
+        }
+        // Engine keys are never secret.
+        let statement = classify("INSERT INTO t SELECT 1 WITH (connection = 'c')").unwrap();
+        assert!(format!("{statement:?}").contains("\"c\""));
     }
 
     #[test]
