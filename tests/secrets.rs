@@ -12,7 +12,10 @@ const PASSWORD: &str = "pw-7f3a9c-never-printed";
 
 fn assert_no_secret(output: &std::process::Output, secret: &str) {
     for (name, text) in [("stdout", stdout(output)), ("stderr", stderr(output))] {
-        assert!(!text.contains(secret), "{name} contains the secret:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "{name} contains the secret:\n{text}"
+        );
     }
 }
 
@@ -28,24 +31,24 @@ async fn no_secret_in_output_at_trace_level_on_success_or_failure() {
         server.url()
     );
     let run = |password: &str| {
-        let mut cmd = streamsql();
-        cmd.args(["--log-level", "trace", "run", "-"]);
-        let mut child = cmd
-            .env("SINK_PW", password)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        run_with_args(
+            &["--log-level", "trace", "run", "-"],
+            &script,
+            &[("SINK_PW", password)],
+        )
     };
 
     let ok = run(PASSWORD);
     assert!(ok.status.success(), "stderr:\n{}", stderr(&ok));
-    assert!(stderr(&ok).contains("TRACE") || stderr(&ok).contains("DEBUG"), "trace logging is on");
-    assert!(stdout(&ok).contains("NatsSink:"), "EXPLAIN shows the sink:\n{}", stdout(&ok));
+    assert!(
+        stderr(&ok).contains("TRACE") || stderr(&ok).contains("DEBUG"),
+        "trace logging is on"
+    );
+    assert!(
+        stdout(&ok).contains("NatsSink:"),
+        "EXPLAIN shows the sink:\n{}",
+        stdout(&ok)
+    );
     assert_no_secret(&ok, PASSWORD);
     assert_eq!(received.collect(1, Duration::from_secs(5)).await.len(), 1);
 

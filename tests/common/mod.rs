@@ -22,8 +22,13 @@ pub fn streamsql() -> Command {
 
 /// Runs `script` with `streamsql run -` and the given environment.
 pub fn run_script(script: &str, envs: &[(&str, &str)]) -> Output {
+    run_with_args(&["run", "-"], script, envs)
+}
+
+/// Runs `streamsql <args>` with `script` on standard input.
+pub fn run_with_args(args: &[&str], script: &str, envs: &[(&str, &str)]) -> Output {
     let mut child = streamsql()
-        .args(["run", "-"])
+        .args(args)
         .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
