@@ -18,6 +18,15 @@ use datafusion::error::{DataFusionError, Result};
 /// listing them are stable.
 pub type OptionMap = BTreeMap<String, String>;
 
+/// An option map from literal pairs, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn option_map(pairs: &[(&str, &str)]) -> OptionMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Whether a connector reads (a table to `SELECT` from) or writes (a table to
 /// `INSERT INTO`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,20 +288,13 @@ mod tests {
         },
     ];
 
-    fn options(pairs: &[(&str, &str)]) -> OptionMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn unknown_option_names_the_closest() {
         let err = check_option_names(
             "gen",
             DOCS,
             &[OptionScope::Table, OptionScope::Connection],
-            &options(&[("rows_per_secnd", "1")]),
+            &option_map(&[("rows_per_secnd", "1")]),
         )
         .unwrap_err()
         .to_string();
@@ -305,7 +307,7 @@ mod tests {
             "gen",
             DOCS,
             &[OptionScope::Table],
-            &options(&[("zzz", "1")]),
+            &option_map(&[("zzz", "1")]),
         )
         .unwrap_err()
         .to_string();
@@ -319,7 +321,7 @@ mod tests {
             "gen",
             DOCS,
             &[OptionScope::Connection],
-            &options(&[("rows_per_second", "1")]),
+            &option_map(&[("rows_per_second", "1")]),
         )
         .unwrap_err()
         .to_string();
@@ -332,7 +334,7 @@ mod tests {
                 "gen",
                 DOCS,
                 &[OptionScope::Connection],
-                &options(&[("servers", "x")])
+                &option_map(&[("servers", "x")])
             )
             .is_ok()
         );
@@ -361,7 +363,7 @@ mod tests {
         );
         assert_eq!(
             shown,
-            options(&[
+            option_map(&[
                 ("connector", "nats_sink"),
                 ("password", REDACTED),
                 ("servers", "nats://h")

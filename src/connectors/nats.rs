@@ -77,13 +77,7 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
-
-    fn options(pairs: &[(&str, &str)]) -> OptionMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::registry::option_map as options;
 
     #[test]
     fn declares_the_plugin_options_with_engine_scopes() {

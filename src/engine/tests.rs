@@ -92,12 +92,7 @@ pub(super) fn engine() -> (Engine, Seen) {
     (Engine::with_registry(registry, shutdown), seen)
 }
 
-pub(super) fn options(pairs: &[(&str, &str)]) -> OptionMap {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+pub(super) use crate::registry::option_map as options;
 
 #[tokio::test]
 async fn statement_options_override_the_connection() {

@@ -281,14 +281,8 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
+    use crate::registry::option_map as options;
     use crate::shutdown::Shutdown;
-
-    fn options(pairs: &[(&str, &str)]) -> OptionMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
