@@ -10,9 +10,8 @@ use crate::error::{NatsSinkError, Result};
 use crate::options::{
     CONFIRM_TIMEOUT, CONNECT_TIMEOUT, FORMAT, HEADERS, Options, PASSWORD, PAYLOAD_INCLUDE_ROUTING,
     REPLY_TO_FIELD, SERVERS, SUBJECT, SUBJECT_FIELD, TOKEN, USERNAME, parse_bool, parse_duration,
-    parse_format, parse_headers, parse_servers, redact_userinfo,
+    parse_fixed_subject, parse_format, parse_headers, parse_servers, redact_userinfo,
 };
-use crate::subject;
 
 /// A secret value: `Debug` shows `***`, and there is no `Display`.
 #[derive(Clone)]
@@ -104,10 +103,7 @@ impl SinkConfig {
     pub(crate) fn from_options(options: &Options) -> Result<Self> {
         let subject = match (options.resolved(SUBJECT)?, options.resolved(SUBJECT_FIELD)?) {
             (Some(fixed), None) => {
-                subject::validate(&fixed).map_err(|problem| NatsSinkError::InvalidOption {
-                    option: SUBJECT.into(),
-                    problem: format!("'{fixed}' is not a valid subject: {problem}"),
-                })?;
+                parse_fixed_subject(&fixed)?;
                 SubjectSpec::Fixed(fixed)
             }
             (None, Some(column)) => SubjectSpec::Column(column),

@@ -227,13 +227,17 @@ impl EncodedBatch {
 
     /// Row `i`'s JSON payload (a slice of the batch buffer, no copy).
     pub fn payload(&self, i: usize) -> Bytes {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        self.payloads.slice(start..self.ends[i])
+        self.payloads.slice(self.row_range(i))
     }
 
     /// Length of row `i`'s payload in bytes.
     pub fn payload_len(&self, i: usize) -> usize {
-        self.ends[i] - if i == 0 { 0 } else { self.ends[i - 1] }
+        self.row_range(i).len()
+    }
+
+    fn row_range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
     }
 
     /// Row `i`'s subject.

@@ -184,10 +184,7 @@ impl Options {
             parse_headers(v)?;
         }
         if let Some(v) = literal(SUBJECT) {
-            subject::validate(v).map_err(|problem| NatsSinkError::InvalidOption {
-                option: SUBJECT.into(),
-                problem: format!("'{v}' is not a valid subject: {problem}"),
-            })?;
+            parse_fixed_subject(v)?;
         }
         if self.0.contains_key(TOKEN)
             && (self.0.contains_key(USERNAME) || self.0.contains_key(PASSWORD))
@@ -318,6 +315,13 @@ pub(crate) fn parse_duration(option: &str, value: &str) -> Result<Duration> {
             "'{value}' is not a positive duration; write e.g. '500ms', '5s' or '2m'"
         ))),
     }
+}
+
+pub(crate) fn parse_fixed_subject(value: &str) -> Result<()> {
+    subject::validate(value).map_err(|problem| NatsSinkError::InvalidOption {
+        option: SUBJECT.into(),
+        problem: format!("'{value}' is not a valid subject: {problem}"),
+    })
 }
 
 pub(crate) fn parse_bool(option: &str, value: &str) -> Result<bool> {
