@@ -48,7 +48,10 @@ async fn prebuilt_messages(engine: &mut Engine) -> Vec<(Subject, Bytes)> {
     for batch in df.collect().await.unwrap() {
         let encoded = encoder.encode(&batch, 0).unwrap();
         for i in 0..encoded.len() {
-            messages.push((encoded.subject(i).clone(), encoded.payload(i)));
+            messages.push((
+                encoded.subject(i).expect("valid subjects").clone(),
+                encoded.payload(i),
+            ));
         }
     }
     messages

@@ -180,36 +180,44 @@ async fn wrong_password_is_an_authorization_error_without_the_password() {
     );
 }
 
+/// A server that is down is a transient failure: retried until `retry_timeout`, then
+/// the error names the server and the timeout to raise.
 #[test]
-fn refused_connection_fails_fast_naming_the_server() {
+fn refused_connection_is_retried_until_retry_timeout_naming_the_server() {
     let port = nats_testkit::free_port();
     let script = format!(
-        "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:{port}', subject_field = 'subject');"
+        "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:{port}', \
+         subject_field = 'subject', retry_timeout = '2s');"
     );
     let started = Instant::now();
     let output = run_script(&script, &[]);
+    let elapsed = started.elapsed();
     assert_fails_with(
         &output,
         &[
+            "gave up after retrying",
             &format!("cannot connect to NATS at nats://127.0.0.1:{port}"),
             "cannot be reached",
+            "retry_timeout",
         ],
     );
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(10),
+        "took {elapsed:?} with retry_timeout = 2s"
     );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("retrying"), "retries are logged: {stderr}");
 }
 
-/// A peer that accepts TCP but never speaks NATS: only `connect_timeout` ends the wait.
+/// A peer that accepts TCP but never speaks NATS: only `connect_timeout` ends an attempt
+/// (and `retry_timeout` the retrying).
 #[test]
 fn silent_server_fails_within_connect_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = format!(
         "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:{port}', \
-         subject_field = 'subject', connect_timeout = '1s');"
+         subject_field = 'subject', connect_timeout = '1s', retry_timeout = '1s');"
     );
     let started = Instant::now();
     let output = run_script(&script, &[]);
@@ -238,7 +246,7 @@ async fn unsupported_format_lists_the_supported_ones() {
         &[
             "option 'format'",
             "'avro' is not supported",
-            "supported formats: json",
+            "write one of: json",
         ],
     );
     s.assert_nothing_published().await;

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
 use crate::options::{
-    CONFIRM_TIMEOUT, CONNECT_TIMEOUT, FORMAT, HEADERS, Options, PASSWORD, PAYLOAD_INCLUDE_ROUTING,
-    REPLY_TO_FIELD, SERVERS, SUBJECT, SUBJECT_FIELD, TOKEN, USERNAME, parse_bool, parse_duration,
-    parse_fixed_subject, parse_format, parse_headers, parse_servers, redact_userinfo,
+    ATOMIC_BATCH_SIZE, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, DEAD_LETTER_SUBJECT, DELIVERY,
+    EXPECTED_STREAM, HEADERS, MAX_IN_FLIGHT, MSG_ID_FIELD, ON_ERROR, Options, PASSWORD,
+    PAYLOAD_INCLUDE_ROUTING, REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT,
+    SUBJECT_FIELD, TOKEN, USERNAME,
 };
+use crate::values::{parse_headers, parse_servers, redact_userinfo};
 
 /// A secret value: `Debug` shows `***`, and there is no `Display`.
 #[derive(Clone)]
@@ -37,11 +39,13 @@ pub(crate) struct ConnectionConfig {
     pub servers: Vec<String>,
     pub auth: Auth,
     pub connect_timeout: Duration,
+    /// How long transient failures are retried; `None`: until the statement is cancelled.
+    pub retry_timeout: Option<Duration>,
 }
 
 impl ConnectionConfig {
     pub(crate) fn from_options(options: &Options) -> Result<Self> {
-        let servers = parse_servers(&options.resolved(SERVERS)?.unwrap_or_default())?;
+        let servers = parse_servers(SERVERS, &options.resolved(SERVERS)?.unwrap_or_default())?;
         let auth = match (
             options.resolved(USERNAME)?,
             options.resolved(PASSWORD)?,
@@ -54,14 +58,11 @@ impl ConnectionConfig {
             (None, None, Some(token)) => Auth::Token(Secret(token)),
             _ => Auth::None,
         };
-        let connect_timeout = parse_duration(
-            CONNECT_TIMEOUT,
-            &options.resolved(CONNECT_TIMEOUT)?.unwrap_or_default(),
-        )?;
         Ok(ConnectionConfig {
             servers,
             auth,
-            connect_timeout,
+            connect_timeout: options.duration(CONNECT_TIMEOUT)?.unwrap_or_default(),
+            retry_timeout: options.duration(RETRY_TIMEOUT)?,
         })
     }
 
@@ -78,6 +79,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("servers", &self.servers_display())
             .field("auth", &self.auth)
             .field("connect_timeout", &self.connect_timeout)
+            .field("retry_timeout", &self.retry_timeout)
             .finish()
     }
 }
@@ -89,57 +91,173 @@ pub enum SubjectSpec {
     Column(String),
 }
 
-/// The sink's routing and payload settings, with `${VAR}` resolved. Built at table creation.
+/// Where messages go and what confirms them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Core NATS: a batch is confirmed by a round trip through the server.
+    Core,
+    /// JetStream: every message is acknowledged by the stream.
+    JetStream(JetStreamConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JetStreamConfig {
+    pub stream: String,
+    pub max_in_flight: usize,
+    /// Send `Nats-Expected-Stream: <stream>` with every message.
+    pub expected_stream: bool,
+    /// `Some(rows per atomic batch)` for `delivery = 'exactly_once'`.
+    pub atomic_batch: Option<usize>,
+}
+
+/// What happens to a row that can never be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OnError {
+    Fail,
+    Skip,
+    DeadLetter(String),
+}
+
+/// The sink's routing, payload and delivery settings, with `${VAR}` resolved. Built at
+/// table creation.
 #[derive(Debug, Clone)]
 pub(crate) struct SinkConfig {
     pub subject: SubjectSpec,
     pub reply_to_field: Option<String>,
+    pub msg_id_field: Option<String>,
     pub headers: Vec<(String, String)>,
     pub payload_include_routing: bool,
     pub confirm_timeout: Duration,
+    pub mode: Mode,
+    pub on_error: OnError,
+}
+
+fn invalid(option: &str, problem: impl Into<String>) -> NatsSinkError {
+    NatsSinkError::InvalidOption {
+        option: option.into(),
+        problem: problem.into(),
+    }
 }
 
 impl SinkConfig {
     pub(crate) fn from_options(options: &Options) -> Result<Self> {
         let subject = match (options.resolved(SUBJECT)?, options.resolved(SUBJECT_FIELD)?) {
-            (Some(fixed), None) => {
-                parse_fixed_subject(&fixed)?;
-                SubjectSpec::Fixed(fixed)
-            }
+            (Some(fixed), None) => SubjectSpec::Fixed(fixed),
             (None, Some(column)) => SubjectSpec::Column(column),
             (Some(_), Some(_)) => {
-                return Err(NatsSinkError::InvalidOption {
-                    option: SUBJECT.into(),
-                    problem:
-                        "give either 'subject' (fixed) or 'subject_field' (a column), not both"
-                            .into(),
-                });
+                return Err(invalid(
+                    SUBJECT,
+                    "give either 'subject' (fixed) or 'subject_field' (a column), not both",
+                ));
             }
             (None, None) => {
-                return Err(NatsSinkError::InvalidOption {
-                    option: SUBJECT_FIELD.into(),
-                    problem: "missing: give 'subject_field' (the column holding each row's subject) or a fixed 'subject'".into(),
-                });
+                return Err(invalid(
+                    SUBJECT_FIELD,
+                    "missing: give 'subject_field' (the column holding each row's subject) or a fixed 'subject'",
+                ));
             }
         };
-        parse_format(&options.resolved(FORMAT)?.unwrap_or_default())?;
+        let msg_id_field = options.resolved(MSG_ID_FIELD)?;
+        let reply_to_field = options.resolved(REPLY_TO_FIELD)?;
+        let mode = mode(options, msg_id_field.is_some())?;
+        if reply_to_field.is_some() && mode != Mode::Core {
+            return Err(invalid(
+                REPLY_TO_FIELD,
+                "applies to core NATS only: in JetStream mode the reply subject carries the stream's ack; drop 'reply_to_field' or 'stream'",
+            ));
+        }
         Ok(SinkConfig {
             subject,
-            reply_to_field: options.resolved(REPLY_TO_FIELD)?,
+            reply_to_field,
+            mode,
+            msg_id_field,
             headers: match options.resolved(HEADERS)? {
-                Some(h) => parse_headers(&h)?,
+                Some(h) => parse_headers(HEADERS, &h)?,
                 None => Vec::new(),
             },
-            payload_include_routing: parse_bool(
-                PAYLOAD_INCLUDE_ROUTING,
-                &options
-                    .resolved(PAYLOAD_INCLUDE_ROUTING)?
-                    .unwrap_or_default(),
-            )?,
-            confirm_timeout: parse_duration(
-                CONFIRM_TIMEOUT,
-                &options.resolved(CONFIRM_TIMEOUT)?.unwrap_or_default(),
-            )?,
+            payload_include_routing: options.bool(PAYLOAD_INCLUDE_ROUTING)?,
+            confirm_timeout: options.duration(CONFIRM_TIMEOUT)?.unwrap_or_default(),
+            on_error: on_error(options)?,
         })
+    }
+}
+
+/// Core or JetStream, and the JetStream settings, checked together: each JetStream-only
+/// option without `stream` is refused rather than ignored.
+fn mode(options: &Options, has_msg_id: bool) -> Result<Mode> {
+    let exactly_once = options.choice(DELIVERY)? == Some("exactly_once");
+    let Some(stream) = options.resolved(STREAM)? else {
+        for name in [MAX_IN_FLIGHT, EXPECTED_STREAM, ATOMIC_BATCH_SIZE] {
+            if options.is_given(name) {
+                return Err(invalid(
+                    name,
+                    "applies to JetStream only: give 'stream' too",
+                ));
+            }
+        }
+        if exactly_once {
+            return Err(invalid(
+                DELIVERY,
+                "'exactly_once' needs JetStream: give 'stream' (a stream with allow_atomic) and 'msg_id_field'; core NATS is at-most-once across crashes",
+            ));
+        }
+        return Ok(Mode::Core);
+    };
+    if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '\t']) {
+        return Err(invalid(
+            STREAM,
+            format!("'{stream}' is not a stream name (no spaces, '.', '*' or '>')"),
+        ));
+    }
+    let expected_stream = match options.resolved(EXPECTED_STREAM)? {
+        Some(expected) if expected != stream => {
+            return Err(invalid(
+                EXPECTED_STREAM,
+                format!(
+                    "'{expected}' differs from 'stream' = '{stream}': every publish would be refused; give the same name"
+                ),
+            ));
+        }
+        Some(_) => true,
+        None => false,
+    };
+    if exactly_once && !has_msg_id {
+        return Err(invalid(
+            DELIVERY,
+            "'exactly_once' needs 'msg_id_field': a rerun recognises committed batches by their message ids",
+        ));
+    }
+    if !exactly_once && options.is_given(ATOMIC_BATCH_SIZE) {
+        return Err(invalid(
+            ATOMIC_BATCH_SIZE,
+            "applies to delivery = 'exactly_once' only",
+        ));
+    }
+    Ok(Mode::JetStream(JetStreamConfig {
+        stream,
+        max_in_flight: options.count(MAX_IN_FLIGHT)?.unwrap_or(1) as usize,
+        expected_stream,
+        atomic_batch: if exactly_once {
+            Some(options.count(ATOMIC_BATCH_SIZE)?.unwrap_or(1) as usize)
+        } else {
+            None
+        },
+    }))
+}
+
+fn on_error(options: &Options) -> Result<OnError> {
+    let dead_letter_subject = options.resolved(DEAD_LETTER_SUBJECT)?;
+    match (options.choice(ON_ERROR)?, dead_letter_subject) {
+        (Some("dead_letter"), Some(subject)) => Ok(OnError::DeadLetter(subject)),
+        (Some("dead_letter"), None) => Err(invalid(
+            DEAD_LETTER_SUBJECT,
+            "missing: on_error = 'dead_letter' needs the subject undeliverable rows go to",
+        )),
+        (_, Some(_)) => Err(invalid(
+            DEAD_LETTER_SUBJECT,
+            "applies only with on_error = 'dead_letter'",
+        )),
+        (Some("skip"), None) => Ok(OnError::Skip),
+        _ => Ok(OnError::Fail),
     }
 }

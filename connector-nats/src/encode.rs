@@ -2,21 +2,25 @@
 //!
 //! The payload columns are written by arrow-json's own encoder into one buffer for the
 //! whole batch; each row's payload is a zero-copy `Bytes` slice of it. Routing columns are
-//! read as Arrow arrays (see `subject`). Encoding is pure: it never publishes, so a batch
-//! with a bad row fails before any of its rows is sent.
+//! read as Arrow arrays (see `subject`). Encoding is pure: it never publishes. A row that
+//! cannot become a message (a bad subject, a null message id, a date out of range) is not
+//! an error here: it is marked with a [`Rejection`], and the sink's `on_error` policy
+//! decides what happens to it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_nats::Subject;
 use bytes::Bytes;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StructArray};
-use datafusion::arrow::datatypes::{Field, FieldRef, Fields, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StructArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
 use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 
 use crate::config::{SinkConfig, SubjectSpec};
 use crate::error::{NatsSinkError, Result};
 use crate::json_form;
-use crate::options::{Options, REPLY_TO_FIELD, SUBJECT_FIELD};
+use crate::options::{MSG_ID_FIELD, Options, REPLY_TO_FIELD, SUBJECT_FIELD};
 use crate::subject;
 
 /// Where each row's subject comes from, resolved against the schema.
@@ -31,6 +35,7 @@ enum SubjectSource {
 pub struct RowEncoder {
     subject: SubjectSource,
     reply_to: Option<(usize, String)>,
+    msg_id: Option<(usize, String)>,
     /// Input column indices that go into the payload, in schema order.
     payload_columns: Vec<usize>,
     payload_fields: Fields,
@@ -48,6 +53,18 @@ pub struct EncodedBatch {
     ends: Vec<usize>,
     subjects: Subjects,
     reply_to: Option<Vec<Option<Subject>>>,
+    /// Each row's message id, as text.
+    msg_ids: Option<StringArray>,
+    /// Rows that cannot be delivered, by row index.
+    rejections: BTreeMap<usize, Rejection>,
+}
+
+/// Why a row cannot be delivered, and what a dead letter needs to say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+    /// The row's subject as the query gave it, when there is one.
+    pub subject: Option<String>,
 }
 
 #[derive(Debug)]
@@ -76,6 +93,11 @@ impl RowEncoder {
             .reply_to_field
             .as_ref()
             .map(|name| routing_column(schema, REPLY_TO_FIELD, name).map(|i| (i, name.clone())))
+            .transpose()?;
+        let msg_id = config
+            .msg_id_field
+            .as_ref()
+            .map(|name| msg_id_column(schema, name).map(|i| (i, name.clone())))
             .transpose()?;
         let routing: Vec<usize> = match (&subject, &reply_to) {
             _ if config.payload_include_routing => vec![],
@@ -109,6 +131,7 @@ impl RowEncoder {
         Ok(RowEncoder {
             subject,
             reply_to,
+            msg_id,
             payload_columns,
             payload_fields,
             range_checked,
@@ -122,25 +145,48 @@ impl RowEncoder {
     }
 
     /// Encodes `batch`. `rows_before` is how many rows of the statement came before it, so
-    /// that an error can name the row (counted from 1) and say what was already published.
+    /// that an error can name the row (counted from 1). Rows that cannot be delivered are
+    /// marked as rejected; only a problem that cannot be tied to a row is an error.
     pub fn encode(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<EncodedBatch> {
-        let bad_row = |index: usize, problem: String| NatsSinkError::BadRow {
-            row: rows_before + index as u64 + 1,
-            problem,
-            published: rows_before,
+        let mut rejections = BTreeMap::new();
+        let mut reject_problems = |problems: Vec<subject::RowProblem>, is_subject: bool| {
+            for p in problems {
+                rejections.entry(p.index).or_insert(Rejection {
+                    reason: p.problem,
+                    subject: if is_subject { p.value } else { None },
+                });
+            }
         };
         let subjects = match &self.subject {
             SubjectSource::Fixed(s) => Subjects::Fixed(s.clone()),
-            SubjectSource::Column { index, name } => Subjects::PerRow(
-                subject::read_column(name, batch.column(*index), false)
-                    .map_err(|p| bad_row(p.index, p.problem))?,
-            ),
+            SubjectSource::Column { index, name } => {
+                let read = subject::read_column(name, batch.column(*index), false);
+                reject_problems(read.problems, true);
+                Subjects::PerRow(read.subjects)
+            }
         };
-        let reply_to = match &self.reply_to {
-            Some((index, name)) => Some(
-                subject::read_column(name, batch.column(*index), true)
-                    .map_err(|p| bad_row(p.index, p.problem))?,
-            ),
+        let reply_to = self.reply_to.as_ref().map(|(index, name)| {
+            let read = subject::read_column(name, batch.column(*index), true);
+            reject_problems(read.problems, false);
+            read.subjects
+        });
+        let msg_ids = match &self.msg_id {
+            Some((index, name)) => {
+                let ids = cast(batch.column(*index), &DataType::Utf8)?;
+                let ids = ids.as_string::<i32>().clone();
+                for row in 0..ids.len() {
+                    if ids.is_null(row) || ids.value(row).is_empty() {
+                        rejections.entry(row).or_insert(Rejection {
+                            reason: format!(
+                                "column '{name}' ({MSG_ID_FIELD}) is {}; every row needs a message id",
+                                if ids.is_null(row) { "null" } else { "empty" }
+                            ),
+                            subject: None,
+                        });
+                    }
+                }
+                Some(ids)
+            }
             None => None,
         };
         let columns: Vec<ArrayRef> = self
@@ -149,22 +195,47 @@ impl RowEncoder {
             .map(|&i| batch.column(i).clone())
             .collect();
         for &i in &self.range_checked {
-            if let Some(found) = json_form::first_unwritable(&columns[i]) {
-                let column = self.payload_fields[i].name();
-                let problem = format!("column '{column}': {}", found.reason);
-                return Err(match found.row {
-                    Some(row) => bad_row(row, problem),
-                    None => bad_row(0, format!("{problem} (in a nested value of this batch)")),
+            let Some(found) = json_form::first_unwritable(&columns[i]) else {
+                continue;
+            };
+            let column = self.payload_fields[i].name();
+            if found.row.is_none() {
+                return Err(NatsSinkError::BadRow {
+                    row: rows_before + 1,
+                    problem: format!(
+                        "column '{column}': {} (in a nested value of this batch, so the row is not known and the batch fails whatever 'on_error' says)",
+                        found.reason
+                    ),
+                    published: rows_before,
                 });
+            }
+            // Rare: find every row with such a value, one row at a time.
+            for row in 0..columns[i].len() {
+                if let Some(bad) = json_form::first_unwritable(&columns[i].slice(row, 1)) {
+                    rejections.entry(row).or_insert(Rejection {
+                        reason: format!("column '{column}': {}", bad.reason),
+                        subject: None,
+                    });
+                }
             }
         }
         let (payloads, ends) = self.encode_payloads(columns, batch.num_rows())?;
-        Ok(EncodedBatch {
+        let mut encoded = EncodedBatch {
             payloads,
             ends,
             subjects,
             reply_to,
-        })
+            msg_ids,
+            rejections: BTreeMap::new(),
+        };
+        // Rejections for a reason other than the subject still name the row's subject.
+        for (row, mut rejection) in rejections {
+            if rejection.subject.is_none() {
+                rejection.subject = encoded.subject(row).map(|s| s.to_string());
+            }
+            encoded.rejections.insert(row, rejection);
+        }
+        Ok(encoded)
     }
 
     fn encode_payloads(
@@ -197,12 +268,7 @@ fn routing_column(schema: &SchemaRef, option: &'static str, name: &str) -> Resul
         .map_err(|_| NatsSinkError::MissingColumn {
             option,
             column: name.to_string(),
-            available: schema
-                .fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: column_names(schema),
         })?;
     let data_type = schema.field(index).data_type();
     if !subject::is_string_type(data_type) {
@@ -213,6 +279,36 @@ fn routing_column(schema: &SchemaRef, option: &'static str, name: &str) -> Resul
         });
     }
     Ok(index)
+}
+
+/// The message id column: strings or integers, sent as text.
+fn msg_id_column(schema: &SchemaRef, name: &str) -> Result<usize> {
+    let index = schema
+        .index_of(name)
+        .map_err(|_| NatsSinkError::MissingColumn {
+            option: MSG_ID_FIELD,
+            column: name.to_string(),
+            available: column_names(schema),
+        })?;
+    let data_type = schema.field(index).data_type();
+    if !(subject::is_string_type(data_type) || data_type.is_integer()) {
+        return Err(NatsSinkError::InvalidOption {
+            option: MSG_ID_FIELD.into(),
+            problem: format!(
+                "column '{name}' has type {data_type}; a message id column must hold strings or integers: CAST it to VARCHAR"
+            ),
+        });
+    }
+    Ok(index)
+}
+
+fn column_names(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl EncodedBatch {
@@ -240,14 +336,41 @@ impl EncodedBatch {
         start..self.ends[i]
     }
 
-    /// Row `i`'s subject.
-    pub fn subject(&self, i: usize) -> &Subject {
+    /// Row `i`'s subject; `None` only for a row rejected for its subject.
+    pub fn subject(&self, i: usize) -> Option<&Subject> {
         match &self.subjects {
-            Subjects::Fixed(s) => s,
-            Subjects::PerRow(v) => v[i]
-                .as_ref()
-                .expect("subjects of a non-nullable column are all set"),
+            Subjects::Fixed(s) => Some(s),
+            Subjects::PerRow(v) => v[i].as_ref(),
         }
+    }
+
+    /// Row `i`'s message id (`msg_id_field`), if the sink has one.
+    pub fn msg_id(&self, i: usize) -> Option<&str> {
+        self.msg_ids
+            .as_ref()
+            .filter(|ids| !ids.is_null(i))
+            .map(|ids| ids.value(i))
+    }
+
+    /// Why row `i` cannot be delivered, if it cannot.
+    pub fn rejection(&self, i: usize) -> Option<&Rejection> {
+        if self.rejections.is_empty() {
+            return None;
+        }
+        self.rejections.get(&i)
+    }
+
+    /// The rejected rows, in row order.
+    pub fn rejections(&self) -> impl Iterator<Item = (usize, &Rejection)> {
+        self.rejections.iter().map(|(i, r)| (*i, r))
+    }
+
+    /// Marks row `i` as undeliverable (kept if it is already rejected for another reason).
+    pub(crate) fn reject(&mut self, i: usize, reason: String) {
+        let subject = self.subject(i).map(|s| s.to_string());
+        self.rejections
+            .entry(i)
+            .or_insert(Rejection { reason, subject });
     }
 
     /// Row `i`'s reply subject, if it has one.

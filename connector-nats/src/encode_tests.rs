@@ -10,6 +10,7 @@ use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, UnionFields};
 
 use super::*;
+use crate::outgoing::{Limit, Messages};
 
 fn options(pairs: &[(&str, &str)]) -> Options {
     let map: HashMap<String, String> = pairs
@@ -58,8 +59,8 @@ fn routing_column_is_left_out_and_nulls_are_explicit() {
             r#"{"id":2,"note":null}"#
         ]
     );
-    assert_eq!(encoded.subject(0).as_str(), "a.x");
-    assert_eq!(encoded.subject(1).as_str(), "b.y");
+    assert_eq!(encoded.subject(0).unwrap().as_str(), "a.x");
+    assert_eq!(encoded.subject(1).unwrap().as_str(), "b.y");
     assert_eq!(encoded.reply_to(0), None);
 }
 
@@ -87,7 +88,7 @@ fn fixed_subject_keeps_every_column_in_the_payload() {
         .unwrap()
         .encode(&b, 0)
         .unwrap();
-    assert_eq!(encoded.subject(1).as_str(), "fixed.s");
+    assert_eq!(encoded.subject(1).unwrap().as_str(), "fixed.s");
     assert!(payloads(&encoded)[0].contains(r#""subject":"a.x""#));
 }
 
@@ -139,16 +140,35 @@ fn nan_and_infinity_become_null() {
 }
 
 #[test]
-fn bad_subject_names_the_statement_row_and_what_was_published() {
+fn bad_subject_rejects_the_row_and_fail_names_the_statement_row() {
     let b = batch(vec![(
         "subject",
-        Arc::new(StringArray::from(vec![Some("ok"), None])) as ArrayRef,
+        Arc::new(StringArray::from(vec![Some("ok"), None, Some("a b")])) as ArrayRef,
     )]);
-    let err = encoder(&b, &[("subject_field", "subject")])
+    let options = options(&[("subject_field", "subject")]);
+    let encoded = encoder(&b, &[("subject_field", "subject")])
         .unwrap()
         .encode(&b, 100)
-        .unwrap_err();
-    let text = err.to_string();
+        .unwrap();
+    assert!(encoded.rejection(0).is_none());
+    let null = encoded.rejection(1).unwrap();
+    assert!(null.reason.contains("column 'subject' is null"), "{null:?}");
+    let invalid = encoded.rejection(2).unwrap();
+    assert_eq!(
+        invalid.subject.as_deref(),
+        Some("a b"),
+        "kept for dead letters"
+    );
+
+    let config = SinkConfig::from_options(&options).unwrap();
+    let limit = Limit {
+        bytes: 1 << 20,
+        source: "the server's max_payload",
+    };
+    let text = Messages::new(&config, None, limit)
+        .check_fail(&encoded, 100, 100)
+        .unwrap_err()
+        .to_string();
     assert!(
         text.starts_with("row 102: column 'subject' is null"),
         "{text}"
@@ -157,16 +177,47 @@ fn bad_subject_names_the_statement_row_and_what_was_published() {
 }
 
 #[test]
-fn out_of_range_timestamp_fails_the_row_instead_of_writing_error_text() {
-    let ts = TimestampMillisecondArray::from(vec![0, i64::MAX]);
+fn out_of_range_timestamps_reject_their_rows_instead_of_writing_error_text() {
+    let ts = TimestampMillisecondArray::from(vec![0, i64::MAX, 5, i64::MIN]);
     let b = batch(vec![("ts", Arc::new(ts) as ArrayRef)]);
-    let text = encoder(&b, &[("subject", "s")])
+    let encoded = encoder(&b, &[("subject", "s")])
         .unwrap()
         .encode(&b, 0)
+        .unwrap();
+    let rejected: Vec<usize> = encoded.rejections().map(|(i, _)| i).collect();
+    assert_eq!(rejected, vec![1, 3]);
+    let reason = &encoded.rejection(1).unwrap().reason;
+    assert!(reason.starts_with("column 'ts'"), "{reason}");
+    assert!(reason.contains("out of range"), "{reason}");
+    assert_eq!(encoded.rejection(1).unwrap().subject.as_deref(), Some("s"));
+}
+
+#[test]
+fn message_ids_come_from_string_or_integer_columns_and_must_be_set() {
+    let b = batch(vec![(
+        "id",
+        Arc::new(Int64Array::from(vec![Some(7), None])) as ArrayRef,
+    )]);
+    let encoded = encoder(&b, &[("subject", "s"), ("msg_id_field", "id")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
+    assert_eq!(encoded.msg_id(0), Some("7"));
+    assert!(
+        encoded
+            .rejection(1)
+            .unwrap()
+            .reason
+            .contains("'id' (msg_id_field) is null")
+    );
+    let b = batch(vec![(
+        "f",
+        Arc::new(Float64Array::from(vec![1.0])) as ArrayRef,
+    )]);
+    let err = encoder(&b, &[("subject", "s"), ("msg_id_field", "f")])
         .unwrap_err()
         .to_string();
-    assert!(text.starts_with("row 2: column 'ts'"), "{text}");
-    assert!(text.contains("out of range"), "{text}");
+    assert!(err.contains("must hold strings or integers"), "{err}");
 }
 
 #[test]

@@ -91,11 +91,23 @@ pub enum NatsSinkError {
         source: Option<async_nats::Error>,
     },
 
-    /// The server did not answer the round trip that confirms a batch.
+    /// A transient failure lasted longer than `retry_timeout`.
     #[error(
-        "the NATS server did not confirm the last batch within {timeout_ms} ms ({published} rows confirmed before it); check the server is up, or raise 'confirm_timeout'"
+        "gave up after retrying for {waited:?} (retry_timeout): {last} ({published} rows were published and confirmed; raise 'retry_timeout' or leave it unset to retry until the statement is cancelled)"
     )]
-    ConfirmTimeout { timeout_ms: u128, published: u64 },
+    RetryTimeout {
+        waited: std::time::Duration,
+        last: String,
+        published: u64,
+    },
+
+    /// The stream or the JetStream setup does not allow the sink to run.
+    #[error("JetStream stream '{stream}': {problem}")]
+    JetStream { stream: String, problem: String },
+
+    /// The server refused something the sink did, for a reason that retrying cannot fix.
+    #[error("{problem} ({published} rows were published and confirmed before it)")]
+    Refused { problem: String, published: u64 },
 
     /// arrow-json refused a batch (types are checked up front, so this is unexpected).
     #[error("encoding a batch as JSON failed: {0}")]

@@ -9,7 +9,10 @@
 //!
 //! Modules, one concern each: `options` (declaration, parsing, redaction), `template`
 //! (`${VAR}`), `subject` (rules and column reading), `json_form` (types and value checks),
-//! `encode` (batch -> messages), `publish` (connect, publish, confirm), `sink` (DataFusion).
+//! `encode` (batch -> messages), `outgoing` (row -> message, dead letter or skip),
+//! `connection` (connect, out-of-band events), `retry` (backoff), `core_publish` (core
+//! NATS with round-trip confirmation), `jetstream` (stream checks, pipelined acks,
+//! atomic batches), `metrics` and `sink` (DataFusion).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,19 +21,26 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 
 mod config;
+mod connection;
+mod core_publish;
 mod encode;
 mod error;
 mod factory;
+mod jetstream;
 mod json_form;
+pub mod metrics;
 pub mod options;
-mod publish;
+mod outgoing;
+mod retry;
 mod sink;
 pub mod subject;
 mod template;
+mod values;
 
-pub use encode::{EncodedBatch, RowEncoder};
+pub use encode::{EncodedBatch, Rejection, RowEncoder};
 pub use error::NatsSinkError;
 pub use factory::{FILE_TYPE, NatsSinkFactory, register};
+pub use outgoing::{DEAD_LETTER_REASON, DEAD_LETTER_ROW, DEAD_LETTER_SUBJECT};
 pub use sink::{NatsSink, NatsSinkTable};
 
 /// The connector's name in SQL (`connector = 'nats_sink'`).

@@ -10,8 +10,10 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
-use crate::subject;
 use crate::template;
+use crate::values::{
+    ValueKind, parse_bool, parse_choice, parse_count, parse_duration, redact_userinfo,
+};
 
 /// Where an option may be given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,8 @@ pub enum OptionScope {
 pub struct OptionSpec {
     pub name: &'static str,
     pub scope: OptionScope,
+    /// What the value must look like; checked when the options are parsed.
+    pub kind: ValueKind,
     /// The value used when the option is not given.
     pub default: Option<&'static str>,
     /// A secret's value is never printed (errors, `Debug`, `EXPLAIN`, listings).
@@ -35,49 +39,75 @@ pub struct OptionSpec {
 }
 
 macro_rules! declare_options {
-    ($( $konst:ident = $name:literal, $scope:ident, default $default:expr, secret $secret:literal, $doc:literal; )*) => {
+    ($( $konst:ident = $name:literal, $scope:ident, $kind:expr, default $default:expr, secret $secret:literal, $doc:literal; )*) => {
         $( #[doc = $doc] pub const $konst: &str = $name; )*
         /// Every option of `nats_sink`, in documentation order.
         pub static OPTIONS: &[OptionSpec] = &[
-            $( OptionSpec { name: $name, scope: OptionScope::$scope, default: $default, secret: $secret, doc: $doc }, )*
+            $( OptionSpec { name: $name, scope: OptionScope::$scope, kind: $kind, default: $default, secret: $secret, doc: $doc }, )*
         ];
     };
 }
 
-declare_options! {
-    SERVERS = "servers", Connection, default Some("nats://127.0.0.1:4222"), secret false,
-        "NATS server URLs: a JSON array ('[\"nats://a:4222\",\"nats://b:4222\"]') or a comma-separated list.";
-    USERNAME = "username", Connection, default None, secret false,
-        "User name for user/password authentication (needs 'password').";
-    PASSWORD = "password", Connection, default None, secret true,
-        "Password for user/password authentication; use '${VAR}' to read it from the environment.";
-    TOKEN = "token", Connection, default None, secret true,
-        "Token authentication; cannot be combined with 'username'/'password'.";
-    CONNECT_TIMEOUT = "connect_timeout", Connection, default Some("5s"), secret false,
-        "How long connecting may take before the statement fails (e.g. '500ms', '5s', '1m').";
-    SUBJECT = "subject", Sink, default None, secret false,
-        "Fixed subject for every row. Give either 'subject' or 'subject_field'.";
-    SUBJECT_FIELD = "subject_field", Sink, default None, secret false,
-        "Column holding each row's subject (a string column).";
-    REPLY_TO_FIELD = "reply_to_field", Sink, default None, secret false,
-        "Column holding each row's reply subject; a null value sends no reply subject.";
-    HEADERS = "headers", Sink, default None, secret false,
-        "Static headers added to every message, as a JSON object of strings ('{\"source\":\"sql\"}').";
-    FORMAT = "format", Sink, default Some("json"), secret false,
-        "Payload format. 'json': one JSON object per row.";
-    PAYLOAD_INCLUDE_ROUTING = "payload_include_routing", Sink, default Some("false"), secret false,
-        "Keep the subject and reply-to columns in the JSON payload ('true') or leave them out ('false').";
-    CONFIRM_TIMEOUT = "confirm_timeout", Sink, default Some("30s"), secret false,
-        "How long to wait for the server to confirm a batch before the statement fails.";
-}
-
+/// The values of `delivery`.
+pub const DELIVERY_MODES: &[&str] = &["at_least_once", "exactly_once"];
+/// The values of `on_error`.
+pub const ON_ERROR_POLICIES: &[&str] = &["fail", "skip", "dead_letter"];
 /// Payload formats the sink can write.
 pub const FORMATS: &[&str] = &["json"];
+
+/// The largest atomic batch a nats-server accepts by default (FACTS.md).
+pub const MAX_ATOMIC_BATCH: u64 = 1000;
+
+declare_options! {
+    SERVERS = "servers", Connection, ValueKind::Servers, default Some("nats://127.0.0.1:4222"), secret false,
+        "NATS server URLs: a JSON array ('[\"nats://a:4222\",\"nats://b:4222\"]') or a comma-separated list.";
+    USERNAME = "username", Connection, ValueKind::Text, default None, secret false,
+        "User name for user/password authentication (needs 'password').";
+    PASSWORD = "password", Connection, ValueKind::Text, default None, secret true,
+        "Password for user/password authentication; use '${VAR}' to read it from the environment.";
+    TOKEN = "token", Connection, ValueKind::Text, default None, secret true,
+        "Token authentication; cannot be combined with 'username'/'password'.";
+    CONNECT_TIMEOUT = "connect_timeout", Connection, ValueKind::Duration, default Some("5s"), secret false,
+        "How long one attempt to connect may take (e.g. '500ms', '5s', '1m').";
+    RETRY_TIMEOUT = "retry_timeout", Connection, ValueKind::Duration, default None, secret false,
+        "How long the sink keeps retrying after a transient failure (server down, disconnect, timeout, no quorum, stream full) before the statement fails. Unset: retry until the statement is cancelled.";
+    SUBJECT = "subject", Sink, ValueKind::Subject, default None, secret false,
+        "Fixed subject for every row. Give either 'subject' or 'subject_field'.";
+    SUBJECT_FIELD = "subject_field", Sink, ValueKind::Text, default None, secret false,
+        "Column holding each row's subject (a string column).";
+    REPLY_TO_FIELD = "reply_to_field", Sink, ValueKind::Text, default None, secret false,
+        "Column holding each row's reply subject; a null value sends no reply subject.";
+    HEADERS = "headers", Sink, ValueKind::Headers, default None, secret false,
+        "Static headers added to every message, as a JSON object of strings ('{\"source\":\"sql\"}').";
+    FORMAT = "format", Sink, ValueKind::Choice(FORMATS), default Some("json"), secret false,
+        "Payload format. 'json': one JSON object per row.";
+    PAYLOAD_INCLUDE_ROUTING = "payload_include_routing", Sink, ValueKind::Bool, default Some("false"), secret false,
+        "Keep the subject and reply-to columns in the JSON payload ('true') or leave them out ('false').";
+    CONFIRM_TIMEOUT = "confirm_timeout", Sink, ValueKind::Duration, default Some("5s"), secret false,
+        "How long to wait for the server to confirm a batch (core) or a message (JetStream ack) before it is sent again.";
+    STREAM = "stream", Sink, ValueKind::Text, default None, secret false,
+        "JetStream mode: publish into this stream and wait for its acks. The stream must exist and capture every subject.";
+    MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("1024"), secret false,
+        "JetStream: how many messages may wait for their ack at once.";
+    MSG_ID_FIELD = "msg_id_field", Sink, ValueKind::Text, default None, secret false,
+        "Column whose value is sent as 'Nats-Msg-Id', so the stream drops duplicates within its duplicate window (a string or integer column; it stays in the payload).";
+    EXPECTED_STREAM = "expected_stream", Sink, ValueKind::Text, default None, secret false,
+        "JetStream: send 'Nats-Expected-Stream' with this name (it must equal 'stream'), so a message captured by another stream is refused.";
+    DELIVERY = "delivery", Sink, ValueKind::Choice(DELIVERY_MODES), default Some("at_least_once"), secret false,
+        "'exactly_once' commits each run of rows as one JetStream atomic batch (needs 'stream', 'msg_id_field' and a stream with allow_atomic).";
+    ATOMIC_BATCH_SIZE = "atomic_batch_size", Sink, ValueKind::Count { min: 1, max: MAX_ATOMIC_BATCH }, default Some("1000"), secret false,
+        "exactly_once: rows per atomic batch; keep it the same across reruns so batch boundaries repeat.";
+    ON_ERROR = "on_error", Sink, ValueKind::Choice(ON_ERROR_POLICIES), default Some("fail"), secret false,
+        "A row that can never be delivered (invalid subject, oversize, unencodable value): 'fail' the statement, 'skip' it (counted and logged), or 'dead_letter' it.";
+    DEAD_LETTER_SUBJECT = "dead_letter_subject", Sink, ValueKind::Subject, default None, secret false,
+        "on_error = 'dead_letter': where undeliverable rows go, with headers giving the reason, original subject and row number.";
+}
 
 /// The option reference as a Markdown table, generated from [`OPTIONS`] (the README
 /// embeds this output; a test keeps the two identical).
 pub fn markdown_table() -> String {
-    let mut out = String::from("| option | where | default | description |\n|---|---|---|---|\n");
+    let mut out =
+        String::from("| option | where | value | default | description |\n|---|---|---|---|---|\n");
     for spec in OPTIONS {
         let scope = match spec.scope {
             OptionScope::Connection => "connection or sink",
@@ -92,8 +122,10 @@ pub fn markdown_table() -> String {
             ""
         };
         out.push_str(&format!(
-            "| `{}` | {scope} | {default} | {}{secret} |\n",
-            spec.name, spec.doc
+            "| `{}` | {scope} | {} | {default} | {}{secret} |\n",
+            spec.name,
+            spec.kind.describe(),
+            spec.doc
         ));
     }
     out
@@ -123,11 +155,20 @@ impl Options {
                 return Err(NatsSinkError::NotAConnectionOption { option: key });
             }
             template::check_syntax(spec.name, value)?;
+            // A value with `${VAR}` is checked once it is resolved.
+            if !template::has_variables(value) {
+                spec.kind.check(spec.name, value)?;
+            }
             map.insert(spec.name, value.clone());
         }
         let options = Options(map);
-        options.check_values()?;
+        options.check_auth()?;
         Ok(options)
+    }
+
+    /// Whether the user gave `name` (as opposed to its default applying).
+    pub fn is_given(&self, name: &'static str) -> bool {
+        self.0.contains_key(name)
     }
 
     /// The value given for `name`, or its declared default; `${VAR}` left unresolved.
@@ -138,10 +179,53 @@ impl Options {
             .or_else(|| spec(name).and_then(|s| s.default))
     }
 
-    /// The value for `name` with `${VAR}` resolved from the environment.
+    /// The value for `name` with `${VAR}` resolved from the environment and checked
+    /// against the option's kind.
     pub fn resolved(&self, name: &'static str) -> Result<Option<String>> {
-        self.raw(name)
-            .map(|v| template::resolve(name, v))
+        let Some(raw) = self.raw(name) else {
+            return Ok(None);
+        };
+        let value = template::resolve(name, raw)?;
+        if template::has_variables(raw)
+            && let Some(spec) = spec(name)
+        {
+            spec.kind.check(name, &value)?;
+        }
+        Ok(Some(value))
+    }
+
+    /// A duration option, resolved.
+    pub fn duration(&self, name: &'static str) -> Result<Option<Duration>> {
+        self.resolved(name)?
+            .map(|v| parse_duration(name, &v))
+            .transpose()
+    }
+
+    /// A boolean option, resolved (`false` when unset without a default).
+    pub fn bool(&self, name: &'static str) -> Result<bool> {
+        Ok(match self.resolved(name)? {
+            Some(v) => parse_bool(name, &v)?,
+            None => false,
+        })
+    }
+
+    /// A count option, resolved.
+    pub fn count(&self, name: &'static str) -> Result<Option<u64>> {
+        let Some(ValueKind::Count { min, max }) = spec(name).map(|s| s.kind) else {
+            return Ok(None);
+        };
+        self.resolved(name)?
+            .map(|v| parse_count(name, &v, min, max))
+            .transpose()
+    }
+
+    /// A choice option, resolved: one of its declared words.
+    pub fn choice(&self, name: &'static str) -> Result<Option<&'static str>> {
+        let Some(ValueKind::Choice(choices)) = spec(name).map(|s| s.kind) else {
+            return Ok(None);
+        };
+        self.resolved(name)?
+            .map(|v| parse_choice(name, &v, choices))
             .transpose()
     }
 
@@ -162,33 +246,9 @@ impl Options {
             .collect()
     }
 
-    /// Checks every value that does not depend on the environment, so that mistakes show up
-    /// at CREATE time rather than at the first INSERT.
-    fn check_values(&self) -> Result<()> {
-        let literal = |name| self.raw(name).filter(|v| !template::has_variables(v));
-        if let Some(v) = literal(SERVERS) {
-            parse_servers(v)?;
-        }
-        for name in [CONNECT_TIMEOUT, CONFIRM_TIMEOUT] {
-            if let Some(v) = literal(name) {
-                parse_duration(name, v)?;
-            }
-        }
-        if let Some(v) = literal(FORMAT) {
-            parse_format(v)?;
-        }
-        if let Some(v) = literal(PAYLOAD_INCLUDE_ROUTING) {
-            parse_bool(PAYLOAD_INCLUDE_ROUTING, v)?;
-        }
-        if let Some(v) = literal(HEADERS) {
-            parse_headers(v)?;
-        }
-        if let Some(v) = literal(SUBJECT) {
-            parse_fixed_subject(v)?;
-        }
-        if self.0.contains_key(TOKEN)
-            && (self.0.contains_key(USERNAME) || self.0.contains_key(PASSWORD))
-        {
+    /// Authentication options that cannot go together are refused at CREATE time.
+    fn check_auth(&self) -> Result<()> {
+        if self.is_given(TOKEN) && (self.is_given(USERNAME) || self.is_given(PASSWORD)) {
             return Err(NatsSinkError::InvalidOption {
                 option: TOKEN.into(),
                 problem:
@@ -196,9 +256,9 @@ impl Options {
                         .into(),
             });
         }
-        if self.0.contains_key(USERNAME) != self.0.contains_key(PASSWORD) {
+        if self.is_given(USERNAME) != self.is_given(PASSWORD) {
             return Err(NatsSinkError::InvalidOption {
-                option: if self.0.contains_key(USERNAME) {
+                option: if self.is_given(USERNAME) {
                     PASSWORD
                 } else {
                     USERNAME
@@ -239,148 +299,6 @@ fn unknown_option(key: &str) -> NatsSinkError {
         key: key.to_string(),
         hint,
     }
-}
-
-/// Removes `user:pass@` from URLs so that a password embedded in a server URL is not shown.
-pub(crate) fn redact_userinfo(servers: &str) -> String {
-    servers
-        .split(',')
-        .map(|part| match (part.find("://"), part.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}***@{}", &part[..scheme + 3], &part[at + 1..])
-            }
-            _ => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// `'["nats://a:4222","nats://b:4222"]'` or `'nats://a:4222, nats://b:4222'`.
-pub(crate) fn parse_servers(value: &str) -> Result<Vec<String>> {
-    let invalid = |problem: String| NatsSinkError::InvalidOption {
-        option: SERVERS.into(),
-        problem,
-    };
-    let trimmed = value.trim();
-    let servers: Vec<String> = if trimmed.starts_with('[') {
-        serde_json::from_str::<Vec<String>>(trimmed).map_err(|e| {
-            invalid(format!(
-                "not a JSON array of strings ({e}); write '[\"nats://host:4222\"]' or 'nats://host:4222'"
-            ))
-        })?
-    } else {
-        trimmed.split(',').map(|s| s.trim().to_string()).collect()
-    };
-    let servers: Vec<String> = servers.into_iter().filter(|s| !s.is_empty()).collect();
-    if servers.is_empty() {
-        return Err(invalid(
-            "no server given; write e.g. 'nats://127.0.0.1:4222'".into(),
-        ));
-    }
-    for (i, server) in servers.iter().enumerate() {
-        let addr = server
-            .parse::<async_nats::ServerAddr>()
-            .map_err(|e| invalid(format!("server {} is not a server address: {e}", i + 1)))?;
-        // Credentials in a URL would be shown wherever the servers are (EXPLAIN, logs).
-        if addr.has_user_pass() || addr.username().is_some() {
-            return Err(invalid(format!(
-                "server {} has credentials in its URL: put them in 'username' and 'password' (or 'token') instead",
-                i + 1
-            )));
-        }
-    }
-    Ok(servers)
-}
-
-/// The longest timeout accepted; a longer one is almost certainly a typo.
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-
-pub(crate) fn parse_duration(option: &str, value: &str) -> Result<Duration> {
-    let value = value.trim();
-    // A bare number means seconds, as users of other connectors expect.
-    let parsed = match value.parse::<f64>() {
-        Ok(secs) => Duration::try_from_secs_f64(secs).ok(),
-        Err(_) => humantime::parse_duration(value).ok(),
-    };
-    let invalid = |problem: String| NatsSinkError::InvalidOption {
-        option: option.to_string(),
-        problem,
-    };
-    match parsed {
-        Some(d) if d > MAX_DURATION => Err(invalid(format!(
-            "'{value}' is longer than the maximum of 24h"
-        ))),
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(invalid(format!(
-            "'{value}' is not a positive duration; write e.g. '500ms', '5s' or '2m'"
-        ))),
-    }
-}
-
-pub(crate) fn parse_fixed_subject(value: &str) -> Result<()> {
-    subject::validate(value).map_err(|problem| NatsSinkError::InvalidOption {
-        option: SUBJECT.into(),
-        problem: format!("'{value}' is not a valid subject: {problem}"),
-    })
-}
-
-pub(crate) fn parse_bool(option: &str, value: &str) -> Result<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        other => Err(NatsSinkError::InvalidOption {
-            option: option.to_string(),
-            problem: format!("'{other}' is not a boolean; write 'true' or 'false'"),
-        }),
-    }
-}
-
-pub(crate) fn parse_format(value: &str) -> Result<()> {
-    if FORMATS.contains(&value.trim().to_ascii_lowercase().as_str()) {
-        Ok(())
-    } else {
-        Err(NatsSinkError::InvalidOption {
-            option: FORMAT.into(),
-            problem: format!(
-                "'{value}' is not supported; supported formats: {}",
-                FORMATS.join(", ")
-            ),
-        })
-    }
-}
-
-/// `'{"k": "v", ...}'` into header pairs, checked the way NATS needs them.
-pub(crate) fn parse_headers(value: &str) -> Result<Vec<(String, String)>> {
-    let invalid = |problem: String| NatsSinkError::InvalidOption {
-        option: HEADERS.into(),
-        problem,
-    };
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(value).map_err(|e| {
-            invalid(format!(
-                "not a JSON object ({e}); write '{{\"name\": \"value\"}}'"
-            ))
-        })?;
-    map.into_iter()
-        .map(|(name, value)| {
-            let serde_json::Value::String(value) = value else {
-                return Err(invalid(format!(
-                    "header '{name}' must have a string value, got {value}"
-                )));
-            };
-            if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
-                return Err(invalid(format!(
-                    "'{name}' is not a valid header name: use visible ASCII without ':'"
-                )));
-            }
-            if value.contains(['\r', '\n']) {
-                return Err(invalid(format!(
-                    "the value of header '{name}' contains a line break"
-                )));
-            }
-            Ok((name, value))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{ConnectionConfig, SinkConfig};
+use crate::values::{parse_headers, parse_servers};
 
 fn opts(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -64,11 +65,11 @@ fn sink_options_are_refused_in_create_connection() {
 #[test]
 fn servers_as_json_array_or_comma_list() {
     assert_eq!(
-        parse_servers(r#"["nats://a:1","nats://b:2"]"#).unwrap(),
+        parse_servers("servers", r#"["nats://a:1","nats://b:2"]"#).unwrap(),
         vec!["nats://a:1", "nats://b:2"]
     );
     assert_eq!(
-        parse_servers("nats://a:1, nats://b:2").unwrap(),
+        parse_servers("servers", "nats://a:1, nats://b:2").unwrap(),
         vec!["nats://a:1", "nats://b:2"]
     );
     assert!(err(&[("servers", "[1,2]")]).contains("JSON array of strings"));
@@ -79,7 +80,7 @@ fn servers_as_json_array_or_comma_list() {
 fn unsupported_format_lists_supported_ones() {
     let text = err(&[("format", "avro")]);
     assert!(
-        text.contains("'avro' is not supported; supported formats: json"),
+        text.contains("'avro' is not supported; write one of: json"),
         "{text}"
     );
 }
@@ -102,7 +103,7 @@ fn durations_accept_units_and_bare_seconds() {
 #[test]
 fn headers_must_be_an_object_of_strings_with_valid_names() {
     assert_eq!(
-        parse_headers(r#"{"a":"1","B-2":"x y"}"#).unwrap(),
+        parse_headers("headers", r#"{"a":"1","B-2":"x y"}"#).unwrap(),
         vec![("B-2".into(), "x y".into()), ("a".into(), "1".into())]
     );
     assert!(err(&[("headers", "[1]")]).contains("not a JSON object"));

@@ -1,9 +1,11 @@
 //! The DataFusion side: a write-only table whose `insert_into` plans a `DataSinkExec`
 //! over [`NatsSink`].
 //!
-//! `write_all` orchestrates only: connect, then for each batch encode (pure) and send
-//! (publish + confirm). It returns the number of rows the server confirmed; when it fails,
-//! every row counted in the error's "published" figure was confirmed, and none after.
+//! `write_all` orchestrates only: connect (and check the stream), then for each batch
+//! encode (pure), mark the rows that cannot be delivered, apply `on_error`, and hand the
+//! batch to the delivery mode (core, JetStream, exactly-once). It returns the number of
+//! rows the server confirmed; when it fails, every row counted in the error's "published"
+//! figure was confirmed. Each execution gets a fresh sink with its own metrics.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,10 +22,15 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 use tracing::info;
 
-use crate::config::{ConnectionConfig, SinkConfig};
-use crate::encode::RowEncoder;
+use crate::config::{ConnectionConfig, Mode, SinkConfig};
+use crate::connection::Connection;
+use crate::core_publish::CorePublisher;
+use crate::encode::{EncodedBatch, RowEncoder};
+use crate::jetstream::{self, atomic::Atomic, window::Window};
+use crate::metrics::SinkMetrics;
 use crate::options::Options;
-use crate::publish::Publisher;
+use crate::outgoing::{Limit, Messages};
+use crate::retry::Retry;
 
 /// A table that publishes the rows inserted into it.
 #[derive(Debug)]
@@ -31,12 +38,15 @@ pub struct NatsSinkTable {
     sink: Arc<NatsSink>,
 }
 
-/// The sink behind [`NatsSinkTable`]: validated options and the encoding plan.
+/// The sink behind [`NatsSinkTable`]: validated options, the encoding plan, and the
+/// metrics of one execution.
+#[derive(Clone)]
 pub struct NatsSink {
     schema: SchemaRef,
     options: Options,
     config: SinkConfig,
     encoder: RowEncoder,
+    metrics: SinkMetrics,
 }
 
 impl NatsSinkTable {
@@ -51,6 +61,7 @@ impl NatsSinkTable {
                 options,
                 config,
                 encoder,
+                metrics: SinkMetrics::default(),
             }),
         })
     }
@@ -89,7 +100,12 @@ impl TableProvider for NatsSinkTable {
                 "a nats_sink table only appends (published messages cannot be replaced); got {insert_op}"
             )));
         }
-        Ok(Arc::new(DataSinkExec::new(input, self.sink.clone(), None)))
+        // A sink per execution, so that its metrics are this statement's.
+        let sink = NatsSink {
+            metrics: SinkMetrics::default(),
+            ..(*self.sink).clone()
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 }
 
@@ -119,34 +135,164 @@ impl DataSink for NatsSink {
         &self.schema
     }
 
+    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
+        Some(self.metrics.snapshot())
+    }
+
     async fn write_all(
         &self,
         mut data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
-        let connection = ConnectionConfig::from_options(&self.options)?;
-        let mut publisher = Publisher::connect(
-            &connection,
-            &self.config.headers,
-            self.config.confirm_timeout,
-        )
-        .await?;
+        let metrics = &self.metrics;
+        let connection_config = ConnectionConfig::from_options(&self.options)?;
+        let mut retry = Retry::new(connection_config.retry_timeout);
+        let connection = Connection::open(&connection_config, &mut retry).await?;
+        let (mut delivery, mut captures) =
+            Delivery::start(connection, &self.config, &mut retry).await?;
         let mut encoder = self.encoder.clone();
-        let mut confirmed = 0u64;
+        let mut rows_before = 0u64;
         while let Some(batch) = data.next().await {
             let batch = batch?;
             if batch.num_rows() == 0 {
                 continue;
             }
-            let encoded = encoder.encode(&batch, confirmed)?;
-            publisher.send(&encoded, confirmed).await?;
-            confirmed += encoded.len() as u64;
+            let mut encoded = encoder.encode(&batch, rows_before)?;
+            if let Some(captures) = captures.as_mut() {
+                captures.check(&mut encoded);
+            }
+            delivery.messages().check_sizes(&mut encoded);
+            if encoded.rejections().next().is_some() {
+                if let Err(e) =
+                    delivery
+                        .messages()
+                        .check_fail(&encoded, rows_before, metrics.published())
+                {
+                    // Settle what is in flight first, so the error's count is exact.
+                    delivery.flush(&mut retry, metrics).await?;
+                    let e = delivery
+                        .messages()
+                        .check_fail(&encoded, rows_before, metrics.published())
+                        .err()
+                        .unwrap_or(e);
+                    return Err(e.into());
+                }
+                delivery.messages().log_rejections(&encoded, rows_before);
+            }
+            let rows = encoded.len() as u64;
+            delivery
+                .send(encoded, rows_before, &mut retry, metrics)
+                .await?;
+            rows_before += rows;
         }
-        publisher.close().await;
+        delivery.flush(&mut retry, metrics).await?;
+        delivery.close().await;
         info!(
-            rows = confirmed,
+            rows = metrics.published(),
+            duplicates = metrics.duplicates_so_far(),
+            retries = retry.total(),
             "nats_sink: all rows published and confirmed"
         );
-        Ok(confirmed)
+        Ok(metrics.published())
+    }
+}
+
+/// The delivery mode of one execution.
+enum Delivery {
+    Core(CorePublisher, Messages),
+    JetStream(Window),
+    ExactlyOnce(Atomic),
+}
+
+impl Delivery {
+    /// Sets up the mode on `connection`; JetStream also returns the stream's subject
+    /// filters, against which each row's subject is checked.
+    async fn start(
+        connection: Connection,
+        config: &SinkConfig,
+        retry: &mut Retry,
+    ) -> crate::error::Result<(Self, Option<jetstream::Captures>)> {
+        let js_config = match &config.mode {
+            Mode::Core => {
+                let limit = Limit {
+                    bytes: connection.max_payload(),
+                    source: "the server's max_payload",
+                };
+                let messages = Messages::new(config, None, limit);
+                let publisher = CorePublisher::new(connection, config.confirm_timeout).await?;
+                return Ok((Delivery::Core(publisher, messages), None));
+            }
+            Mode::JetStream(js_config) => js_config,
+        };
+        let setup = jetstream::setup(&connection, js_config, config, retry).await?;
+        let expected = js_config.expected_stream.then(|| js_config.stream.clone());
+        let messages = Messages::new(config, expected, setup.limit);
+        let stream = js_config.stream.clone();
+        let delivery = match js_config.atomic_batch {
+            Some(size) => Delivery::ExactlyOnce(Atomic::new(
+                connection,
+                setup.js,
+                stream,
+                size,
+                config.confirm_timeout,
+                messages,
+            )),
+            None => Delivery::JetStream(Window::new(
+                connection,
+                setup.js,
+                stream,
+                js_config.max_in_flight,
+                config.confirm_timeout,
+                messages,
+            )),
+        };
+        Ok((delivery, Some(setup.captures)))
+    }
+
+    fn messages(&mut self) -> &mut Messages {
+        match self {
+            Delivery::Core(_, messages) => messages,
+            Delivery::JetStream(window) => window.messages(),
+            Delivery::ExactlyOnce(atomic) => atomic.messages(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        batch: EncodedBatch,
+        rows_before: u64,
+        retry: &mut Retry,
+        metrics: &SinkMetrics,
+    ) -> crate::error::Result<()> {
+        match self {
+            Delivery::Core(publisher, messages) => {
+                publisher
+                    .send(&batch, rows_before, messages, retry, metrics)
+                    .await
+            }
+            Delivery::JetStream(window) => window.push(batch, rows_before, retry, metrics).await,
+            Delivery::ExactlyOnce(atomic) => atomic.send(&batch, rows_before, retry, metrics).await,
+        }
+    }
+
+    /// Waits until everything sent is confirmed.
+    async fn flush(
+        &mut self,
+        retry: &mut Retry,
+        metrics: &SinkMetrics,
+    ) -> crate::error::Result<()> {
+        match self {
+            Delivery::JetStream(window) => window.flush(retry, metrics).await,
+            // Core and exactly-once confirm each batch before `send` returns.
+            Delivery::Core(..) | Delivery::ExactlyOnce(_) => Ok(()),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Delivery::Core(publisher, _) => publisher.close().await,
+            Delivery::JetStream(window) => window.close().await,
+            Delivery::ExactlyOnce(atomic) => atomic.close().await,
+        }
     }
 }

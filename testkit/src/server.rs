@@ -101,6 +101,12 @@ impl NatsServer {
         self.setup.port
     }
 
+    /// The `server_name` the server runs with, unique among this machine's test
+    /// servers. JetStream names cluster members (stream leaders, replicas) by it.
+    pub fn server_name(&self) -> &str {
+        &self.setup.name
+    }
+
     /// The nats-server version this server reported when it last became ready, such
     /// as `"2.15.1"`.
     pub fn version(&self) -> &str {
@@ -144,6 +150,11 @@ impl NatsServer {
     /// If monitoring is off, the request fails or the answer is not JSON.
     pub fn monitor_json(&self, path: &str) -> serde_json::Value {
         monitor::get_json(self.monitor_port(), path)
+    }
+
+    /// The last lines of the log, for failure messages of cluster helpers.
+    pub(crate) fn log_tail(&self) -> String {
+        self.setup.log_tail()
     }
 
     fn monitor_port(&self) -> u16 {

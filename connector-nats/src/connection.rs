@@ -1,0 +1,170 @@
+//! Connecting to NATS, and watching the connection for what publishes cannot report.
+//!
+//! A server that is down at the start is a transient failure and is retried like any
+//! other (see `retry`); a rejected credential or a bad address is not. While connected,
+//! two things happen out of band: async-nats reconnects on its own (messages in flight
+//! then may be lost, so senders compare [`Connection::connects`] before and after), and the
+//! server reports some refusals, such as a publish permission violation, only as an
+//! asynchronous `-ERR` ([`Connection::server_error`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, ServerAddr};
+use tracing::{debug, info, warn};
+
+use crate::config::{Auth, ConnectionConfig};
+use crate::error::{NatsSinkError, Result};
+use crate::retry::{Failure, Retry};
+
+/// A connected client and what the server told it out of band.
+pub(crate) struct Connection {
+    pub client: Client,
+    server_errors: Arc<Mutex<Option<String>>>,
+}
+
+impl Connection {
+    /// Connects, retrying while the servers cannot be reached.
+    pub(crate) async fn open(config: &ConnectionConfig, retry: &mut Retry) -> Result<Self> {
+        loop {
+            match Self::try_open(config).await {
+                Ok(connection) => {
+                    retry.succeeded();
+                    return Ok(connection);
+                }
+                Err(failure) => retry.wait(failure, 0).await?,
+            }
+        }
+    }
+
+    async fn try_open(config: &ConnectionConfig) -> Result<Self, Failure> {
+        let servers_display = config.servers_display();
+        let connect_error = |problem: String, source| NatsSinkError::Connect {
+            servers: servers_display.clone(),
+            problem,
+            source,
+        };
+        let addrs = config
+            .servers
+            .iter()
+            .map(|s| s.parse::<ServerAddr>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| connect_error(format!("invalid server address: {e}"), None))?;
+
+        let server_errors = Arc::new(Mutex::new(None));
+        let slot = server_errors.clone();
+        let mut options = ConnectOptions::new()
+            .name("streamsql nats_sink")
+            .connection_timeout(config.connect_timeout)
+            // Every subject is validated by the sink once per distinct value.
+            .skip_subject_validation(true)
+            .event_callback(move |event| {
+                let slot = slot.clone();
+                async move {
+                    match event {
+                        Event::Disconnected => {
+                            warn!("nats_sink: disconnected from the server; reconnecting")
+                        }
+                        Event::Connected => info!("nats_sink: connected"),
+                        Event::ServerError(async_nats::ServerError::Other(text)) => {
+                            warn!("nats_sink: the server reported an error: {text}");
+                            *slot.lock().expect("not poisoned") = Some(text);
+                        }
+                        other => debug!("nats_sink: connection event: {other}"),
+                    }
+                }
+            });
+        options = match &config.auth {
+            Auth::None => options,
+            Auth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.0.clone())
+            }
+            Auth::Token(token) => options.token(token.0.clone()),
+        };
+
+        // async-nats bounds each server attempt; this bounds the whole list.
+        let overall = config
+            .connect_timeout
+            .saturating_mul(addrs.len() as u32)
+            .saturating_add(Duration::from_secs(1));
+        let client = match tokio::time::timeout(overall, options.connect(addrs)).await {
+            Err(_) => {
+                return Err(Failure::Transient(format!(
+                    "cannot connect to NATS at {servers_display}: {}",
+                    timed_out(config.connect_timeout)
+                )));
+            }
+            Ok(Err(e)) => {
+                let problem = connect_problem(e.kind(), &config.auth, config.connect_timeout);
+                // Only "nobody answers" may change by waiting; a refused credential or a
+                // bad address will not.
+                return Err(match e.kind() {
+                    ConnectErrorKind::Io | ConnectErrorKind::TimedOut => Failure::Transient(
+                        format!("cannot connect to NATS at {servers_display}: {problem}"),
+                    ),
+                    _ => Failure::Permanent(connect_error(problem, Some(e))),
+                });
+            }
+            Ok(Ok(client)) => client,
+        };
+        info!(servers = %servers_display, "nats_sink: connected");
+        Ok(Connection {
+            client,
+            server_errors,
+        })
+    }
+
+    /// How many times the client has connected: a change means messages sent since may
+    /// have been lost with the old connection. async-nats counts this in its connection
+    /// handler, before any event callback runs.
+    pub(crate) fn connects(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::SeqCst)
+    }
+
+    /// The last error the server reported asynchronously (e.g. a permissions violation),
+    /// taken so that each is reported once.
+    pub(crate) fn server_error(&self) -> Option<String> {
+        self.server_errors.lock().expect("not poisoned").take()
+    }
+
+    /// The server's `max_payload` for this connection.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+
+    /// Closes the connection after everything sent was confirmed.
+    pub(crate) async fn close(self) {
+        if let Err(e) = self.client.drain().await {
+            debug!("nats_sink: closing the connection: {e}");
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!(
+        "timed out after {timeout:?}: check the address and that the server is up, or raise 'connect_timeout'"
+    )
+}
+
+/// What the user should check, from the kind of connect failure (never its message text).
+fn connect_problem(kind: ConnectErrorKind, auth: &Auth, timeout: Duration) -> String {
+    match kind {
+        ConnectErrorKind::AuthorizationViolation => match auth {
+            Auth::UserPassword { user, .. } => format!(
+                "the server rejected user '{user}' (authorization violation): check 'username' and 'password'"
+            ),
+            Auth::Token(_) => "the server rejected the token (authorization violation): check 'token'".into(),
+            Auth::None => "the server requires authentication: give 'username' and 'password', or 'token'".into(),
+        },
+        ConnectErrorKind::TimedOut => timed_out(timeout),
+        ConnectErrorKind::Io => {
+            "the server cannot be reached (connection refused or reset): check the address and that the server is up".into()
+        }
+        ConnectErrorKind::Dns => "the host name does not resolve: check 'servers'".into(),
+        ConnectErrorKind::ServerParse => "invalid server address: check 'servers'".into(),
+        ConnectErrorKind::Tls => "the TLS handshake failed: check the server's TLS settings".into(),
+        ConnectErrorKind::Authentication => "authentication failed while signing the server's nonce".into(),
+        ConnectErrorKind::MaxReconnects => "gave up after the maximum number of reconnects".into(),
+    }
+}

@@ -1,0 +1,136 @@
+//! Waiting for one JetStream ack while watching the connection, and turning a failed ack
+//! into a [`Failure`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishError};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::{Context, ErrorCode};
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+use crate::error::NatsSinkError;
+use crate::jetstream::classify::{AckFailure, classify};
+use crate::retry::Failure;
+
+/// How often a wait for an ack checks whether the client reconnected or the server
+/// reported an error.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Why an ack did not come.
+#[derive(Debug)]
+pub(crate) enum AckError {
+    /// An atomic batch was refused because the stream has one of its message ids.
+    AlreadyStored,
+    Failed(Failure),
+}
+
+impl From<Failure> for AckError {
+    fn from(failure: Failure) -> Self {
+        AckError::Failed(failure)
+    }
+}
+
+impl AckError {
+    /// As a plain failure, where a duplicate batch is not expected.
+    pub(crate) fn into_failure(self, published: u64) -> Failure {
+        match self {
+            AckError::Failed(failure) => failure,
+            AckError::AlreadyStored => refused(
+                "the stream refused a message as part of a duplicate atomic batch".into(),
+                published,
+            ),
+        }
+    }
+}
+
+pub(crate) type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// Where an ack is awaited: the connection, the stream and the timeout.
+pub(crate) struct AckContext<'a> {
+    pub connection: &'a Connection,
+    pub js: &'a Context,
+    pub stream: &'a str,
+    pub confirm_timeout: Duration,
+}
+
+impl AckContext<'_> {
+    /// Waits for `ack`, sent while the client's connect count was `connects`, until
+    /// `deadline`. An ack failure, a reconnect (the ack can no longer come) and an error
+    /// the server reported asynchronously (a permissions violation) end the wait early.
+    /// `published` is the statement's confirmed row count, for a permanent error.
+    pub(crate) async fn wait(
+        &self,
+        ack: &mut AckFuture,
+        connects: u64,
+        deadline: Instant,
+        published: u64,
+    ) -> Result<PublishAck, AckError> {
+        loop {
+            if self.connection.connects() != connects {
+                return Err(AckError::Failed(Failure::Transient(
+                    "the connection dropped while messages waited for their acks; sending again from the first unconfirmed row".into(),
+                )));
+            }
+            if let Some(text) = self.connection.server_error() {
+                return Err(AckError::Failed(refused(
+                    format!(
+                        "the server refused a publish: {text}; check the user's publish permissions for the stream's subjects"
+                    ),
+                    published,
+                )));
+            }
+            let slice = deadline.min(Instant::now() + POLL);
+            match tokio::time::timeout_at(slice, &mut *ack).await {
+                Ok(Ok(ack)) => return Ok(ack),
+                Ok(Err(e)) => return Err(self.failure(&e, published).await),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(AckError::Failed(Failure::Transient(format!(
+                        "no ack from stream '{}' within {:?} (confirm_timeout)",
+                        self.stream, self.confirm_timeout
+                    ))));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The class of a failed ack; "no responders" is settled by asking whether the stream
+    /// still exists (it did at the start).
+    pub(crate) async fn failure(&self, err: &PublishError, published: u64) -> AckError {
+        AckError::Failed(match classify(err, self.stream) {
+            AckFailure::Transient(reason) => Failure::Transient(reason),
+            AckFailure::Permanent(problem) => refused(problem, published),
+            AckFailure::AlreadyStored => return AckError::AlreadyStored,
+            AckFailure::NoResponders => match self.js.get_stream(self.stream).await {
+                Ok(_) => Failure::Transient(format!(
+                    "stream '{}' did not answer (no responders: a leader election?)",
+                    self.stream
+                )),
+                Err(e) => match e.kind() {
+                    GetStreamErrorKind::JetStream(api)
+                        if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                    {
+                        refused(
+                            format!(
+                                "stream '{}' was deleted during the statement: create it again, then rerun",
+                                self.stream
+                            ),
+                            published,
+                        )
+                    }
+                    _ => Failure::Transient(format!(
+                        "stream '{}' did not answer and its state cannot be read: {e}",
+                        self.stream
+                    )),
+                },
+            },
+        })
+    }
+}
+
+pub(crate) fn refused(problem: String, published: u64) -> Failure {
+    Failure::Permanent(NatsSinkError::Refused { problem, published })
+}

@@ -1,0 +1,276 @@
+//! `delivery = 'exactly_once'`: each run of rows is committed as one JetStream atomic
+//! batch, so after any crash every batch is in the stream entirely or not at all.
+//!
+//! async-nats has no atomic batch API, so the protocol is written here (FACTS.md, ADR-50):
+//! messages 1..n-1 carry `Nats-Batch-Id` and `Nats-Batch-Sequence` and are published
+//! without a reply subject (the server answers nothing for them; a reply subject would
+//! get an empty answer); message n adds `Nats-Batch-Commit: 1` and its ack commits the
+//! batch.
+//!
+//! Boundaries are deterministic: a batch ends at every multiple of `atomic_batch_size`
+//! rows counted over the statement, and at the end of each input batch. Every message
+//! carries its row's `Nats-Msg-Id`. A rerun of the same statement therefore sends the
+//! same batches; the server refuses a batch containing an id it already stored, whole
+//! (error 10201), which here means "committed before". Such a batch, or one whose
+//! boundaries moved, is then sent message by message with the same ids, so the stream
+//! deduplicates each one: nothing is lost and nothing is stored twice.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::Context;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::connection::Connection;
+use crate::encode::EncodedBatch;
+use crate::error::{NatsSinkError, Result};
+use crate::jetstream::ack::{AckContext, AckError, AckFuture};
+use crate::metrics::SinkMetrics;
+use crate::outgoing::{Message, Messages, Planned};
+use crate::retry::{Failure, Retry};
+
+/// The exactly-once publisher of one statement.
+pub(crate) struct Atomic {
+    connection: Connection,
+    js: Context,
+    stream: String,
+    batch_size: usize,
+    confirm_timeout: Duration,
+    messages: Messages,
+    /// Unique per execution, so batch ids of a rerun never collide with open ones.
+    run_id: String,
+    batches_sent: u64,
+}
+
+/// What committing one run of rows found.
+enum Committed {
+    /// Stored now as one atomic batch.
+    Atomic,
+    /// Already (partly) stored: sent one by one, with this many duplicates.
+    OneByOne { duplicates: u64 },
+}
+
+impl Atomic {
+    pub(crate) fn new(
+        connection: Connection,
+        js: Context,
+        stream: String,
+        batch_size: usize,
+        confirm_timeout: Duration,
+        messages: Messages,
+    ) -> Self {
+        let run_id = format!("{:016x}", RandomState::new().hash_one(Instant::now()));
+        Atomic {
+            connection,
+            js,
+            stream,
+            batch_size,
+            confirm_timeout,
+            messages,
+            run_id,
+            batches_sent: 0,
+        }
+    }
+
+    pub(crate) fn messages(&mut self) -> &mut Messages {
+        &mut self.messages
+    }
+
+    pub(crate) async fn close(self) {
+        self.connection.close().await;
+    }
+
+    /// Commits every row of `batch`, one atomic batch per run of rows.
+    pub(crate) async fn send(
+        &mut self,
+        batch: &EncodedBatch,
+        rows_before: u64,
+        retry: &mut Retry,
+        metrics: &SinkMetrics,
+    ) -> Result<()> {
+        let mut start = 0;
+        while start < batch.len() {
+            let position = rows_before + start as u64;
+            let to_boundary = self.batch_size - (position % self.batch_size as u64) as usize;
+            let end = batch.len().min(start + to_boundary);
+            self.commit(batch, rows_before, start..end, retry, metrics)
+                .await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        &mut self,
+        batch: &EncodedBatch,
+        rows_before: u64,
+        rows: Range<usize>,
+        retry: &mut Retry,
+        metrics: &SinkMetrics,
+    ) -> Result<()> {
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut dead_letters = Vec::new();
+        let mut skipped = 0;
+        for i in rows.clone() {
+            match self.messages.plan(batch, i, rows_before + i as u64 + 1) {
+                Planned::Send(m) => messages.push((i, m)),
+                Planned::DeadLetter(m) => dead_letters.push(m),
+                Planned::Skip => skipped += 1,
+            }
+        }
+        loop {
+            let attempt = async {
+                // Dead letters first, each acknowledged: they go to another stream, so they
+                // cannot be part of the atomic batch.
+                let published = metrics.published();
+                let dead = self.one_by_one(&dead_letters, published).await?;
+                let committed = self.commit_atomic(&messages, published).await?;
+                Ok::<_, Failure>((dead, committed))
+            };
+            match attempt.await {
+                Ok((_, committed)) => {
+                    retry.succeeded();
+                    for _ in &dead_letters {
+                        metrics.dead_lettered();
+                    }
+                    for _ in 0..skipped {
+                        metrics.skipped();
+                    }
+                    for (i, _) in &messages {
+                        metrics.published_row(batch.payload_len(*i));
+                    }
+                    if let Committed::OneByOne { duplicates } = committed {
+                        for _ in 0..duplicates {
+                            metrics.duplicate();
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(failure) => {
+                    retry.wait(failure, metrics.published()).await?;
+                    metrics.retried();
+                }
+            }
+        }
+    }
+
+    /// Sends `messages` as one atomic batch; falls back to one by one when the stream
+    /// already has some of them.
+    async fn commit_atomic(
+        &mut self,
+        messages: &[(usize, Message)],
+        published: u64,
+    ) -> Result<Committed, Failure> {
+        let Some(((_, last), rest)) = messages.split_last() else {
+            return Ok(Committed::Atomic);
+        };
+        self.batches_sent += 1;
+        let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
+        let connects = self.connection.connects();
+        for (sequence, (_, m)) in rest.iter().enumerate() {
+            let headers = batch_headers(m, &batch_id, sequence + 1, false);
+            self.connection
+                .client
+                .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                .await
+                .map_err(|e| {
+                    Failure::Permanent(NatsSinkError::Publish {
+                        problem: format!("cannot publish: {e}"),
+                        source: Some(Box::new(e)),
+                    })
+                })?;
+        }
+        let headers = batch_headers(last, &batch_id, messages.len(), true);
+        let mut ack = self
+            .publish_one(last, Some(headers))
+            .await
+            .map_err(|e| e.into_failure(published))?;
+        let deadline = Instant::now() + self.confirm_timeout;
+        match self
+            .ack_context()
+            .wait(&mut ack, connects, deadline, published)
+            .await
+        {
+            Ok(ack) => {
+                debug!(batch = %batch_id, seq = ack.sequence, "nats_sink: atomic batch committed");
+                Ok(Committed::Atomic)
+            }
+            Err(AckError::AlreadyStored) => {
+                info!(
+                    rows = messages.len(),
+                    "nats_sink: the stream already has some of these rows (committed by an earlier run?); sending them one by one so it keeps each exactly once"
+                );
+                let messages: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
+                let duplicates = self.one_by_one(&messages, published).await?;
+                Ok(Committed::OneByOne { duplicates })
+            }
+            Err(AckError::Failed(failure)) => Err(failure),
+        }
+    }
+
+    fn ack_context(&self) -> AckContext<'_> {
+        AckContext {
+            connection: &self.connection,
+            js: &self.js,
+            stream: &self.stream,
+            confirm_timeout: self.confirm_timeout,
+        }
+    }
+
+    /// Publishes each message with its own ack (its message id deduplicates it), pipelined;
+    /// returns how many the stream already had.
+    async fn one_by_one(&self, messages: &[Message], published: u64) -> Result<u64, Failure> {
+        let connects = self.connection.connects();
+        let mut acks = Vec::with_capacity(messages.len());
+        for m in messages {
+            let ack = self
+                .publish_one(m, m.headers.clone())
+                .await
+                .map_err(|e| e.into_failure(published))?;
+            acks.push(ack);
+        }
+        let deadline = Instant::now() + self.confirm_timeout;
+        let context = self.ack_context();
+        let mut duplicates = 0;
+        for ack in &mut acks {
+            let ack: PublishAck = context
+                .wait(ack, connects, deadline, published)
+                .await
+                .map_err(|e| e.into_failure(published))?;
+            duplicates += u64::from(ack.duplicate);
+        }
+        Ok(duplicates)
+    }
+
+    async fn publish_one(
+        &self,
+        m: &Message,
+        headers: Option<HeaderMap>,
+    ) -> Result<AckFuture, AckError> {
+        let mut publish = PublishMessage::build().payload(m.payload.clone());
+        if let Some(headers) = headers {
+            publish = publish.headers(headers);
+        }
+        match self.js.send_publish(m.subject.clone(), publish).await {
+            Ok(ack) => Ok(Box::pin(ack.into_future())),
+            Err(e) => Err(self.ack_context().failure(&e, 0).await),
+        }
+    }
+}
+
+/// The message's own headers plus the batch protocol's.
+fn batch_headers(m: &Message, batch_id: &str, sequence: usize, commit: bool) -> HeaderMap {
+    let mut headers = m.headers.clone().unwrap_or_default();
+    headers.insert("Nats-Batch-Id", batch_id);
+    headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+    if commit {
+        headers.insert("Nats-Batch-Commit", "1");
+    }
+    headers
+}

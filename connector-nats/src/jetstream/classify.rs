@@ -1,0 +1,93 @@
+//! What a failed JetStream publish means, from async-nats error kinds and JetStream error
+//! codes (never from message text).
+//!
+//! | class | cases |
+//! |---|---|
+//! | transient | ack timeout, broken pipe, disconnect, no responders while the stream exists (leader election), cluster unavailable or not leader (no quorum), storage or stream full with discard new, incomplete atomic batch |
+//! | already stored | an atomic batch with a message id the stream has (a replay of a committed batch) |
+//! | permanent | stream not found, expected stream mismatch, message over the stream's max_msg_size, atomic publish disabled or batch too large, anything else the server refuses |
+
+use std::error::Error as _;
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, ErrorCode};
+
+/// The class of a failed publish or ack.
+#[derive(Debug)]
+pub(crate) enum AckFailure {
+    /// Retrying may succeed: the reason, for logs.
+    Transient(String),
+    /// Nobody answered on the subject: either the stream is gone (permanent) or it has no
+    /// leader right now (transient); the caller asks the JetStream API which.
+    NoResponders,
+    /// An atomic batch was refused because the stream already has one of its message ids.
+    AlreadyStored,
+    /// Retrying cannot help; what the user should know and do.
+    Permanent(String),
+}
+
+/// The JetStream API error behind `err`, if the server sent one.
+pub(crate) fn api_error(err: &PublishError) -> Option<&jetstream::Error> {
+    err.source()?.downcast_ref::<jetstream::Error>()
+}
+
+/// Classifies a failed `publish` or ack.
+pub(crate) fn classify(err: &PublishError, stream: &str) -> AckFailure {
+    match err.kind() {
+        PublishErrorKind::TimedOut => {
+            AckFailure::Transient("no ack from the stream within confirm_timeout".into())
+        }
+        PublishErrorKind::BrokenPipe => {
+            AckFailure::Transient("the connection dropped before the ack arrived".into())
+        }
+        PublishErrorKind::StreamNotFound => AckFailure::NoResponders,
+        PublishErrorKind::MaxAckPending => {
+            AckFailure::Transient("too many acks pending in the client".into())
+        }
+        PublishErrorKind::MaxPayloadExceeded => AckFailure::Permanent(
+            "a message is over the server's max_payload (the server's limit changed during the statement?)".into(),
+        ),
+        PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence
+        | PublishErrorKind::Other => match api_error(err) {
+            Some(api) => classify_code(api, stream),
+            None => AckFailure::Permanent(format!("the publish failed: {err}")),
+        },
+    }
+}
+
+fn classify_code(api: &jetstream::Error, stream: &str) -> AckFailure {
+    let code = api.error_code();
+    let described = format!("{api} (JetStream error {})", code.0);
+    match code {
+        ErrorCode::STREAM_STORE_FAILED
+        | ErrorCode::STORAGE_RESOURCES_EXCEEDED
+        | ErrorCode::MEMORY_RESOURCES_EXCEEDED
+        | ErrorCode::INSUFFICIENT_RESOURCES
+        | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => AckFailure::Transient(format!(
+            "stream '{stream}' or the server's storage is full: {described}; waiting for space (consumers to catch up, limits raised, or discard old)"
+        )),
+        ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER => {
+            AckFailure::Transient(format!(
+                "the JetStream cluster cannot store right now (no quorum or no leader): {described}"
+            ))
+        }
+        ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH => AckFailure::Transient(format!(
+            "part of an atomic batch did not reach the server: {described}"
+        )),
+        ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE => AckFailure::AlreadyStored,
+        ErrorCode::STREAM_NOT_FOUND => AckFailure::Permanent(format!(
+            "stream '{stream}' does not exist (any more): create it again, then rerun the statement"
+        )),
+        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => AckFailure::Permanent(format!(
+            "a message is over the max_msg_size of stream '{stream}': {described}"
+        )),
+        ErrorCode::ATOMIC_PUBLISH_DISABLED => AckFailure::Permanent(format!(
+            "stream '{stream}' does not allow atomic publish: set allow_atomic on the stream for delivery = 'exactly_once'"
+        )),
+        ErrorCode::ATOMIC_PUBLISH_TOO_LARGE_BATCH => AckFailure::Permanent(format!(
+            "the server refuses atomic batches this large: {described}; lower 'atomic_batch_size'"
+        )),
+        _ => AckFailure::Permanent(format!("stream '{stream}' refused a message: {described}")),
+    }
+}

@@ -1,0 +1,288 @@
+//! JetStream mode: the checks made before the first row, and what they find out.
+//!
+//! At start the sink makes sure JetStream is enabled, the stream exists, a fixed subject
+//! is captured by it, a dead-letter subject is captured by some stream, and (for
+//! `exactly_once`) that the server and stream allow atomic batches. Each failure says what
+//! to create or change. It also reads the stream's message size limit and duplicate
+//! window, which decide which rows are oversize and how long message ids deduplicate.
+
+pub(crate) mod ack;
+pub(crate) mod atomic;
+pub(crate) mod classify;
+pub(crate) mod window;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{AccountErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::{self, Context, ErrorCode};
+use tracing::{info, warn};
+
+use crate::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec};
+use crate::connection::Connection;
+use crate::encode::EncodedBatch;
+use crate::error::{NatsSinkError, Result};
+use crate::outgoing::Limit;
+use crate::retry::{Failure, Retry};
+
+/// The oldest nats-server with atomic batch publish.
+const ATOMIC_SINCE: (u64, u64) = (2, 12);
+
+/// What the checks found out about the stream.
+pub(crate) struct StreamSetup {
+    pub js: Context,
+    pub captures: Captures,
+    pub limit: Limit,
+}
+
+/// Runs the start checks, retrying the transient failures (no quorum, timeouts).
+pub(crate) async fn setup(
+    connection: &Connection,
+    config: &JetStreamConfig,
+    sink: &SinkConfig,
+    retry: &mut Retry,
+) -> Result<StreamSetup> {
+    // Acks are awaited by the window with its own timeout; acks of abandoned publishes
+    // (after a failure) are left to async-nats's acker, which must not hold up new ones.
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(sink.confirm_timeout)
+        .ack_timeout(sink.confirm_timeout)
+        .max_ack_inflight(config.max_in_flight.saturating_mul(4).max(1024))
+        .backpressure_on_inflight(true)
+        .build(connection.client.clone());
+    loop {
+        match check(connection, &js, config, sink).await {
+            Ok(setup) => {
+                retry.succeeded();
+                return Ok(setup);
+            }
+            Err(failure) => retry.wait(failure, 0).await?,
+        }
+    }
+}
+
+async fn check(
+    connection: &Connection,
+    js: &Context,
+    config: &JetStreamConfig,
+    sink: &SinkConfig,
+) -> Result<StreamSetup, Failure> {
+    let name = &config.stream;
+    let fail = |problem: String| {
+        Failure::Permanent(NatsSinkError::JetStream {
+            stream: name.clone(),
+            problem,
+        })
+    };
+    match js.query_account().await {
+        Ok(_) => {}
+        Err(e) => {
+            return Err(match e.kind() {
+                AccountErrorKind::JetStreamUnavailable => fail(
+                    "JetStream is not enabled on the server (or for this account): start nats-server with -js (or a jetstream {} block), or drop 'stream' to publish to core NATS".into(),
+                ),
+                AccountErrorKind::TimedOut => Failure::Transient("the JetStream API did not answer".into()),
+                AccountErrorKind::JetStream(api) if api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE => {
+                    Failure::Transient(format!("JetStream is not available yet: {api}"))
+                }
+                _ => fail(format!("cannot use JetStream: {e}")),
+            });
+        }
+    }
+    let stream = match js.get_stream(name).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            return Err(match e.kind() {
+                GetStreamErrorKind::JetStream(api)
+                    if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    fail(format!(
+                        "the stream does not exist: create it first (for example `nats stream add {name} --subjects '<subjects>'`), or fix 'stream'"
+                    ))
+                }
+                GetStreamErrorKind::JetStream(api)
+                    if matches!(
+                        api.error_code(),
+                        ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER
+                    ) =>
+                {
+                    Failure::Transient(format!("the stream has no leader yet: {api}"))
+                }
+                GetStreamErrorKind::Request => {
+                    Failure::Transient(format!("cannot read the stream's configuration: {e}"))
+                }
+                _ => fail(format!("cannot read the stream's configuration: {e}")),
+            });
+        }
+    };
+    let info = stream.cached_info();
+    let captures = Captures::new(name, info.config.subjects.clone());
+    if info.config.subjects.is_empty() {
+        return Err(fail("the stream captures no subjects (a mirror or sourced stream?): publish into a stream with subjects".into()));
+    }
+    if let SubjectSpec::Fixed(subject) = &sink.subject
+        && !captures.matches(subject)
+    {
+        return Err(fail(format!(
+            "it does not capture subject '{subject}' (its subjects: {}): add the subject to the stream, or publish to one it captures",
+            captures.filters.join(", ")
+        )));
+    }
+    if let OnError::DeadLetter(subject) = &sink.on_error {
+        match js.stream_by_subject(subject.clone()).await {
+            Ok(_) => {}
+            Err(_) => {
+                return Err(fail(format!(
+                    "no stream captures dead_letter_subject '{subject}': create one that does (dead letters are stored and acknowledged like rows)"
+                )));
+            }
+        }
+    }
+    if config.atomic_batch.is_some() {
+        let version = connection.client.server_info().version;
+        if version_below(&version, ATOMIC_SINCE) {
+            return Err(fail(format!(
+                "delivery = 'exactly_once' needs atomic batch publish, which nats-server {version} does not have: upgrade to 2.12 or later"
+            )));
+        }
+        if !info.config.allow_atomic_publish {
+            return Err(fail(
+                "delivery = 'exactly_once' needs atomic batch publish, which the stream does not allow: set allow_atomic on it (stream config \"allow_atomic\": true)".into(),
+            ));
+        }
+    }
+    let max_payload = connection.max_payload();
+    let limit = match usize::try_from(info.config.max_message_size) {
+        Ok(max) if max > 0 && max < max_payload => Limit {
+            bytes: max,
+            source: "the stream's max_msg_size",
+        },
+        _ => Limit {
+            bytes: max_payload,
+            source: "the server's max_payload",
+        },
+    };
+    report_dedup(
+        name,
+        info.config.duplicate_window,
+        sink.msg_id_field.as_deref(),
+    );
+    Ok(StreamSetup {
+        js: js.clone(),
+        captures,
+        limit,
+    })
+}
+
+fn report_dedup(stream: &str, window: Duration, msg_id_field: Option<&str>) {
+    match msg_id_field {
+        Some(column) => info!(
+            stream,
+            duplicate_window = ?window,
+            "nats_sink: stream '{stream}' drops a message whose id (column '{column}') it has seen within {window:?}"
+        ),
+        None => warn!(
+            stream,
+            duplicate_window = ?window,
+            "nats_sink: no msg_id_field: a message resent after a failure may be stored twice; give msg_id_field to deduplicate within {window:?}"
+        ),
+    }
+}
+
+/// `version < (major, minor)` for a server version like "2.15.1".
+fn version_below(version: &str, (major, minor): (u64, u64)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found < (major, minor)
+}
+
+/// The subjects a stream captures, and which row subjects fall under them.
+pub(crate) struct Captures {
+    stream: String,
+    filters: Vec<String>,
+    cache: HashMap<String, bool, foldhash::fast::RandomState>,
+}
+
+impl Captures {
+    fn new(stream: &str, filters: Vec<String>) -> Self {
+        Captures {
+            stream: stream.to_string(),
+            filters,
+            cache: HashMap::default(),
+        }
+    }
+
+    /// Whether one of the stream's subject filters matches `subject`.
+    pub(crate) fn matches(&self, subject: &str) -> bool {
+        self.filters.iter().any(|f| filter_matches(f, subject))
+    }
+
+    /// Rejects the rows of `batch` whose subject the stream does not capture: their
+    /// publish could only fail.
+    pub(crate) fn check(&mut self, batch: &mut EncodedBatch) {
+        for i in 0..batch.len() {
+            let Some(subject) = batch.subject(i) else {
+                continue;
+            };
+            let captured = match self.cache.get(subject.as_str()) {
+                Some(&captured) => captured,
+                None => {
+                    let captured = self.matches(subject);
+                    self.cache.insert(subject.to_string(), captured);
+                    captured
+                }
+            };
+            let subject = subject.to_string();
+            if !captured {
+                batch.reject(
+                    i,
+                    format!(
+                        "subject '{subject}' is not captured by stream '{}' (its subjects: {})",
+                        self.stream,
+                        self.filters.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// NATS subject matching: `*` matches one token, a final `>` one or more.
+fn filter_matches(filter: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for f in filter.split('.') {
+        match (f, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_like_nats() {
+        assert!(filter_matches("orders.>", "orders.eu.1"));
+        assert!(filter_matches("orders.>", "orders.1"));
+        assert!(!filter_matches("orders.>", "orders"));
+        assert!(filter_matches("orders.*", "orders.1"));
+        assert!(!filter_matches("orders.*", "orders.1.2"));
+        assert!(filter_matches("*.created", "orders.created"));
+        assert!(filter_matches("orders", "orders"));
+        assert!(!filter_matches("orders", "orders.1"));
+        assert!(!filter_matches("orders.1", "orders"));
+    }
+
+    #[test]
+    fn versions_compare_by_number() {
+        assert!(version_below("2.9.10", (2, 12)));
+        assert!(!version_below("2.12.0", (2, 12)));
+        assert!(!version_below("2.15.1", (2, 12)));
+        assert!(!version_below("3.0.0", (2, 12)));
+    }
+}

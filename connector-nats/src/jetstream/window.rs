@@ -1,0 +1,285 @@
+//! Pipelined JetStream publishing: up to `max_in_flight` messages wait for their acks at
+//! once, across batch boundaries.
+//!
+//! Acks are consumed in publish order, so "confirmed" is always a prefix of the
+//! statement's rows. A batch stays in memory until all of its rows are confirmed; memory
+//! is therefore bounded by the window plus one batch. When a publish or an ack fails, the
+//! failure is classified; a transient one is retried after a backoff by sending again
+//! from the first unconfirmed row, in the original order (messages after it that were
+//! stored already come back as duplicates when rows carry a message id; without one they
+//! may be stored twice: see the README). A permanent one fails the statement.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use futures::FutureExt;
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+use crate::encode::EncodedBatch;
+use crate::error::{NatsSinkError, Result};
+use crate::jetstream::ack::{AckContext, AckFuture};
+use crate::metrics::SinkMetrics;
+use crate::outgoing::{Message, Messages, Planned};
+use crate::retry::{Failure, Retry};
+
+/// A batch whose rows are not all confirmed yet.
+struct Pending {
+    batch: EncodedBatch,
+    rows_before: u64,
+    /// The next row to publish.
+    next: usize,
+}
+
+/// A message waiting for its ack.
+struct InFlight {
+    /// Which pending batch (counted over the statement) and row.
+    batch_seq: u64,
+    row: usize,
+    dead_letter: bool,
+    ack: AckFuture,
+    connects: u64,
+    deadline: Instant,
+}
+
+/// The JetStream publisher of one statement.
+pub(crate) struct Window {
+    connection: Connection,
+    js: Context,
+    stream: String,
+    max_in_flight: usize,
+    confirm_timeout: Duration,
+    messages: Messages,
+    pending: VecDeque<Pending>,
+    /// Sequence number of `pending[0]`.
+    first_seq: u64,
+    in_flight: VecDeque<InFlight>,
+}
+
+impl Window {
+    pub(crate) fn new(
+        connection: Connection,
+        js: Context,
+        stream: String,
+        max_in_flight: usize,
+        confirm_timeout: Duration,
+        messages: Messages,
+    ) -> Self {
+        Window {
+            connection,
+            js,
+            stream,
+            max_in_flight,
+            confirm_timeout,
+            messages,
+            pending: VecDeque::new(),
+            first_seq: 0,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn messages(&mut self) -> &mut Messages {
+        &mut self.messages
+    }
+
+    /// Queues `batch` and publishes as much of it as the window allows. Returns with acks
+    /// possibly outstanding; [`Window::flush`] waits for them.
+    pub(crate) async fn push(
+        &mut self,
+        batch: EncodedBatch,
+        rows_before: u64,
+        retry: &mut Retry,
+        metrics: &SinkMetrics,
+    ) -> Result<()> {
+        self.pending.push_back(Pending {
+            batch,
+            rows_before,
+            next: 0,
+        });
+        self.pump(false, retry, metrics).await
+    }
+
+    /// Waits until every queued row is confirmed.
+    pub(crate) async fn flush(&mut self, retry: &mut Retry, metrics: &SinkMetrics) -> Result<()> {
+        self.pump(true, retry, metrics).await
+    }
+
+    pub(crate) async fn close(self) {
+        self.connection.close().await;
+    }
+
+    async fn pump(&mut self, drain: bool, retry: &mut Retry, metrics: &SinkMetrics) -> Result<()> {
+        loop {
+            let step = match self.fill(metrics).await {
+                Err(failure) => Err(failure),
+                Ok(()) if self.in_flight.is_empty() => return Ok(()),
+                // Nothing left to send: take the acks that are in, and leave the rest
+                // for later unless draining.
+                Ok(()) if !drain && !self.has_unsent() => {
+                    self.take_ready(metrics);
+                    return Ok(());
+                }
+                Ok(()) => self.await_front(metrics).await,
+            };
+            match step {
+                Ok(()) => retry.succeeded(),
+                Err(failure) => {
+                    retry.wait(failure, metrics.published()).await?;
+                    metrics.retried();
+                    self.rewind();
+                }
+            }
+        }
+    }
+
+    fn has_unsent(&self) -> bool {
+        self.pending.iter().any(|p| p.next < p.batch.len())
+    }
+
+    /// Publishes unsent rows while the window has room.
+    async fn fill(&mut self, metrics: &SinkMetrics) -> Result<(), Failure> {
+        for index in 0..self.pending.len() {
+            let seq = self.first_seq + index as u64;
+            while self.in_flight.len() < self.max_in_flight {
+                let pending = &self.pending[index];
+                let row = pending.next;
+                if row >= pending.batch.len() {
+                    break;
+                }
+                let position = pending.rows_before + row as u64 + 1;
+                let (message, dead_letter) = match self.messages.plan(&pending.batch, row, position)
+                {
+                    Planned::Send(m) => (m, false),
+                    Planned::DeadLetter(m) => (m, true),
+                    Planned::Skip => {
+                        self.pending[index].next += 1;
+                        continue;
+                    }
+                };
+                let ack = publish(&self.js, message).await?;
+                self.pending[index].next += 1;
+                self.in_flight.push_back(InFlight {
+                    batch_seq: seq,
+                    row,
+                    dead_letter,
+                    ack,
+                    connects: self.connection.connects(),
+                    deadline: Instant::now() + self.confirm_timeout,
+                });
+            }
+            if self.in_flight.len() >= self.max_in_flight {
+                break;
+            }
+        }
+        self.release(metrics);
+        Ok(())
+    }
+
+    /// Processes acks that have arrived, without waiting.
+    fn take_ready(&mut self, metrics: &SinkMetrics) {
+        while let Some(front) = self.in_flight.front_mut() {
+            match (&mut front.ack).now_or_never() {
+                Some(Ok(ack)) => self.confirm_front(&ack, metrics),
+                // Failures are handled by the next wait, which sees them again.
+                _ => break,
+            }
+        }
+        self.release(metrics);
+    }
+
+    /// Waits for the oldest ack, then takes any others that are in.
+    async fn await_front(&mut self, metrics: &SinkMetrics) -> Result<(), Failure> {
+        let context = AckContext {
+            connection: &self.connection,
+            js: &self.js,
+            stream: &self.stream,
+            confirm_timeout: self.confirm_timeout,
+        };
+        let front = self.in_flight.front_mut().expect("checked by the caller");
+        let published = metrics.published();
+        let ack = context
+            .wait(&mut front.ack, front.connects, front.deadline, published)
+            .await
+            .map_err(|e| e.into_failure(published))?;
+        self.confirm_front(&ack, metrics);
+        self.take_ready(metrics);
+        Ok(())
+    }
+
+    /// Records the ack of the oldest in-flight message.
+    fn confirm_front(&mut self, ack: &PublishAck, metrics: &SinkMetrics) {
+        let front = self.in_flight.pop_front().expect("an ack has a message");
+        if front.dead_letter {
+            metrics.dead_lettered();
+        } else {
+            let pending = &self.pending[(front.batch_seq - self.first_seq) as usize];
+            metrics.published_row(pending.batch.payload_len(front.row));
+            if ack.duplicate {
+                metrics.duplicate();
+            }
+        }
+    }
+
+    /// Drops the batches whose rows are all sent and confirmed.
+    fn release(&mut self, metrics: &SinkMetrics) {
+        while let Some(front) = self.pending.front() {
+            let unconfirmed = self
+                .in_flight
+                .front()
+                .is_some_and(|f| f.batch_seq == self.first_seq);
+            if front.next < front.batch.len() || unconfirmed {
+                break;
+            }
+            if self.messages.skips() {
+                for _ in front.batch.rejections() {
+                    metrics.skipped();
+                }
+            }
+            self.pending.pop_front();
+            self.first_seq += 1;
+        }
+    }
+
+    /// After a failure: forget what is in flight and send again from the first
+    /// unconfirmed row, in order.
+    fn rewind(&mut self) {
+        let Some(first) = self.in_flight.front() else {
+            return;
+        };
+        let (seq, row) = (first.batch_seq, first.row);
+        for (index, pending) in self.pending.iter_mut().enumerate() {
+            let pending_seq = self.first_seq + index as u64;
+            if pending_seq == seq {
+                pending.next = row;
+            } else if pending_seq > seq {
+                pending.next = 0;
+            }
+        }
+        self.in_flight.clear();
+    }
+}
+
+/// Publishes one message; the ack is awaited later, in order.
+async fn publish(js: &Context, m: Message) -> Result<AckFuture, Failure> {
+    let sent = match m.headers {
+        None => js.publish(m.subject, m.payload).await,
+        Some(headers) => {
+            let publish = PublishMessage::build().payload(m.payload).headers(headers);
+            js.send_publish(m.subject, publish).await
+        }
+    };
+    match sent {
+        Ok(ack) => Ok(Box::pin(ack.into_future())),
+        Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(Failure::Transient(
+            "the client could not send within confirm_timeout (disconnected?)".into(),
+        )),
+        Err(e) => Err(Failure::Permanent(NatsSinkError::Publish {
+            problem: format!("cannot publish: {e}"),
+            source: Some(Box::new(e)),
+        })),
+    }
+}

@@ -1,0 +1,232 @@
+//! From an encoded row to what goes out for it: the row's message, its dead letter, or
+//! nothing (skipped). Core and JetStream publishers share this, so headers, size limits
+//! and the `on_error` policy mean the same in both.
+
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::config::{OnError, SinkConfig};
+use crate::encode::EncodedBatch;
+use crate::error::NatsSinkError;
+
+/// Headers a dead letter carries: why the row could not be delivered, the subject it was
+/// meant for, and its position in the statement (from 1).
+pub const DEAD_LETTER_REASON: &str = "StreamSQL-Error";
+pub const DEAD_LETTER_SUBJECT: &str = "StreamSQL-Subject";
+pub const DEAD_LETTER_ROW: &str = "StreamSQL-Row";
+
+/// How many skipped or dead-lettered rows are logged one by one; the rest are counted.
+const LOGGED_REJECTIONS: u64 = 100;
+
+/// One message ready to publish.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    pub subject: Subject,
+    pub reply: Option<Subject>,
+    pub headers: Option<HeaderMap>,
+    pub payload: Bytes,
+}
+
+/// What is done for one row.
+#[derive(Debug)]
+pub(crate) enum Planned {
+    Send(Message),
+    DeadLetter(Message),
+    Skip,
+}
+
+/// The largest message the destination takes, and whose limit it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    pub bytes: usize,
+    pub source: &'static str,
+}
+
+/// Builds each row's message for one sink.
+#[derive(Debug)]
+pub(crate) struct Messages {
+    static_headers: Vec<(String, String)>,
+    static_len: usize,
+    expected_stream: Option<String>,
+    on_error: OnError,
+    dead_letter: Option<Subject>,
+    limit: Limit,
+    rejected: u64,
+}
+
+/// Bytes a header line takes on the wire: `Name: value\r\n`.
+fn header_line(name: &str, value: &str) -> usize {
+    name.len() + value.len() + 4
+}
+
+/// The header block's fixed part: `NATS/1.0\r\n` and the closing `\r\n`.
+const HEADER_BLOCK: usize = 12;
+
+impl Messages {
+    /// `expected_stream`: the stream name to send as `Nats-Expected-Stream`, if any.
+    pub(crate) fn new(config: &SinkConfig, expected_stream: Option<String>, limit: Limit) -> Self {
+        let static_len = config.headers.iter().map(|(n, v)| header_line(n, v)).sum();
+        let dead_letter = match &config.on_error {
+            OnError::DeadLetter(subject) => Some(Subject::from(subject.as_str())),
+            _ => None,
+        };
+        Messages {
+            static_headers: config.headers.clone(),
+            static_len,
+            expected_stream,
+            on_error: config.on_error.clone(),
+            dead_letter,
+            limit,
+            rejected: 0,
+        }
+    }
+
+    /// Bytes row `i`'s message counts against the destination's limit (payload + headers).
+    fn size(&self, batch: &EncodedBatch, i: usize) -> usize {
+        let mut headers = self.static_len;
+        if let Some(id) = batch.msg_id(i) {
+            headers += header_line("Nats-Msg-Id", id);
+        }
+        if let Some(stream) = &self.expected_stream {
+            headers += header_line("Nats-Expected-Stream", stream);
+        }
+        let block = if headers > 0 {
+            HEADER_BLOCK + headers
+        } else {
+            0
+        };
+        batch.payload_len(i) + block
+    }
+
+    /// Whether rejected rows are skipped (rather than failing or dead-lettered).
+    pub(crate) fn skips(&self) -> bool {
+        self.on_error == OnError::Skip
+    }
+
+    /// Rejects every row whose message is over the limit.
+    pub(crate) fn check_sizes(&self, batch: &mut EncodedBatch) {
+        let Limit { bytes, source } = self.limit;
+        for i in 0..batch.len() {
+            let size = self.size(batch, i);
+            if size > bytes {
+                batch.reject(i, format!(
+                    "the message is {size} bytes, over {source} of {bytes} bytes: leave large columns out of the query, or raise the limit"
+                ));
+            }
+        }
+    }
+
+    /// Under `on_error = 'fail'`, the first rejected row as the statement's error.
+    pub(crate) fn check_fail(
+        &self,
+        batch: &EncodedBatch,
+        rows_before: u64,
+        published: u64,
+    ) -> Result<(), NatsSinkError> {
+        if self.on_error != OnError::Fail {
+            return Ok(());
+        }
+        match batch.rejections().next() {
+            Some((i, rejection)) => Err(NatsSinkError::BadRow {
+                row: rows_before + i as u64 + 1,
+                problem: format!(
+                    "{} (on_error = 'skip' or 'dead_letter' lets the statement go on without such rows)",
+                    rejection.reason
+                ),
+                published,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Logs the rejected rows of a batch (the first ones one by one) and counts them.
+    pub(crate) fn log_rejections(&mut self, batch: &EncodedBatch, rows_before: u64) {
+        let what = if self.dead_letter.is_some() {
+            "dead-lettered"
+        } else {
+            "skipped"
+        };
+        for (i, rejection) in batch.rejections() {
+            self.rejected += 1;
+            if self.rejected <= LOGGED_REJECTIONS {
+                warn!(
+                    row = rows_before + i as u64 + 1,
+                    "nats_sink: row {what}: {}", rejection.reason
+                );
+            } else if self.rejected == LOGGED_REJECTIONS + 1 {
+                warn!("nats_sink: more rows {what}; they are counted but no longer logged");
+            }
+        }
+    }
+
+    /// What goes out for row `i` of `batch`; `row` is its position in the statement (from 1).
+    pub(crate) fn plan(&self, batch: &EncodedBatch, i: usize, row: u64) -> Planned {
+        match batch.rejection(i) {
+            None => Planned::Send(self.message(batch, i)),
+            Some(rejection) => match &self.dead_letter {
+                None => Planned::Skip,
+                Some(subject) => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(DEAD_LETTER_REASON, one_line(&rejection.reason).as_str());
+                    if let Some(original) = &rejection.subject {
+                        headers.insert(DEAD_LETTER_SUBJECT, one_line(original).as_str());
+                    }
+                    headers.insert(DEAD_LETTER_ROW, row.to_string().as_str());
+                    if let Some(id) = batch.msg_id(i) {
+                        // Its own id, so a resent dead letter is dropped as a duplicate too.
+                        headers.insert("Nats-Msg-Id", format!("dead-letter:{id}").as_str());
+                    }
+                    // A row too large for its subject is too large as a dead letter too.
+                    let payload = if self.size(batch, i) > self.limit.bytes {
+                        Bytes::new()
+                    } else {
+                        batch.payload(i)
+                    };
+                    Planned::DeadLetter(Message {
+                        subject: subject.clone(),
+                        reply: None,
+                        headers: Some(headers),
+                        payload,
+                    })
+                }
+            },
+        }
+    }
+
+    /// Row `i`'s own message (the row must not be rejected).
+    pub(crate) fn message(&self, batch: &EncodedBatch, i: usize) -> Message {
+        let msg_id = batch.msg_id(i);
+        let headers =
+            if self.static_headers.is_empty() && msg_id.is_none() && self.expected_stream.is_none()
+            {
+                None
+            } else {
+                let mut headers = HeaderMap::new();
+                for (name, value) in &self.static_headers {
+                    headers.append(name.as_str(), value.as_str());
+                }
+                if let Some(id) = msg_id {
+                    headers.insert("Nats-Msg-Id", id);
+                }
+                if let Some(stream) = &self.expected_stream {
+                    headers.insert("Nats-Expected-Stream", stream.as_str());
+                }
+                Some(headers)
+            };
+        Message {
+            subject: batch
+                .subject(i)
+                .expect("a row without a subject is rejected")
+                .clone(),
+            reply: batch.reply_to(i).cloned(),
+            headers,
+            payload: batch.payload(i),
+        }
+    }
+}
+
+/// A header value cannot hold a line break.
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}

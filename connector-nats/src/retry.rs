@@ -1,0 +1,171 @@
+//! Retrying transient failures: exponential backoff with jitter, bounded by
+//! `retry_timeout`.
+//!
+//! Every failure is first classified (see `classify`); only a [`Failure::Transient`] comes
+//! here. A retry episode starts at the first failure and ends at the next success
+//! ([`Retry::succeeded`]); `retry_timeout` bounds one episode, so a long statement that
+//! recovers each time is never failed by the sum of its outages.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::error::NatsSinkError;
+
+/// The first wait after a failure.
+const INITIAL_DELAY: Duration = Duration::from_millis(100);
+/// The longest single wait; a server that is back is noticed within this time.
+const MAX_DELAY: Duration = Duration::from_secs(180);
+
+/// What a failure means for the statement.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Worth retrying: the reason is logged while retrying and reported if retrying stops.
+    Transient(String),
+    /// Retrying cannot help: the statement fails with this error.
+    Permanent(NatsSinkError),
+}
+
+impl From<NatsSinkError> for Failure {
+    fn from(err: NatsSinkError) -> Self {
+        Failure::Permanent(err)
+    }
+}
+
+/// The backoff state of one sink.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    timeout: Option<Duration>,
+    /// When the current episode began, if one is under way.
+    since: Option<Instant>,
+    attempts: u32,
+    /// Total retries of the statement, for the summary and metrics.
+    total: u64,
+}
+
+impl Retry {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
+        Retry {
+            timeout,
+            since: None,
+            attempts: 0,
+            total: 0,
+        }
+    }
+
+    /// Total retries so far.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Ends the current episode: the next failure starts with a short wait again.
+    pub(crate) fn succeeded(&mut self) {
+        if self.since.take().is_some() {
+            info!(
+                attempts = self.attempts,
+                "nats_sink: recovered; publishing again"
+            );
+        }
+        self.attempts = 0;
+    }
+
+    /// Handles `failure`: a permanent one is returned as the error; for a transient one,
+    /// waits before the next attempt, or fails with `RetryTimeout` once `retry_timeout`
+    /// has passed. `published` is the count of confirmed rows, for the error.
+    pub(crate) async fn wait(
+        &mut self,
+        failure: Failure,
+        published: u64,
+    ) -> Result<(), NatsSinkError> {
+        let reason = match failure {
+            Failure::Permanent(err) => return Err(err),
+            Failure::Transient(reason) => reason,
+        };
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let waited = now - since;
+        let mut delay = self.next_delay();
+        if let Some(timeout) = self.timeout {
+            if waited >= timeout {
+                return Err(NatsSinkError::RetryTimeout {
+                    waited,
+                    last: reason,
+                    published,
+                });
+            }
+            delay = delay.min(timeout - waited);
+        }
+        self.attempts += 1;
+        self.total += 1;
+        warn!(
+            attempt = self.attempts,
+            retry_in = ?delay,
+            published,
+            "nats_sink: {reason}; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// Exponential backoff with "equal jitter": half the delay is fixed, half random, so
+    /// sinks that failed together do not retry in lockstep.
+    fn next_delay(&self) -> Duration {
+        let exponential = INITIAL_DELAY.saturating_mul(1u32 << self.attempts.min(16));
+        let capped = exponential.min(MAX_DELAY);
+        let half = capped / 2;
+        let random = RandomState::new().hash_one(self.total) % 1_000_000;
+        half + half.mul_f64(random as f64 / 1_000_000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_exponentially_with_jitter_and_are_capped() {
+        let mut retry = Retry::new(None);
+        let mut previous_max = Duration::ZERO;
+        for attempt in 0..30u32 {
+            retry.attempts = attempt;
+            let delay = retry.next_delay();
+            let full = INITIAL_DELAY
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(MAX_DELAY);
+            assert!(delay >= full / 2 && delay <= full, "{attempt}: {delay:?}");
+            assert!(full >= previous_max);
+            previous_max = full;
+        }
+        assert_eq!(previous_max, MAX_DELAY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_timeout_bounds_an_episode_and_success_resets_it() {
+        let mut retry = Retry::new(Some(Duration::from_secs(1)));
+        let transient = || Failure::Transient("the server is down".into());
+        let started = Instant::now();
+        while retry.wait(transient(), 7).await.is_ok() {}
+        // The last wait is cut short at the timeout rather than overshooting it.
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        let err = retry.wait(transient(), 7).await.unwrap_err().to_string();
+        assert!(err.contains("the server is down"), "{err}");
+        assert!(err.contains("7 rows were published"), "{err}");
+
+        retry.succeeded();
+        assert!(retry.wait(transient(), 7).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_is_returned_without_waiting() {
+        let mut retry = Retry::new(None);
+        let err = NatsSinkError::JetStream {
+            stream: "S".into(),
+            problem: "not found".into(),
+        };
+        assert!(retry.wait(Failure::Permanent(err), 0).await.is_err());
+        assert_eq!(retry.total(), 0);
+    }
+}

@@ -1,0 +1,235 @@
+//! Option values: the kind of value each option takes, and the parsers for them.
+//!
+//! Each option declares a [`ValueKind`]; validation at CREATE time and the typed reads in
+//! `config` both go through [`ValueKind::check`] and the parsers here, so a value is
+//! judged the same way everywhere.
+
+use std::time::Duration;
+
+use crate::error::{NatsSinkError, Result};
+use crate::subject;
+
+/// What an option's value must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Any text (names, secrets, columns).
+    Text,
+    /// A server list: a JSON array or a comma-separated list of URLs.
+    Servers,
+    /// A positive duration (`'500ms'`, `'5s'`, a bare number of seconds), at most 24h.
+    Duration,
+    /// `'true'` or `'false'`.
+    Bool,
+    /// A whole number within `min..=max`.
+    Count { min: u64, max: u64 },
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// Static headers as a JSON object of strings.
+    Headers,
+    /// A publish subject (no wildcards).
+    Subject,
+}
+
+impl ValueKind {
+    /// Checks `value` for option `option`.
+    pub fn check(self, option: &str, value: &str) -> Result<()> {
+        match self {
+            ValueKind::Text => Ok(()),
+            ValueKind::Servers => parse_servers(option, value).map(drop),
+            ValueKind::Duration => parse_duration(option, value).map(drop),
+            ValueKind::Bool => parse_bool(option, value).map(drop),
+            ValueKind::Count { min, max } => parse_count(option, value, min, max).map(drop),
+            ValueKind::Choice(choices) => parse_choice(option, value, choices).map(drop),
+            ValueKind::Headers => parse_headers(option, value).map(drop),
+            ValueKind::Subject => parse_subject(option, value),
+        }
+    }
+
+    /// How the value is written, for the option reference.
+    pub fn describe(self) -> String {
+        match self {
+            ValueKind::Text => "text".into(),
+            ValueKind::Servers => "URL list".into(),
+            ValueKind::Duration => "duration".into(),
+            ValueKind::Bool => "`true` or `false`".into(),
+            ValueKind::Count { min, max } => format!("{min} to {max}"),
+            ValueKind::Choice(choices) => choices
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            ValueKind::Headers => "JSON object".into(),
+            ValueKind::Subject => "subject".into(),
+        }
+    }
+}
+
+fn invalid(option: &str, problem: String) -> NatsSinkError {
+    NatsSinkError::InvalidOption {
+        option: option.to_string(),
+        problem,
+    }
+}
+
+/// Removes `user:pass@` from URLs so that a password embedded in a server URL is not shown.
+pub(crate) fn redact_userinfo(servers: &str) -> String {
+    servers
+        .split(',')
+        .map(|part| match (part.find("://"), part.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***@{}", &part[..scheme + 3], &part[at + 1..])
+            }
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `'["nats://a:4222","nats://b:4222"]'` or `'nats://a:4222, nats://b:4222'`.
+pub(crate) fn parse_servers(option: &str, value: &str) -> Result<Vec<String>> {
+    let trimmed = value.trim();
+    let servers: Vec<String> = if trimmed.starts_with('[') {
+        serde_json::from_str::<Vec<String>>(trimmed).map_err(|e| {
+            invalid(option, format!(
+                "not a JSON array of strings ({e}); write '[\"nats://host:4222\"]' or 'nats://host:4222'"
+            ))
+        })?
+    } else {
+        trimmed.split(',').map(|s| s.trim().to_string()).collect()
+    };
+    let servers: Vec<String> = servers.into_iter().filter(|s| !s.is_empty()).collect();
+    if servers.is_empty() {
+        return Err(invalid(
+            option,
+            "no server given; write e.g. 'nats://127.0.0.1:4222'".into(),
+        ));
+    }
+    for (i, server) in servers.iter().enumerate() {
+        let addr = server.parse::<async_nats::ServerAddr>().map_err(|e| {
+            invalid(
+                option,
+                format!("server {} is not a server address: {e}", i + 1),
+            )
+        })?;
+        // Credentials in a URL would be shown wherever the servers are (EXPLAIN, logs).
+        if addr.has_user_pass() || addr.username().is_some() {
+            return Err(invalid(
+                option,
+                format!(
+                    "server {} has credentials in its URL: put them in 'username' and 'password' (or 'token') instead",
+                    i + 1
+                ),
+            ));
+        }
+    }
+    Ok(servers)
+}
+
+/// The longest duration accepted; a longer one is almost certainly a typo.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+pub(crate) fn parse_duration(option: &str, value: &str) -> Result<Duration> {
+    let value = value.trim();
+    // A bare number means seconds, as users of other connectors expect.
+    let parsed = match value.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).ok(),
+        Err(_) => humantime::parse_duration(value).ok(),
+    };
+    match parsed {
+        Some(d) if d > MAX_DURATION => Err(invalid(
+            option,
+            format!("'{value}' is longer than the maximum of 24h"),
+        )),
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(invalid(
+            option,
+            format!("'{value}' is not a positive duration; write e.g. '500ms', '5s' or '2m'"),
+        )),
+    }
+}
+
+pub(crate) fn parse_bool(option: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(invalid(
+            option,
+            format!("'{other}' is not a boolean; write 'true' or 'false'"),
+        )),
+    }
+}
+
+pub(crate) fn parse_count(option: &str, value: &str, min: u64, max: u64) -> Result<u64> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            option,
+            format!("'{value}' is not a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+/// The choice `value` names, lowercased; an unknown word lists the valid ones.
+pub(crate) fn parse_choice(
+    option: &str,
+    value: &str,
+    choices: &[&'static str],
+) -> Result<&'static str> {
+    let lower = value.trim().to_ascii_lowercase();
+    choices
+        .iter()
+        .find(|c| **c == lower)
+        .copied()
+        .ok_or_else(|| {
+            invalid(
+                option,
+                format!(
+                    "'{value}' is not supported; write one of: {}",
+                    choices.join(", ")
+                ),
+            )
+        })
+}
+
+pub(crate) fn parse_subject(option: &str, value: &str) -> Result<()> {
+    subject::validate(value).map_err(|problem| {
+        invalid(
+            option,
+            format!("'{value}' is not a valid subject: {problem}"),
+        )
+    })
+}
+
+/// `'{"k": "v", ...}'` into header pairs, checked the way NATS needs them.
+pub(crate) fn parse_headers(option: &str, value: &str) -> Result<Vec<(String, String)>> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(value).map_err(|e| {
+            invalid(
+                option,
+                format!("not a JSON object ({e}); write '{{\"name\": \"value\"}}'"),
+            )
+        })?;
+    map.into_iter()
+        .map(|(name, value)| {
+            let serde_json::Value::String(value) = value else {
+                return Err(invalid(
+                    option,
+                    format!("header '{name}' must have a string value, got {value}"),
+                ));
+            };
+            if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
+                return Err(invalid(
+                    option,
+                    format!("'{name}' is not a valid header name: use visible ASCII without ':'"),
+                ));
+            }
+            if value.contains(['\r', '\n']) {
+                return Err(invalid(
+                    option,
+                    format!("the value of header '{name}' contains a line break"),
+                ));
+            }
+            Ok((name, value))
+        })
+        .collect()
+}
