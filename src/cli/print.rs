@@ -58,6 +58,13 @@ fn format_insert(summary: &InsertSummary) -> String {
         summary.elapsed.as_secs_f64(),
         summary.rows_per_second()
     );
+    if let Some(d) = summary.delivery {
+        let _ = write!(
+            line,
+            "; {} bytes, {} duplicates, {} skipped, {} dead-lettered, {} retries",
+            d.bytes, d.duplicates, d.skipped, d.dead_lettered, d.retries
+        );
+    }
     if summary.stopped_by_signal {
         let _ = write!(
             line,
@@ -113,10 +120,26 @@ mod tests {
             rows: 1000,
             elapsed: Duration::from_millis(420),
             stopped_by_signal: false,
+            delivery: None,
         };
         assert_eq!(
             format_outcome(&Outcome::Insert(summary.clone())),
             "INSERT INTO nats_output: 1000 rows published in 0.42s (2381 rows/s)"
+        );
+        let with_counts = InsertSummary {
+            delivery: Some(crate::engine::DeliveryCounts {
+                bytes: 9000,
+                duplicates: 3,
+                skipped: 2,
+                dead_lettered: 1,
+                retries: 4,
+            }),
+            ..summary.clone()
+        };
+        assert_eq!(
+            format_outcome(&Outcome::Insert(with_counts)),
+            "INSERT INTO nats_output: 1000 rows published in 0.42s (2381 rows/s); \
+             9000 bytes, 3 duplicates, 2 skipped, 1 dead-lettered, 4 retries"
         );
         let stopped = InsertSummary {
             connector: None,

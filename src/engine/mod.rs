@@ -41,7 +41,7 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-pub use self::outcome::{Connection, InsertSummary, Outcome};
+pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome};
 use crate::connectors::NatsSinkConnector;
 use crate::error::{EngineError, StatementAt};
 use crate::registry::Registry;
@@ -268,12 +268,10 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let df_err = |e| EngineError::datafusion(at, e);
         let started = Instant::now();
-        let batches = self
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(df_err)?
-            .collect()
+        let df = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+        let task_ctx = Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await.map_err(df_err)?;
+        let batches = datafusion::physical_plan::collect(physical.clone(), task_ctx)
             .await
             .map_err(df_err)?;
         let elapsed = started.elapsed();
@@ -289,6 +287,7 @@ impl Engine {
             rows,
             elapsed,
             stopped_by_signal: self.shutdown.is_triggered(),
+            delivery: DeliveryCounts::from_plan(physical.as_ref()),
         };
         tracing::info!(table = %summary.table, rows, ?elapsed, "insert finished");
         Ok(Outcome::Insert(summary))

@@ -7,6 +7,9 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
+use connector_nats::metrics::names;
+use datafusion::physical_plan::ExecutionPlan;
+
 use crate::registry::{ConnectorKind, OptionMap, redact};
 
 /// The result of one statement.
@@ -53,6 +56,40 @@ pub struct InsertSummary {
     /// The shutdown latch had fired when the insert finished: an unbounded source was
     /// stopped and `rows` is what was delivered until then.
     pub stopped_by_signal: bool,
+    /// What the sink reported about delivery, when it reports it (NATS sinks do).
+    pub delivery: Option<DeliveryCounts>,
+}
+
+/// A sink's delivery counters, read by name from the executed plan's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub bytes: u64,
+    /// Rows the stream already had (same message id): stored once, counted in `rows`.
+    pub duplicates: u64,
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    pub retries: u64,
+}
+
+impl DeliveryCounts {
+    /// The counters of the first plan node (depth first) that reports them.
+    pub fn from_plan(plan: &dyn ExecutionPlan) -> Option<Self> {
+        if let Some(metrics) = plan.metrics()
+            && metrics.sum_by_name(names::PUBLISHED_ROWS).is_some()
+        {
+            let get = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+            return Some(DeliveryCounts {
+                bytes: get(names::PUBLISHED_BYTES),
+                duplicates: get(names::DUPLICATES),
+                skipped: get(names::SKIPPED),
+                dead_lettered: get(names::DEAD_LETTERED),
+                retries: get(names::RETRIES),
+            });
+        }
+        plan.children()
+            .into_iter()
+            .find_map(|child| Self::from_plan(child.as_ref()))
+    }
 }
 
 impl InsertSummary {
@@ -137,6 +174,7 @@ mod tests {
             rows: 1000,
             elapsed: Duration::from_millis(500),
             stopped_by_signal: false,
+            delivery: None,
         };
         assert_eq!(summary.rows_per_second(), 2000.0);
         assert_eq!(

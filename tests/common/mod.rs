@@ -10,6 +10,8 @@ use std::time::Duration;
 use async_nats::Message;
 use nats_testkit::Collector;
 
+pub mod js;
+
 /// The `streamsql` binary built for these tests.
 pub fn streamsql() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamsql"));
@@ -103,4 +105,17 @@ pub fn inserted_rows(stdout: &str, table: &str) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no row count in {line:?}"))
+}
+
+/// A `summary` line's figure for `what` (e.g. "duplicates"): `..., 12 duplicates, ...`.
+pub fn summary_count(stdout: &str, table: &str, what: &str) -> Option<u64> {
+    let prefix = format!("INSERT INTO {table}: ");
+    let line = stdout.lines().find(|l| l.starts_with(&prefix))?;
+    let words: Vec<&str> = line
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
+        .collect();
+    words
+        .windows(2)
+        .find(|w| w[1] == what)
+        .and_then(|w| w[0].parse().ok())
 }

@@ -1,0 +1,102 @@
+//! JetStream helpers for the integration tests: create a stream, and read back exactly
+//! what it stored.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+
+/// Creates a file stream `name` capturing `subjects`, with `edit` applied to the config.
+pub async fn create_stream(
+    client: &Client,
+    name: &str,
+    subjects: &[&str],
+    edit: impl FnOnce(&mut stream::Config),
+) {
+    let mut config = stream::Config {
+        name: name.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    edit(&mut config);
+    jetstream::new(client.clone())
+        .create_stream(config)
+        .await
+        .unwrap_or_else(|e| panic!("create stream {name}: {e}"));
+}
+
+/// How many messages stream `name` holds.
+pub async fn stored(client: &Client, name: &str) -> u64 {
+    let mut stream = jetstream::new(client.clone())
+        .get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {name}: {e}"));
+    stream.info().await.unwrap().state.messages
+}
+
+/// Every message stream `name` holds, in stream order.
+pub async fn read_all(client: &Client, name: &str) -> Vec<jetstream::Message> {
+    let count = stored(client, name).await as usize;
+    let stream = jetstream::new(client.clone())
+        .get_stream(name)
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            // Read once: no acks, so nothing is redelivered and the count is exact.
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap().take(count);
+    let mut out = Vec::with_capacity(count);
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        .await
+        .expect("the stream's messages arrive")
+    {
+        out.push(message.unwrap());
+    }
+    out
+}
+
+/// The value of header `name` of a stored message.
+pub fn header(message: &jetstream::Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.to_string())
+}
+
+/// How often each `Nats-Msg-Id` occurs among `messages`.
+pub fn msg_id_counts(messages: &[jetstream::Message]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for m in messages {
+        let id = header(m, "Nats-Msg-Id").expect("every message has an id");
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Asserts the stream holds exactly one message for each id in `0..rows` (as text).
+pub fn assert_each_id_once(messages: &[jetstream::Message], rows: u64) {
+    let counts = msg_id_counts(messages);
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    assert!(
+        duplicated.is_empty(),
+        "stored more than once (first 10): {duplicated:?}"
+    );
+    let missing: Vec<u64> = (0..rows)
+        .filter(|id| !counts.contains_key(&id.to_string()))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "missing ids (first 10): {missing:?}");
+    assert_eq!(
+        messages.len() as u64,
+        rows,
+        "stored exactly one message per row"
+    );
+}

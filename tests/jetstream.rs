@@ -1,0 +1,152 @@
+//! JetStream mode end to end: what the stream stores, the start checks, deduplication
+//! and the summary's counts. Every check reads the stream back with a real consumer.
+
+mod common;
+
+use common::js::{assert_each_id_once, create_stream, header, read_all, stored};
+use common::{assert_fails_with, inserted_rows, run_script, stdout, summary_count};
+use nats_testkit::{NatsServer, payload_json};
+
+/// `n` rows with ids 0..n, spread over four subjects under `orders.`.
+fn rows(n: u64) -> String {
+    format!(
+        "SELECT value AS id, concat('orders.', CAST(value % 4 AS VARCHAR)) AS subject, \
+         repeat('x', 100) AS body FROM generate_series(0, {})",
+        n - 1
+    )
+}
+
+fn insert(url: &str, select: &str, options: &str) -> std::process::Output {
+    run_script(
+        &format!(
+            "INSERT INTO out {select} WITH (connector = 'nats_sink', servers = '{url}', \
+             subject_field = 'subject', {options});"
+        ),
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn every_row_is_stored_once_in_order_per_subject_and_a_rerun_only_adds_duplicates() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    let options = "stream = 'ORDERS', msg_id_field = 'id', expected_stream = 'ORDERS'";
+
+    let output = insert(&server.url(), &rows(50_000), options);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "out"), 50_000);
+    assert_eq!(
+        summary_count(&stdout(&output), "out", "duplicates"),
+        Some(0)
+    );
+
+    let messages = read_all(&client, "ORDERS").await;
+    assert_each_id_once(&messages, 50_000);
+    // Per subject, the stream holds the rows in the query's order.
+    for subject in 0..4u64 {
+        let ids: Vec<u64> = messages
+            .iter()
+            .filter(|m| m.subject.as_str() == format!("orders.{subject}"))
+            .map(|m| payload_json(m)["id"].as_u64().unwrap())
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "orders.{subject} out of order"
+        );
+        assert_eq!(ids.len(), 12_500);
+    }
+    assert_eq!(
+        header(&messages[0], "Nats-Expected-Stream").as_deref(),
+        Some("ORDERS")
+    );
+
+    // The same statement again: every row is a duplicate within the window, nothing new.
+    let output = insert(&server.url(), &rows(50_000), options);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert_eq!(
+        summary_count(&stdout(&output), "out", "duplicates"),
+        Some(50_000)
+    );
+    assert_eq!(stored(&client, "ORDERS").await, 50_000);
+}
+
+#[tokio::test]
+async fn start_checks_say_what_to_create_or_change() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+
+    let missing = insert(&server.url(), &rows(10), "stream = 'NOPE'");
+    assert_fails_with(&missing, &["stream 'NOPE'", "does not exist", "create it"]);
+
+    let fixed = run_script(
+        &format!(
+            "INSERT INTO out SELECT 1 AS id WITH (connector = 'nats_sink', servers = '{}', \
+             subject = 'payments.x', stream = 'ORDERS');",
+            server.url()
+        ),
+        &[],
+    );
+    assert_fails_with(
+        &fixed,
+        &[
+            "does not capture subject 'payments.x'",
+            "its subjects: orders.>",
+        ],
+    );
+
+    let no_js = NatsServer::builder().jetstream(false).start();
+    let disabled = insert(&no_js.url(), &rows(10), "stream = 'ORDERS'");
+    assert_fails_with(&disabled, &["JetStream is not enabled", "-js"]);
+
+    let exactly_once = insert(
+        &server.url(),
+        &rows(10),
+        "stream = 'ORDERS', msg_id_field = 'id', delivery = 'exactly_once'",
+    );
+    assert_fails_with(
+        &exactly_once,
+        &["which the stream does not allow", "allow_atomic"],
+    );
+    assert_eq!(
+        stored(&client, "ORDERS").await,
+        0,
+        "no check stores anything"
+    );
+}
+
+#[tokio::test]
+async fn rows_whose_subject_the_stream_does_not_capture_follow_on_error() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    let select = "SELECT value AS id, CASE WHEN value = 3 THEN 'other.3' \
+                  ELSE concat('orders.', CAST(value AS VARCHAR)) END AS subject \
+                  FROM generate_series(1, 5)";
+
+    let failed = insert(&server.url(), select, "stream = 'ORDERS'");
+    assert_fails_with(
+        &failed,
+        &[
+            "row 3:",
+            "subject 'other.3' is not captured by stream 'ORDERS'",
+            "on_error",
+        ],
+    );
+
+    let skipped = insert(
+        &server.url(),
+        select,
+        "stream = 'ORDERS', on_error = 'skip'",
+    );
+    assert!(skipped.status.success(), "{}", common::stderr(&skipped));
+    assert_eq!(inserted_rows(&stdout(&skipped), "out"), 4);
+    assert_eq!(summary_count(&stdout(&skipped), "out", "skipped"), Some(1));
+    let ids: Vec<u64> = read_all(&client, "ORDERS")
+        .await
+        .iter()
+        .map(|m| payload_json(m)["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 4, 5]);
+}
