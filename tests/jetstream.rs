@@ -150,3 +150,97 @@ async fn rows_whose_subject_the_stream_does_not_capture_follow_on_error() {
         .collect();
     assert_eq!(ids, vec![1, 2, 4, 5]);
 }
+
+/// `sql-examples/jetstream_exactly_once.sql` as written: run twice, the stream holds each
+/// order once and the dead-letter stream the one bad order, with its headers.
+#[tokio::test]
+async fn exactly_once_example_runs_twice_without_duplicates() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |c| {
+        c.allow_atomic_publish = true
+    })
+    .await;
+    create_stream(&client, "ORDERS_DLQ", &["orders_dlq.>"], |_| {}).await;
+    let script = common::example("jetstream_exactly_once.sql");
+    for run in 0..2 {
+        let output = run_script(&script, &[("NATS_URL", &server.url())]);
+        assert!(
+            output.status.success(),
+            "run {run}: {}",
+            common::stderr(&output)
+        );
+        let out = stdout(&output);
+        assert_eq!(inserted_rows(&out, "orders_stream"), 4999, "{out}");
+        assert_eq!(
+            summary_count(&out, "orders_stream", "dead-lettered"),
+            Some(1)
+        );
+        let expected_duplicates = if run == 0 { 0 } else { 4999 };
+        assert_eq!(
+            summary_count(&out, "orders_stream", "duplicates"),
+            Some(expected_duplicates)
+        );
+    }
+    let orders = read_all(&client, "ORDERS").await;
+    assert_eq!(orders.len(), 4999);
+    let counts = common::js::msg_id_counts(&orders);
+    assert!(counts.values().all(|n| *n == 1));
+    assert!(!counts.contains_key("13"));
+    let dead = read_all(&client, "ORDERS_DLQ").await;
+    assert_eq!(dead.len(), 1, "the rerun's dead letter was deduplicated");
+    assert_eq!(header(&dead[0], "StreamSQL-Row").as_deref(), Some("13"));
+    assert_eq!(
+        header(&dead[0], "StreamSQL-Subject").as_deref(),
+        Some("orders.bad subject")
+    );
+    assert!(
+        header(&dead[0], "StreamSQL-Error")
+            .unwrap()
+            .contains("whitespace")
+    );
+    assert_eq!(payload_json(&dead[0])["order_id"], 13);
+}
+
+/// EXPLAIN shows the delivery mode and the stream without connecting.
+#[test]
+fn explain_shows_the_delivery_mode_and_stream() {
+    let output = run_script(
+        "EXPLAIN INSERT INTO out SELECT value AS id, 'orders.1' AS subject FROM generate_series(1, 3) \
+         WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:1', subject_field = 'subject', \
+         stream = 'ORDERS', msg_id_field = 'id', delivery = 'exactly_once');",
+        &[],
+    );
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("delivery=[jetstream exactly_once]"), "{text}");
+    assert!(text.contains("stream=ORDERS"), "{text}");
+}
+
+/// The stream's duplicate window is read at the start and reported.
+#[tokio::test]
+async fn the_duplicate_window_is_reported_at_the_start() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |c| {
+        c.duplicate_window = std::time::Duration::from_secs(300)
+    })
+    .await;
+    let script = format!(
+        "INSERT INTO out {} WITH (connector = 'nats_sink', servers = '{}', subject_field = 'subject', \
+         stream = 'ORDERS', msg_id_field = 'id');",
+        rows(10),
+        server.url()
+    );
+    let output = common::run_with_args(
+        &["--log-level", "connector_nats=info", "run", "-"],
+        &script,
+        &[],
+    );
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let log = common::stderr(&output);
+    assert!(
+        log.contains("stream 'ORDERS' has a duplicate window of 5m") && log.contains("column 'id'"),
+        "{log}"
+    );
+}

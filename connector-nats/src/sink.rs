@@ -120,7 +120,12 @@ impl fmt::Debug for NatsSink {
 
 impl DisplayAs for NatsSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NatsSink:")?;
+        let delivery = match &self.config.mode {
+            Mode::Core => "core",
+            Mode::JetStream(js) if js.atomic_batch.is_some() => "jetstream exactly_once",
+            Mode::JetStream(_) => "jetstream at_least_once",
+        };
+        write!(f, "NatsSink: delivery=[{delivery}]")?;
         for (key, value) in self.options.redacted() {
             write!(f, " {key}={value}")?;
         }

@@ -175,16 +175,13 @@ async fn check(
 }
 
 fn report_dedup(stream: &str, window: Duration, msg_id_field: Option<&str>) {
+    let window = humantime::format_duration(window);
     match msg_id_field {
         Some(column) => info!(
-            stream,
-            duplicate_window = ?window,
-            "nats_sink: stream '{stream}' drops a message whose id (column '{column}') it has seen within {window:?}"
+            "nats_sink: stream '{stream}' has a duplicate window of {window}: a row whose id (column '{column}') it stored within that time is dropped as a duplicate"
         ),
         None => warn!(
-            stream,
-            duplicate_window = ?window,
-            "nats_sink: no msg_id_field: a message resent after a failure may be stored twice; give msg_id_field to deduplicate within {window:?}"
+            "nats_sink: stream '{stream}' has a duplicate window of {window}, but without msg_id_field a row resent after a failure may be stored twice"
         ),
     }
 }
