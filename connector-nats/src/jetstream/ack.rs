@@ -69,6 +69,13 @@ impl AckContext<'_> {
         published: u64,
     ) -> Result<PublishAck, AckError> {
         loop {
+            // The ack first: one that arrived before a reconnect still counts.
+            let slice = deadline.min(Instant::now() + POLL);
+            match tokio::time::timeout_at(slice, &mut *ack).await {
+                Ok(Ok(ack)) => return Ok(ack),
+                Ok(Err(e)) => return Err(self.failure(&e, published).await),
+                Err(_) => {}
+            }
             if self.connection.connects() != connects {
                 return Err(AckError::Failed(Failure::Transient(
                     "the connection dropped while messages waited for their acks; sending again from the first unconfirmed row".into(),
@@ -82,17 +89,11 @@ impl AckContext<'_> {
                     published,
                 )));
             }
-            let slice = deadline.min(Instant::now() + POLL);
-            match tokio::time::timeout_at(slice, &mut *ack).await {
-                Ok(Ok(ack)) => return Ok(ack),
-                Ok(Err(e)) => return Err(self.failure(&e, published).await),
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(AckError::Failed(Failure::Transient(format!(
-                        "no ack from stream '{}' within {:?} (confirm_timeout)",
-                        self.stream, self.confirm_timeout
-                    ))));
-                }
-                Err(_) => {}
+            if Instant::now() >= deadline {
+                return Err(AckError::Failed(Failure::Transient(format!(
+                    "no ack from stream '{}' within {:?} (confirm_timeout)",
+                    self.stream, self.confirm_timeout
+                ))));
             }
         }
     }

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use futures::FutureExt;
@@ -42,6 +42,9 @@ struct InFlight {
     row: usize,
     dead_letter: bool,
     ack: AckFuture,
+    /// A failure seen by a non-blocking check: the future is done and must not be polled
+    /// again.
+    failed: Option<PublishError>,
     connects: u64,
     deadline: Instant,
 }
@@ -167,6 +170,7 @@ impl Window {
                     row,
                     dead_letter,
                     ack,
+                    failed: None,
                     connects: self.connection.connects(),
                     deadline: Instant::now() + self.confirm_timeout,
                 });
@@ -182,10 +186,17 @@ impl Window {
     /// Processes acks that have arrived, without waiting.
     fn take_ready(&mut self, metrics: &SinkMetrics) {
         while let Some(front) = self.in_flight.front_mut() {
+            if front.failed.is_some() {
+                break;
+            }
             match (&mut front.ack).now_or_never() {
                 Some(Ok(ack)) => self.confirm_front(&ack, metrics),
-                // Failures are handled by the next wait, which sees them again.
-                _ => break,
+                // Handled by the next wait.
+                Some(Err(e)) => {
+                    front.failed = Some(e);
+                    break;
+                }
+                None => break,
             }
         }
         self.release(metrics);
@@ -201,6 +212,9 @@ impl Window {
         };
         let front = self.in_flight.front_mut().expect("checked by the caller");
         let published = metrics.published();
+        if let Some(e) = front.failed.take() {
+            return Err(context.failure(&e, published).await.into_failure(published));
+        }
         let ack = context
             .wait(&mut front.ack, front.connects, front.deadline, published)
             .await
