@@ -77,7 +77,6 @@ impl CorePublisher {
                 Ok(()) => break,
                 Err(failure) => retry.wait(failure, metrics.published()).await?,
             }
-            metrics.retried();
         }
         retry.succeeded();
         for (i, plan) in &planned {

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::error::NatsSinkError;
+use crate::metrics::SinkMetrics;
 
 /// The first wait after a failure.
 const INITIAL_DELAY: Duration = Duration::from_millis(100);
@@ -44,15 +45,18 @@ pub(crate) struct Retry {
     attempts: u32,
     /// Total retries of the statement, for the summary and metrics.
     total: u64,
+    metrics: SinkMetrics,
 }
 
 impl Retry {
-    pub(crate) fn new(timeout: Option<Duration>) -> Self {
+    /// Counts each retry in `metrics` as well.
+    pub(crate) fn new(timeout: Option<Duration>, metrics: SinkMetrics) -> Self {
         Retry {
             timeout,
             since: None,
             attempts: 0,
             total: 0,
+            metrics,
         }
     }
 
@@ -100,6 +104,7 @@ impl Retry {
         }
         self.attempts += 1;
         self.total += 1;
+        self.metrics.retried();
         warn!(
             attempt = self.attempts,
             retry_in = ?delay,
@@ -127,7 +132,7 @@ mod tests {
 
     #[test]
     fn delays_grow_exponentially_with_jitter_and_are_capped() {
-        let mut retry = Retry::new(None);
+        let mut retry = Retry::new(None, SinkMetrics::default());
         let mut previous_max = Duration::ZERO;
         for attempt in 0..30u32 {
             retry.attempts = attempt;
@@ -144,7 +149,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_timeout_bounds_an_episode_and_success_resets_it() {
-        let mut retry = Retry::new(Some(Duration::from_secs(1)));
+        let mut retry = Retry::new(Some(Duration::from_secs(1)), SinkMetrics::default());
         let transient = || Failure::Transient("the server is down".into());
         let started = Instant::now();
         while retry.wait(transient(), 7).await.is_ok() {}
@@ -160,7 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_permanent_failure_is_returned_without_waiting() {
-        let mut retry = Retry::new(None);
+        let mut retry = Retry::new(None, SinkMetrics::default());
         let err = NatsSinkError::JetStream {
             stream: "S".into(),
             problem: "not found".into(),

@@ -151,7 +151,7 @@ impl DataSink for NatsSink {
     ) -> Result<u64> {
         let metrics = &self.metrics;
         let connection_config = ConnectionConfig::from_options(&self.options)?;
-        let mut retry = Retry::new(connection_config.retry_timeout);
+        let mut retry = Retry::new(connection_config.retry_timeout, metrics.clone());
         let connection = Connection::open(&connection_config, &mut retry).await?;
         let (mut delivery, mut captures) =
             Delivery::start(connection, &self.config, &mut retry).await?;

@@ -21,6 +21,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::connection::State;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
@@ -154,7 +155,6 @@ impl Atomic {
                 }
                 Err(failure) => {
                     retry.wait(failure, metrics.published()).await?;
-                    metrics.retried();
                 }
             }
         }
@@ -173,18 +173,38 @@ impl Atomic {
         self.batches_sent += 1;
         let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
         let connects = self.connection.connects();
-        for (sequence, (_, m)) in rest.iter().enumerate() {
-            let headers = batch_headers(m, &batch_id, sequence + 1, false);
-            self.connection
-                .client
-                .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
-                .await
-                .map_err(|e| {
-                    Failure::Permanent(NatsSinkError::Publish {
-                        problem: format!("cannot publish: {e}"),
-                        source: Some(Box::new(e)),
-                    })
-                })?;
+        // While disconnected the client's buffer fills and publishing waits: do not queue
+        // a batch then (it would be replayed, stale, after the reconnect), and bound the
+        // wait, so that retry_timeout is honoured.
+        if self.connection.client.connection_state() != State::Connected {
+            return Err(Failure::Transient(
+                "not connected to the server; waiting before sending the batch again".into(),
+            ));
+        }
+        let client = &self.connection.client;
+        let sending = async {
+            for (sequence, (_, m)) in rest.iter().enumerate() {
+                let headers = batch_headers(m, &batch_id, sequence + 1, false);
+                client
+                    .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                    .await
+                    .map_err(|e| {
+                        Failure::Permanent(NatsSinkError::Publish {
+                            problem: format!("cannot publish: {e}"),
+                            source: Some(Box::new(e)),
+                        })
+                    })?;
+            }
+            Ok::<_, Failure>(())
+        };
+        match tokio::time::timeout(self.confirm_timeout, sending).await {
+            Ok(sent) => sent?,
+            Err(_) => {
+                return Err(Failure::Transient(format!(
+                    "the client could not send the batch within {:?} (confirm_timeout; disconnected?)",
+                    self.confirm_timeout
+                )));
+            }
         }
         let headers = batch_headers(last, &batch_id, messages.len(), true);
         let mut ack = self

@@ -132,7 +132,6 @@ impl Window {
                 Ok(()) => retry.succeeded(),
                 Err(failure) => {
                     retry.wait(failure, metrics.published()).await?;
-                    metrics.retried();
                     self.rewind();
                 }
             }
@@ -163,6 +162,8 @@ impl Window {
                         continue;
                     }
                 };
+                // Read before sending: a reconnect during the send must count against it.
+                let connects = self.connection.connects();
                 let ack = publish(&self.js, message).await?;
                 self.pending[index].next += 1;
                 self.in_flight.push_back(InFlight {
@@ -171,7 +172,7 @@ impl Window {
                     dead_letter,
                     ack,
                     failed: None,
-                    connects: self.connection.connects(),
+                    connects,
                     deadline: Instant::now() + self.confirm_timeout,
                 });
             }
