@@ -22,6 +22,8 @@ use crate::retry::{Failure, Retry};
 pub(crate) struct Connection {
     pub client: Client,
     server_errors: Arc<Mutex<Option<String>>>,
+    /// Kept rather than fetched per message (`Client::statistics` clones an `Arc`).
+    statistics: Arc<async_nats::Statistics>,
 }
 
 impl Connection {
@@ -110,6 +112,7 @@ impl Connection {
         };
         info!(servers = %servers_display, "nats_sink: connected");
         Ok(Connection {
+            statistics: client.statistics(),
             client,
             server_errors,
         })
@@ -119,7 +122,7 @@ impl Connection {
     /// have been lost with the old connection. async-nats counts this in its connection
     /// handler, before any event callback runs.
     pub(crate) fn connects(&self) -> u64 {
-        self.client.statistics().connects.load(Ordering::SeqCst)
+        self.statistics.connects.load(Ordering::SeqCst)
     }
 
     /// The last error the server reported asynchronously (e.g. a permissions violation),

@@ -278,7 +278,7 @@ impl Atomic {
             publish = publish.headers(headers);
         }
         match self.js.send_publish(m.subject.clone(), publish).await {
-            Ok(ack) => Ok(Box::pin(ack.into_future())),
+            Ok(ack) => Ok(ack.into_future()),
             Err(e) => Err(self.ack_context().failure(&e, 0).await),
         }
     }

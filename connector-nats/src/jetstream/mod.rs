@@ -229,8 +229,8 @@ impl Captures {
                     captured
                 }
             };
-            let subject = subject.to_string();
             if !captured {
+                let subject = subject.to_string();
                 batch.reject(
                     i,
                     format!(

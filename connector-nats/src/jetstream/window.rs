@@ -288,7 +288,7 @@ async fn publish(js: &Context, m: Message) -> Result<AckFuture, Failure> {
         }
     };
     match sent {
-        Ok(ack) => Ok(Box::pin(ack.into_future())),
+        Ok(ack) => Ok(ack.into_future()),
         Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(Failure::Transient(
             "the client could not send within confirm_timeout (disconnected?)".into(),
         )),
