@@ -7,14 +7,11 @@
 //! encodes every row and confirms each batch. Both publish to a real nats-server started
 //! by the bench. Report: engine rows/s / baseline rows/s.
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::Subject;
-use bytes::Bytes;
-use connector_nats::RowEncoder;
-use connector_nats::options::Options;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nats_testkit::NatsServer;
 use streamsql::Engine;
@@ -36,27 +33,6 @@ fn query() -> String {
     )
 }
 
-/// The messages the sink would publish, built once with the sink's own encoder.
-async fn prebuilt_messages(engine: &mut Engine) -> Vec<(Subject, Bytes)> {
-    let df = engine.context().sql(&query()).await.unwrap();
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let options: HashMap<String, String> =
-        [("subject_field".to_string(), "subject".to_string())].into();
-    let mut encoder =
-        RowEncoder::try_new(&schema, &Options::parse(&options, false).unwrap()).unwrap();
-    let mut messages = Vec::with_capacity(ROWS as usize);
-    for batch in df.collect().await.unwrap() {
-        let encoded = encoder.encode(&batch, 0).unwrap();
-        for i in 0..encoded.len() {
-            messages.push((
-                encoded.subject(i).expect("valid subjects").clone(),
-                encoded.payload(i),
-            ));
-        }
-    }
-    messages
-}
-
 fn bench_core_publish(c: &mut Criterion) {
     // FACTS.md: a current-thread runtime publishes fastest on 2 cores.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,7 +43,7 @@ fn bench_core_publish(c: &mut Criterion) {
     let url = server.url();
 
     let mut engine = Engine::new();
-    let messages = runtime.block_on(prebuilt_messages(&mut engine));
+    let messages = runtime.block_on(common::prebuilt_messages(&mut engine, &query()));
     assert_eq!(messages.len() as u64, ROWS);
     let total_bytes: usize = messages.iter().map(|(_, p)| p.len()).sum();
     println!(

@@ -21,16 +21,15 @@
 //! Under `cargo test --benches` (criterion's test mode, no `--bench` argument) it runs
 //! each benchmark once with fewer rows and skips the pairs.
 
+mod common;
+
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use async_nats::jetstream::{self, Context, stream};
 use bytes::Bytes;
-use connector_nats::RowEncoder;
-use connector_nats::options::Options;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -77,27 +76,6 @@ fn insert(url: &str, rows: u64, max_in_flight: usize) -> String {
          subject_field = 'subject', stream = '{STREAM}', max_in_flight = '{max_in_flight}')",
         query(rows)
     )
-}
-
-/// The messages the sink would publish, built once with the sink's own encoder.
-async fn prebuilt_messages(engine: &mut Engine, rows: u64) -> Vec<(Subject, Bytes)> {
-    let df = engine.context().sql(&query(rows)).await.unwrap();
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let options: HashMap<String, String> =
-        [("subject_field".to_string(), "subject".to_string())].into();
-    let mut encoder =
-        RowEncoder::try_new(&schema, &Options::parse(&options, false).unwrap()).unwrap();
-    let mut messages = Vec::with_capacity(rows as usize);
-    for batch in df.collect().await.unwrap() {
-        let encoded = encoder.encode(&batch, 0).unwrap();
-        for i in 0..encoded.len() {
-            messages.push((
-                encoded.subject(i).expect("valid subjects").clone(),
-                encoded.payload(i),
-            ));
-        }
-    }
-    messages
 }
 
 /// A JetStream context configured like the sink's (connector-nats/src/jetstream/mod.rs),
@@ -188,7 +166,7 @@ impl Setup {
         let url = server.url();
         let mut engine = Engine::new();
         let (client, admin, messages) = runtime.block_on(async {
-            let messages = prebuilt_messages(&mut engine, rows).await;
+            let messages = common::prebuilt_messages(&mut engine, &query(rows)).await;
             // The sink validates each distinct subject once and tells its client to skip
             // validation; the pre-built subjects are valid, so the baseline skips it too.
             let options = nats_testkit::connect_options().skip_subject_validation(true);

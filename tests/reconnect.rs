@@ -3,11 +3,12 @@
 //! server records what arrived (a core subscriber would itself miss messages while
 //! disconnected, so it cannot tell).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
+use common::js::{create_stream, read_all, stored};
 use nats_testkit::{NatsServer, payload_json};
 use streamsql::{Engine, Outcome};
 
@@ -23,14 +24,7 @@ async fn a_server_restart_mid_statement_loses_no_row() {
     let server = NatsServer::start();
     let url = server.url();
     let client = nats_testkit::connect(&url).await;
-    let js = jetstream::new(client.clone());
-    js.create_stream(stream::Config {
-        name: "RECON".into(),
-        subjects: vec!["recon.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    create_stream(&client, "RECON", &["recon.>"], |_| {}).await;
 
     // Stop the server gracefully (JetStream keeps what it stored) about a second into
     // the run, and bring it back on the same port and storage.
@@ -59,40 +53,30 @@ async fn a_server_restart_mid_statement_loses_no_row() {
     assert_eq!(summary.rows, ROWS);
 
     let client = nats_testkit::connect(&server.url()).await;
-    let stream = jetstream::new(client).get_stream("RECON").await.unwrap();
     // The server has processed every confirmed message, but JetStream stores core
     // publishes asynchronously: wait until the count settles.
-    let mut stored = 0;
+    let mut settled = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = stream.get_info().await.unwrap().state.messages;
-        if now == stored {
+        let now = stored(&client, "RECON").await;
+        if now == settled {
             break;
         }
-        stored = now;
+        settled = now;
     }
     assert!(
-        stored >= ROWS,
-        "only {stored} of {ROWS} rows reached the server"
+        settled >= ROWS,
+        "only {settled} of {ROWS} rows reached the server"
     );
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            // Read once: no acks, so nothing is redelivered and the count is exact.
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
+    let ids: BTreeSet<u64> = read_all(&client, "RECON")
         .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap().take(stored as usize);
-    let mut ids = BTreeSet::new();
-    while let Some(message) = messages.next().await {
-        let message = message.unwrap();
-        ids.insert(payload_json(&message)["id"].as_u64().unwrap());
-    }
+        .iter()
+        .map(|m| payload_json(m)["id"].as_u64().unwrap())
+        .collect();
     let missing: Vec<u64> = (0..ROWS).filter(|id| !ids.contains(id)).take(10).collect();
     assert!(
         missing.is_empty(),
-        "missing ids (first 10): {missing:?}; {stored} stored"
+        "missing ids (first 10): {missing:?}; {settled} stored"
     );
     // Resent batches may repeat rows; every stored row is one the query produced.
     assert_eq!(ids.len() as u64, ROWS);

@@ -82,8 +82,8 @@ impl CorePublisher {
         for (i, plan) in &planned {
             match plan {
                 Planned::Send(_) => metrics.published_row(batch.payload_len(*i)),
-                Planned::DeadLetter(_) => metrics.dead_lettered(),
-                Planned::Skip => metrics.skipped(),
+                Planned::DeadLetter(_) => metrics.dead_lettered(1),
+                Planned::Skip => metrics.skipped(1),
             }
         }
         Ok(())

@@ -71,16 +71,16 @@ impl SinkMetrics {
         self.bytes.add(bytes);
     }
 
-    pub(crate) fn duplicate(&self) {
-        self.duplicates.add(1);
+    pub(crate) fn duplicates(&self, rows: usize) {
+        self.duplicates.add(rows);
     }
 
-    pub(crate) fn skipped(&self) {
-        self.skipped.add(1);
+    pub(crate) fn skipped(&self, rows: usize) {
+        self.skipped.add(rows);
     }
 
-    pub(crate) fn dead_lettered(&self) {
-        self.dead_lettered.add(1);
+    pub(crate) fn dead_lettered(&self, rows: usize) {
+        self.dead_lettered.add(rows);
     }
 
     pub(crate) fn retried(&self) {

@@ -104,6 +104,11 @@ impl Messages {
         self.on_error == OnError::Skip
     }
 
+    /// Whether a rejected row fails the statement.
+    pub(crate) fn fails(&self) -> bool {
+        self.on_error == OnError::Fail
+    }
+
     /// Rejects every row whose message is over the limit.
     pub(crate) fn check_sizes(&self, batch: &mut EncodedBatch) {
         let Limit { bytes, source } = self.limit;

@@ -26,7 +26,7 @@ use crate::config::{ConnectionConfig, Mode, SinkConfig};
 use crate::connection::Connection;
 use crate::core_publish::CorePublisher;
 use crate::encode::{EncodedBatch, RowEncoder};
-use crate::jetstream::{self, atomic::Atomic, window::Window};
+use crate::jetstream::{self, ack::Target, atomic::Atomic, window::Window};
 use crate::metrics::SinkMetrics;
 use crate::options::Options;
 use crate::outgoing::{Limit, Messages};
@@ -168,19 +168,12 @@ impl DataSink for NatsSink {
             }
             delivery.messages().check_sizes(&mut encoded);
             if encoded.rejections().next().is_some() {
-                if let Err(e) =
-                    delivery
-                        .messages()
-                        .check_fail(&encoded, rows_before, metrics.published())
-                {
+                if delivery.messages().fails() {
                     // Settle what is in flight first, so the error's count is exact.
                     delivery.flush(&mut retry, metrics).await?;
-                    let e = delivery
+                    delivery
                         .messages()
-                        .check_fail(&encoded, rows_before, metrics.published())
-                        .err()
-                        .unwrap_or(e);
-                    return Err(e.into());
+                        .check_fail(&encoded, rows_before, metrics.published())?;
                 }
                 delivery.messages().log_rejections(&encoded, rows_before);
             }
@@ -232,24 +225,15 @@ impl Delivery {
         let setup = jetstream::setup(&connection, js_config, config, retry).await?;
         let expected = js_config.expected_stream.then(|| js_config.stream.clone());
         let messages = Messages::new(config, expected, setup.limit);
-        let stream = js_config.stream.clone();
+        let target = Target {
+            connection,
+            js: setup.js,
+            stream: js_config.stream.clone(),
+            confirm_timeout: config.confirm_timeout,
+        };
         let delivery = match js_config.atomic_batch {
-            Some(size) => Delivery::ExactlyOnce(Atomic::new(
-                connection,
-                setup.js,
-                stream,
-                size,
-                config.confirm_timeout,
-                messages,
-            )),
-            None => Delivery::JetStream(Window::new(
-                connection,
-                setup.js,
-                stream,
-                js_config.max_in_flight,
-                config.confirm_timeout,
-                messages,
-            )),
+            Some(size) => Delivery::ExactlyOnce(Atomic::new(target, size, messages)),
+            None => Delivery::JetStream(Window::new(target, js_config.max_in_flight, messages)),
         };
         Ok((delivery, Some(setup.captures)))
     }

@@ -1,5 +1,5 @@
-//! Waiting for one JetStream ack while watching the connection, and turning a failed ack
-//! into a [`Failure`].
+//! The stream a publisher writes to ([`Target`]): waiting for one JetStream ack while
+//! watching the connection, and turning a failed ack into a [`Failure`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,12 +27,6 @@ pub(crate) enum AckError {
     Failed(Failure),
 }
 
-impl From<Failure> for AckError {
-    fn from(failure: Failure) -> Self {
-        AckError::Failed(failure)
-    }
-}
-
 impl AckError {
     /// As a plain failure, where a duplicate batch is not expected.
     pub(crate) fn into_failure(self, published: u64) -> Failure {
@@ -48,15 +42,16 @@ impl AckError {
 
 pub(crate) type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
-/// Where an ack is awaited: the connection, the stream and the timeout.
-pub(crate) struct AckContext<'a> {
-    pub connection: &'a Connection,
-    pub js: &'a Context,
-    pub stream: &'a str,
+/// What every JetStream publisher writes through: the connection, the stream and the ack
+/// timeout.
+pub(crate) struct Target {
+    pub connection: Connection,
+    pub js: Context,
+    pub stream: String,
     pub confirm_timeout: Duration,
 }
 
-impl AckContext<'_> {
+impl Target {
     /// Waits for `ack`, sent while the client's connect count was `connects`, until
     /// `deadline`. An ack failure, a reconnect (the ack can no longer come) and an error
     /// the server reported asynchronously (a permissions violation) end the wait early.
@@ -101,11 +96,11 @@ impl AckContext<'_> {
     /// The class of a failed ack; "no responders" is settled by asking whether the stream
     /// still exists (it did at the start).
     pub(crate) async fn failure(&self, err: &PublishError, published: u64) -> AckError {
-        AckError::Failed(match classify(err, self.stream) {
+        AckError::Failed(match classify(err, &self.stream) {
             AckFailure::Transient(reason) => Failure::Transient(reason),
             AckFailure::Permanent(problem) => refused(problem, published),
             AckFailure::AlreadyStored => return AckError::AlreadyStored,
-            AckFailure::NoResponders => match self.js.get_stream(self.stream).await {
+            AckFailure::NoResponders => match self.js.get_stream(&self.stream).await {
                 Ok(_) => Failure::Transient(format!(
                     "stream '{}' did not answer (no responders: a leader election?)",
                     self.stream

@@ -18,31 +18,25 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::ops::Range;
-use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::connection::State;
-use async_nats::jetstream::Context;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::connection::Connection;
 use crate::encode::EncodedBatch;
 use crate::error::{NatsSinkError, Result};
-use crate::jetstream::ack::{AckContext, AckError, AckFuture};
+use crate::jetstream::ack::{AckError, AckFuture, Target};
 use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
 use crate::retry::{Failure, Retry};
 
 /// The exactly-once publisher of one statement.
 pub(crate) struct Atomic {
-    connection: Connection,
-    js: Context,
-    stream: String,
+    target: Target,
     batch_size: usize,
-    confirm_timeout: Duration,
     messages: Messages,
     /// Unique per execution, so batch ids of a rerun never collide with open ones.
     run_id: String,
@@ -58,21 +52,11 @@ enum Committed {
 }
 
 impl Atomic {
-    pub(crate) fn new(
-        connection: Connection,
-        js: Context,
-        stream: String,
-        batch_size: usize,
-        confirm_timeout: Duration,
-        messages: Messages,
-    ) -> Self {
+    pub(crate) fn new(target: Target, batch_size: usize, messages: Messages) -> Self {
         let run_id = format!("{:016x}", RandomState::new().hash_one(Instant::now()));
         Atomic {
-            connection,
-            js,
-            stream,
+            target,
             batch_size,
-            confirm_timeout,
             messages,
             run_id,
             batches_sent: 0,
@@ -84,7 +68,7 @@ impl Atomic {
     }
 
     pub(crate) async fn close(self) {
-        self.connection.close().await;
+        self.target.connection.close().await;
     }
 
     /// Commits every row of `batch`, one atomic batch per run of rows.
@@ -130,26 +114,19 @@ impl Atomic {
                 // Dead letters first, each acknowledged: they go to another stream, so they
                 // cannot be part of the atomic batch.
                 let published = metrics.published();
-                let dead = self.one_by_one(&dead_letters, published).await?;
-                let committed = self.commit_atomic(&messages, published).await?;
-                Ok::<_, Failure>((dead, committed))
+                self.one_by_one(&dead_letters, published).await?;
+                self.commit_atomic(&messages, published).await
             };
             match attempt.await {
-                Ok((_, committed)) => {
+                Ok(committed) => {
                     retry.succeeded();
-                    for _ in &dead_letters {
-                        metrics.dead_lettered();
-                    }
-                    for _ in 0..skipped {
-                        metrics.skipped();
-                    }
+                    metrics.dead_lettered(dead_letters.len());
+                    metrics.skipped(skipped);
                     for (i, _) in &messages {
                         metrics.published_row(batch.payload_len(*i));
                     }
                     if let Committed::OneByOne { duplicates } = committed {
-                        for _ in 0..duplicates {
-                            metrics.duplicate();
-                        }
+                        metrics.duplicates(duplicates as usize);
                     }
                     return Ok(());
                 }
@@ -172,16 +149,16 @@ impl Atomic {
         };
         self.batches_sent += 1;
         let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
-        let connects = self.connection.connects();
+        let connects = self.target.connection.connects();
         // While disconnected the client's buffer fills and publishing waits: do not queue
         // a batch then (it would be replayed, stale, after the reconnect), and bound the
         // wait, so that retry_timeout is honoured.
-        if self.connection.client.connection_state() != State::Connected {
+        if self.target.connection.client.connection_state() != State::Connected {
             return Err(Failure::Transient(
                 "not connected to the server; waiting before sending the batch again".into(),
             ));
         }
-        let client = &self.connection.client;
+        let client = &self.target.connection.client;
         let sending = async {
             for (sequence, (_, m)) in rest.iter().enumerate() {
                 let headers = batch_headers(m, &batch_id, sequence + 1, false);
@@ -197,12 +174,12 @@ impl Atomic {
             }
             Ok::<_, Failure>(())
         };
-        match tokio::time::timeout(self.confirm_timeout, sending).await {
+        match tokio::time::timeout(self.target.confirm_timeout, sending).await {
             Ok(sent) => sent?,
             Err(_) => {
                 return Err(Failure::Transient(format!(
                     "the client could not send the batch within {:?} (confirm_timeout; disconnected?)",
-                    self.confirm_timeout
+                    self.target.confirm_timeout
                 )));
             }
         }
@@ -211,9 +188,9 @@ impl Atomic {
             .publish_one(last, Some(headers))
             .await
             .map_err(|e| e.into_failure(published))?;
-        let deadline = Instant::now() + self.confirm_timeout;
+        let deadline = Instant::now() + self.target.confirm_timeout;
         match self
-            .ack_context()
+            .target
             .wait(&mut ack, connects, deadline, published)
             .await
         {
@@ -234,19 +211,10 @@ impl Atomic {
         }
     }
 
-    fn ack_context(&self) -> AckContext<'_> {
-        AckContext {
-            connection: &self.connection,
-            js: &self.js,
-            stream: &self.stream,
-            confirm_timeout: self.confirm_timeout,
-        }
-    }
-
     /// Publishes each message with its own ack (its message id deduplicates it), pipelined;
     /// returns how many the stream already had.
     async fn one_by_one(&self, messages: &[Message], published: u64) -> Result<u64, Failure> {
-        let connects = self.connection.connects();
+        let connects = self.target.connection.connects();
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
             let ack = self
@@ -255,11 +223,11 @@ impl Atomic {
                 .map_err(|e| e.into_failure(published))?;
             acks.push(ack);
         }
-        let deadline = Instant::now() + self.confirm_timeout;
-        let context = self.ack_context();
+        let deadline = Instant::now() + self.target.confirm_timeout;
+        let target = &self.target;
         let mut duplicates = 0;
         for ack in &mut acks {
-            let ack: PublishAck = context
+            let ack: PublishAck = target
                 .wait(ack, connects, deadline, published)
                 .await
                 .map_err(|e| e.into_failure(published))?;
@@ -277,9 +245,14 @@ impl Atomic {
         if let Some(headers) = headers {
             publish = publish.headers(headers);
         }
-        match self.js.send_publish(m.subject.clone(), publish).await {
+        match self
+            .target
+            .js
+            .send_publish(m.subject.clone(), publish)
+            .await
+        {
             Ok(ack) => Ok(ack.into_future()),
-            Err(e) => Err(self.ack_context().failure(&e, 0).await),
+            Err(e) => Err(self.target.failure(&e, 0).await),
         }
     }
 }

@@ -10,7 +10,6 @@
 //! may be stored twice: see the README). A permanent one fails the statement.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
@@ -19,10 +18,9 @@ use async_nats::jetstream::publish::PublishAck;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use crate::connection::Connection;
 use crate::encode::EncodedBatch;
 use crate::error::{NatsSinkError, Result};
-use crate::jetstream::ack::{AckContext, AckFuture};
+use crate::jetstream::ack::{AckFuture, Target};
 use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
 use crate::retry::{Failure, Retry};
@@ -51,11 +49,8 @@ struct InFlight {
 
 /// The JetStream publisher of one statement.
 pub(crate) struct Window {
-    connection: Connection,
-    js: Context,
-    stream: String,
+    target: Target,
     max_in_flight: usize,
-    confirm_timeout: Duration,
     messages: Messages,
     pending: VecDeque<Pending>,
     /// Sequence number of `pending[0]`.
@@ -64,20 +59,10 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    pub(crate) fn new(
-        connection: Connection,
-        js: Context,
-        stream: String,
-        max_in_flight: usize,
-        confirm_timeout: Duration,
-        messages: Messages,
-    ) -> Self {
+    pub(crate) fn new(target: Target, max_in_flight: usize, messages: Messages) -> Self {
         Window {
-            connection,
-            js,
-            stream,
+            target,
             max_in_flight,
-            confirm_timeout,
             messages,
             pending: VecDeque::new(),
             first_seq: 0,
@@ -112,7 +97,7 @@ impl Window {
     }
 
     pub(crate) async fn close(self) {
-        self.connection.close().await;
+        self.target.connection.close().await;
     }
 
     async fn pump(&mut self, drain: bool, retry: &mut Retry, metrics: &SinkMetrics) -> Result<()> {
@@ -163,8 +148,8 @@ impl Window {
                     }
                 };
                 // Read before sending: a reconnect during the send must count against it.
-                let connects = self.connection.connects();
-                let ack = publish(&self.js, message).await?;
+                let connects = self.target.connection.connects();
+                let ack = publish(&self.target.js, message).await?;
                 self.pending[index].next += 1;
                 self.in_flight.push_back(InFlight {
                     batch_seq: seq,
@@ -173,7 +158,7 @@ impl Window {
                     ack,
                     failed: None,
                     connects,
-                    deadline: Instant::now() + self.confirm_timeout,
+                    deadline: Instant::now() + self.target.confirm_timeout,
                 });
             }
             if self.in_flight.len() >= self.max_in_flight {
@@ -205,18 +190,13 @@ impl Window {
 
     /// Waits for the oldest ack, then takes any others that are in.
     async fn await_front(&mut self, metrics: &SinkMetrics) -> Result<(), Failure> {
-        let context = AckContext {
-            connection: &self.connection,
-            js: &self.js,
-            stream: &self.stream,
-            confirm_timeout: self.confirm_timeout,
-        };
+        let target = &self.target;
         let front = self.in_flight.front_mut().expect("checked by the caller");
         let published = metrics.published();
         if let Some(e) = front.failed.take() {
-            return Err(context.failure(&e, published).await.into_failure(published));
+            return Err(target.failure(&e, published).await.into_failure(published));
         }
-        let ack = context
+        let ack = target
             .wait(&mut front.ack, front.connects, front.deadline, published)
             .await
             .map_err(|e| e.into_failure(published))?;
@@ -229,12 +209,12 @@ impl Window {
     fn confirm_front(&mut self, ack: &PublishAck, metrics: &SinkMetrics) {
         let front = self.in_flight.pop_front().expect("an ack has a message");
         if front.dead_letter {
-            metrics.dead_lettered();
+            metrics.dead_lettered(1);
         } else {
             let pending = &self.pending[(front.batch_seq - self.first_seq) as usize];
             metrics.published_row(pending.batch.payload_len(front.row));
             if ack.duplicate {
-                metrics.duplicate();
+                metrics.duplicates(1);
             }
         }
     }
@@ -250,9 +230,7 @@ impl Window {
                 break;
             }
             if self.messages.skips() {
-                for _ in front.batch.rejections() {
-                    metrics.skipped();
-                }
+                metrics.skipped(front.batch.rejections().count());
             }
             self.pending.pop_front();
             self.first_seq += 1;

@@ -1,0 +1,32 @@
+//! What the end-to-end benches share: the messages the sink would publish for a query,
+//! built once with the sink's own encoder, for the raw-client baselines.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::Subject;
+use bytes::Bytes;
+use connector_nats::RowEncoder;
+use connector_nats::options::Options;
+use streamsql::Engine;
+
+/// Runs `sql` (with a `subject` column) and encodes its rows exactly as the sink does.
+pub async fn prebuilt_messages(engine: &mut Engine, sql: &str) -> Vec<(Subject, Bytes)> {
+    let df = engine.context().sql(sql).await.unwrap();
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let options: HashMap<String, String> =
+        [("subject_field".to_string(), "subject".to_string())].into();
+    let mut encoder =
+        RowEncoder::try_new(&schema, &Options::parse(&options, false).unwrap()).unwrap();
+    let mut messages = Vec::new();
+    for batch in df.collect().await.unwrap() {
+        let encoded = encoder.encode(&batch, 0).unwrap();
+        for i in 0..encoded.len() {
+            messages.push((
+                encoded.subject(i).expect("valid subjects").clone(),
+                encoded.payload(i),
+            ));
+        }
+    }
+    messages
+}
