@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use async_nats::jetstream::stream::StorageType;
+use common::engine::{check_summary, log_sink, run_insert};
 use common::js::{assert_each_id_once, create_stream, read_all, stored};
 use common::{inserted_rows, run_script, stderr, stdout, summary_count};
 use nats_testkit::{NatsCluster, NatsServer};
-use streamsql::{Engine, InsertSummary, Outcome};
 
 /// The stream every test writes to, and the subjects it captures.
 const STREAM: &str = "S";
@@ -43,17 +43,6 @@ const STATEMENT_LIMIT: Duration = Duration::from_secs(55);
 const SINK_OPTIONS: &str = "connector = 'nats_sink', subject_field = 'subject', \
                             stream = 'S', msg_id_field = 'id', retry_timeout = '30s'";
 
-/// The sink's logs (retries, reconnects, recovery) go with a failing test's output;
-/// `RUST_LOG` overrides the filter.
-fn log_sink() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("connector_nats=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-}
-
 /// `rows` rows with ids `0..rows` from `datagen` at `rate` rows per second, spread over
 /// eight subjects, into stream `S` of `servers`. The rate makes the run last long
 /// enough to inject faults.
@@ -65,28 +54,6 @@ fn datagen_script(servers: &str, rows: u64, rate: u64) -> String {
          INSERT INTO out SELECT id, concat('orders.', CAST(id % 8 AS VARCHAR)) AS subject \
            FROM gen WITH ({SINK_OPTIONS}, servers = '{servers}');"
     )
-}
-
-/// Runs `script` in this process and returns the summary of its (last) INSERT.
-async fn run_insert(script: String) -> InsertSummary {
-    let mut engine = Engine::new();
-    let outcomes = tokio::time::timeout(STATEMENT_LIMIT, engine.execute(&script))
-        .await
-        .unwrap_or_else(|_| panic!("the statement did not finish within {STATEMENT_LIMIT:?}"))
-        .unwrap_or_else(|e| panic!("the statement failed: {e}"));
-    match outcomes.last() {
-        Some(Outcome::Insert(summary)) => summary.clone(),
-        other => panic!("no insert outcome: {other:?}"),
-    }
-}
-
-/// Asserts the statement reported every row, and returns its (retries, duplicates).
-fn check_summary(summary: &InsertSummary, rows: u64) -> (u64, u64) {
-    assert_eq!(summary.rows, rows, "summary: {summary:?}");
-    let delivery = summary
-        .delivery
-        .unwrap_or_else(|| panic!("the sink reports no delivery counts: {summary:?}"));
-    (delivery.retries, delivery.duplicates)
 }
 
 /// Reads stream `S` back and asserts it holds exactly one message per id `0..rows`, and
@@ -170,7 +137,7 @@ async fn sigkill_and_restart_several_times_during_200k_rows() {
     });
 
     let started = Instant::now();
-    let summary = run_insert(datagen_script(&url, ROWS, RATE)).await;
+    let summary = run_insert(datagen_script(&url, ROWS, RATE), STATEMENT_LIMIT).await;
     let elapsed = started.elapsed();
     running.store(false, Ordering::SeqCst);
     let (server, kills) = killer.join().expect("the killer thread");
@@ -284,10 +251,25 @@ async fn stream_leader_lost_in_a_three_node_cluster() {
     })
     .await;
 
-    let started = Instant::now();
-    let statement = tokio::spawn(run_insert(datagen_script(&cluster.servers(), ROWS, RATE)));
-    wait_until_stored(&client, ROWS / 10).await;
+    // The sink connects to the followers only, so this shows a leader change on its own;
+    // `tests/multi_server.rs` kills the server the sink is connected to.
     let leader = cluster.stream_leader(&client, STREAM).await;
+    let followers: Vec<String> = (0..cluster.size())
+        .filter(|&i| i != leader)
+        .map(|i| cluster.node(i).url())
+        .collect();
+
+    let started = Instant::now();
+    let statement = tokio::spawn(run_insert(
+        datagen_script(&followers.join(","), ROWS, RATE),
+        STATEMENT_LIMIT,
+    ));
+    wait_until_stored(&client, ROWS / 10).await;
+    assert_eq!(
+        cluster.stream_leader(&client, STREAM).await,
+        leader,
+        "the stream's leader moved before the kill"
+    );
     assert!(
         !statement.is_finished(),
         "the run ended before the leader could be killed"

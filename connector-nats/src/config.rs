@@ -4,15 +4,18 @@
 //! Secrets live in [`Secret`], whose `Debug` shows `***`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
 use crate::options::{
-    ATOMIC_BATCH_SIZE, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, DEAD_LETTER_SUBJECT, DELIVERY,
-    EXPECTED_STREAM, HEADERS, MAX_IN_FLIGHT, MSG_ID_FIELD, ON_ERROR, Options, PASSWORD,
-    PAYLOAD_INCLUDE_ROUTING, REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT,
-    SUBJECT_FIELD, TOKEN, USERNAME,
+    ALLOW_SYSTEM_SUBJECTS, ATOMIC_BATCH_SIZE, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, CREDENTIALS_FILE,
+    DEAD_LETTER_SUBJECT, DELIVERY, EXPECTED_STREAM, HEADERS, JWT, MAX_IN_FLIGHT, MSG_ID_FIELD,
+    NKEY_SEED, NKEY_SEED_FILE, ON_ERROR, Options, PASSWORD, PAYLOAD_INCLUDE_ROUTING,
+    REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT, SUBJECT_FIELD, SUBJECT_PREFIX, TLS,
+    TLS_CA_FILE, TLS_CERT_FILE, TLS_FIRST, TLS_KEY_FILE, TOKEN, USERNAME,
 };
+use crate::subject_rules::SubjectRules;
 use crate::values::{parse_headers, parse_servers, redact_userinfo};
 
 /// A secret value: `Debug` shows `***`, and there is no `Display`.
@@ -25,12 +28,41 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// How to authenticate.
+/// How to authenticate. Files are read when the sink connects (see `security`).
 #[derive(Debug, Clone)]
 pub(crate) enum Auth {
     None,
-    UserPassword { user: String, password: Secret },
+    UserPassword {
+        user: String,
+        password: Secret,
+    },
     Token(Secret),
+    /// A `.creds` file: user JWT and nkey seed.
+    CredentialsFile(PathBuf),
+    /// An nkey seed: nkey authentication, or with a user JWT, JWT authentication.
+    NKey {
+        seed: Seed,
+        jwt: Option<Secret>,
+    },
+}
+
+/// Where an nkey seed comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Seed {
+    Inline(Secret),
+    File(PathBuf),
+}
+
+/// TLS settings. Certificates are always verified; there is no way to turn that off.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tls {
+    /// Refuse a connection without TLS.
+    pub required: bool,
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// Handshake before the server's INFO.
+    pub first: bool,
 }
 
 /// Everything needed to connect, with `${VAR}` resolved. Built when the sink connects.
@@ -38,29 +70,57 @@ pub(crate) enum Auth {
 pub(crate) struct ConnectionConfig {
     pub servers: Vec<String>,
     pub auth: Auth,
+    pub tls: Tls,
     pub connect_timeout: Duration,
     /// How long transient failures are retried; `None`: until the statement is cancelled.
     pub retry_timeout: Option<Duration>,
 }
 
 impl ConnectionConfig {
+    /// Options that cannot go together were refused when `options` was parsed.
     pub(crate) fn from_options(options: &Options) -> Result<Self> {
         let servers = parse_servers(SERVERS, &options.resolved(SERVERS)?.unwrap_or_default())?;
-        let auth = match (
-            options.resolved(USERNAME)?,
-            options.resolved(PASSWORD)?,
-            options.resolved(TOKEN)?,
-        ) {
-            (Some(user), Some(password), None) => Auth::UserPassword {
+        let path = |name| Ok::<_, NatsSinkError>(options.resolved(name)?.map(PathBuf::from));
+        let auth = if let (Some(user), Some(password)) =
+            (options.resolved(USERNAME)?, options.resolved(PASSWORD)?)
+        {
+            Auth::UserPassword {
                 user,
                 password: Secret(password),
-            },
-            (None, None, Some(token)) => Auth::Token(Secret(token)),
-            _ => Auth::None,
+            }
+        } else if let Some(token) = options.resolved(TOKEN)? {
+            Auth::Token(Secret(token))
+        } else if let Some(file) = path(CREDENTIALS_FILE)? {
+            Auth::CredentialsFile(file)
+        } else if let Some(seed) = options.resolved(NKEY_SEED)? {
+            Auth::NKey {
+                seed: Seed::Inline(Secret(seed)),
+                jwt: options.resolved(JWT)?.map(Secret),
+            }
+        } else if let Some(file) = path(NKEY_SEED_FILE)? {
+            Auth::NKey {
+                seed: Seed::File(file),
+                jwt: options.resolved(JWT)?.map(Secret),
+            }
+        } else {
+            Auth::None
+        };
+        let client = match (path(TLS_CERT_FILE)?, path(TLS_KEY_FILE)?) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        };
+        let ca_file = path(TLS_CA_FILE)?;
+        let first = options.bool(TLS_FIRST)?;
+        let tls = Tls {
+            required: options.bool(TLS)? || ca_file.is_some() || client.is_some() || first,
+            ca_file,
+            client,
+            first,
         };
         Ok(ConnectionConfig {
             servers,
             auth,
+            tls,
             connect_timeout: options.duration(CONNECT_TIMEOUT)?.unwrap_or_default(),
             retry_timeout: options.duration(RETRY_TIMEOUT)?,
         })
@@ -78,6 +138,7 @@ impl fmt::Debug for ConnectionConfig {
         f.debug_struct("ConnectionConfig")
             .field("servers", &self.servers_display())
             .field("auth", &self.auth)
+            .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
             .field("retry_timeout", &self.retry_timeout)
             .finish()
@@ -123,6 +184,8 @@ pub(crate) enum OnError {
 #[derive(Debug, Clone)]
 pub(crate) struct SinkConfig {
     pub subject: SubjectSpec,
+    /// What each row's subject must satisfy (`subject_prefix`, `allow_system_subjects`).
+    pub subject_rules: SubjectRules,
     pub reply_to_field: Option<String>,
     pub msg_id_field: Option<String>,
     pub headers: Vec<(String, String)>,
@@ -157,6 +220,15 @@ impl SinkConfig {
                 ));
             }
         };
+        let subject_rules = SubjectRules {
+            allow_system: options.bool(ALLOW_SYSTEM_SUBJECTS)?,
+            prefix: options.resolved(SUBJECT_PREFIX)?,
+        };
+        if let SubjectSpec::Fixed(fixed) = &subject {
+            subject_rules
+                .check(fixed)
+                .map_err(|problem| invalid(SUBJECT, format!("'{fixed}' {problem}")))?;
+        }
         let msg_id_field = options.resolved(MSG_ID_FIELD)?;
         let reply_to_field = options.resolved(REPLY_TO_FIELD)?;
         let mode = mode(options, msg_id_field.is_some())?;
@@ -168,6 +240,7 @@ impl SinkConfig {
         }
         Ok(SinkConfig {
             subject,
+            subject_rules,
             reply_to_field,
             mode,
             msg_id_field,

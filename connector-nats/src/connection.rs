@@ -11,12 +11,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, ServerAddr};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use tracing::{debug, info, warn};
 
-use crate::config::{Auth, ConnectionConfig};
+use crate::config::ConnectionConfig;
 use crate::error::{NatsSinkError, Result};
 use crate::retry::{Failure, Retry};
+use crate::security;
 
 /// A connected client and what the server told it out of band.
 pub(crate) struct Connection {
@@ -56,7 +57,7 @@ impl Connection {
 
         let server_errors = Arc::new(Mutex::new(None));
         let slot = server_errors.clone();
-        let mut options = ConnectOptions::new()
+        let options = ConnectOptions::new()
             .name("streamsql nats_sink")
             .connection_timeout(config.connect_timeout)
             // Every subject is validated by the sink once per distinct value.
@@ -77,13 +78,7 @@ impl Connection {
                     }
                 }
             });
-        options = match &config.auth {
-            Auth::None => options,
-            Auth::UserPassword { user, password } => {
-                options.user_and_password(user.clone(), password.0.clone())
-            }
-            Auth::Token(token) => options.token(token.0.clone()),
-        };
+        let (options, who) = security::apply(options, config).map_err(Failure::Permanent)?;
 
         // async-nats bounds each server attempt; this bounds the whole list.
         let overall = config
@@ -94,18 +89,17 @@ impl Connection {
             Err(_) => {
                 return Err(Failure::Transient(format!(
                     "cannot connect to NATS at {servers_display}: {}",
-                    timed_out(config.connect_timeout)
+                    security::timed_out(config.connect_timeout)
                 )));
             }
             Ok(Err(e)) => {
-                let problem = connect_problem(e.kind(), &config.auth, config.connect_timeout);
-                // Only "nobody answers" may change by waiting; a refused credential or a
-                // bad address will not.
-                return Err(match e.kind() {
-                    ConnectErrorKind::Io | ConnectErrorKind::TimedOut => Failure::Transient(
-                        format!("cannot connect to NATS at {servers_display}: {problem}"),
-                    ),
-                    _ => Failure::Permanent(connect_error(problem, Some(e))),
+                let (problem, transient) = security::explain(&e, config, &who);
+                return Err(if transient {
+                    Failure::Transient(format!(
+                        "cannot connect to NATS at {servers_display}: {problem}"
+                    ))
+                } else {
+                    Failure::Permanent(connect_error(problem, Some(e)))
                 });
             }
             Ok(Ok(client)) => client,
@@ -141,33 +135,5 @@ impl Connection {
         if let Err(e) = self.client.drain().await {
             debug!("nats_sink: closing the connection: {e}");
         }
-    }
-}
-
-fn timed_out(timeout: Duration) -> String {
-    format!(
-        "timed out after {timeout:?}: check the address and that the server is up, or raise 'connect_timeout'"
-    )
-}
-
-/// What the user should check, from the kind of connect failure (never its message text).
-fn connect_problem(kind: ConnectErrorKind, auth: &Auth, timeout: Duration) -> String {
-    match kind {
-        ConnectErrorKind::AuthorizationViolation => match auth {
-            Auth::UserPassword { user, .. } => format!(
-                "the server rejected user '{user}' (authorization violation): check 'username' and 'password'"
-            ),
-            Auth::Token(_) => "the server rejected the token (authorization violation): check 'token'".into(),
-            Auth::None => "the server requires authentication: give 'username' and 'password', or 'token'".into(),
-        },
-        ConnectErrorKind::TimedOut => timed_out(timeout),
-        ConnectErrorKind::Io => {
-            "the server cannot be reached (connection refused or reset): check the address and that the server is up".into()
-        }
-        ConnectErrorKind::Dns => "the host name does not resolve: check 'servers'".into(),
-        ConnectErrorKind::ServerParse => "invalid server address: check 'servers'".into(),
-        ConnectErrorKind::Tls => "the TLS handshake failed: check the server's TLS settings".into(),
-        ConnectErrorKind::Authentication => "authentication failed while signing the server's nonce".into(),
-        ConnectErrorKind::MaxReconnects => "gave up after the maximum number of reconnects".into(),
     }
 }

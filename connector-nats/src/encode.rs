@@ -22,6 +22,7 @@ use crate::error::{NatsSinkError, Result};
 use crate::json_form;
 use crate::options::{MSG_ID_FIELD, Options, REPLY_TO_FIELD, SUBJECT_FIELD};
 use crate::subject;
+use crate::subject_rules::SubjectRules;
 
 /// Where each row's subject comes from, resolved against the schema.
 #[derive(Debug, Clone)]
@@ -34,6 +35,7 @@ enum SubjectSource {
 #[derive(Debug, Clone)]
 pub struct RowEncoder {
     subject: SubjectSource,
+    subject_rules: SubjectRules,
     reply_to: Option<(usize, String)>,
     msg_id: Option<(usize, String)>,
     /// Input column indices that go into the payload, in schema order.
@@ -130,6 +132,7 @@ impl RowEncoder {
             .collect();
         Ok(RowEncoder {
             subject,
+            subject_rules: config.subject_rules.clone(),
             reply_to,
             msg_id,
             payload_columns,
@@ -160,13 +163,18 @@ impl RowEncoder {
         let subjects = match &self.subject {
             SubjectSource::Fixed(s) => Subjects::Fixed(s.clone()),
             SubjectSource::Column { index, name } => {
-                let read = subject::read_column(name, batch.column(*index), false);
+                let read = subject::read_column(
+                    name,
+                    batch.column(*index),
+                    false,
+                    Some(&self.subject_rules),
+                );
                 reject_problems(read.problems, true);
                 Subjects::PerRow(read.subjects)
             }
         };
         let reply_to = self.reply_to.as_ref().map(|(index, name)| {
-            let read = subject::read_column(name, batch.column(*index), true);
+            let read = subject::read_column(name, batch.column(*index), true, None);
             reject_problems(read.problems, false);
             read.subjects
         });

@@ -176,6 +176,67 @@ fn bad_subject_rejects_the_row_and_fail_names_the_statement_row() {
     assert!(text.contains("100 earlier rows were published"), "{text}");
 }
 
+/// Subjects from data cannot reach the server's API or other clients' inboxes, nor leave
+/// `subject_prefix`; each refused row keeps its subject for the error and dead letter.
+#[test]
+fn rows_outside_the_subject_rules_are_rejected_with_their_subject() {
+    let b = batch(vec![(
+        "subject",
+        Arc::new(StringArray::from(vec![
+            "orders.eu",
+            "$JS.API.STREAM.DELETE.ORDERS",
+            "_INBOX.x.1",
+            "payments.eu",
+        ])) as ArrayRef,
+    )]);
+    let by_default = encoder(&b, &[("subject_field", "subject")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
+    let rejected: Vec<usize> = by_default.rejections().map(|(i, _)| i).collect();
+    assert_eq!(rejected, [1, 2]);
+    let refusal = by_default.rejection(1).unwrap();
+    assert!(
+        refusal.reason.contains(
+            "holds \"$JS.API.STREAM.DELETE.ORDERS\", which is a system or internal subject"
+        ),
+        "{refusal:?}"
+    );
+    assert_eq!(
+        refusal.subject.as_deref(),
+        Some("$JS.API.STREAM.DELETE.ORDERS")
+    );
+
+    let fenced = encoder(
+        &b,
+        &[("subject_field", "subject"), ("subject_prefix", "orders.")],
+    )
+    .unwrap()
+    .encode(&b, 0)
+    .unwrap();
+    let rejected: Vec<usize> = fenced.rejections().map(|(i, _)| i).collect();
+    assert_eq!(rejected, [1, 2, 3]);
+    assert!(
+        fenced
+            .rejection(3)
+            .unwrap()
+            .reason
+            .contains("outside subject_prefix 'orders.'")
+    );
+
+    let allowed = encoder(
+        &b,
+        &[
+            ("subject_field", "subject"),
+            ("allow_system_subjects", "true"),
+        ],
+    )
+    .unwrap()
+    .encode(&b, 0)
+    .unwrap();
+    assert_eq!(allowed.rejections().count(), 0);
+}
+
 #[test]
 fn out_of_range_timestamps_reject_their_rows_instead_of_writing_error_text() {
     let ts = TimestampMillisecondArray::from(vec![0, i64::MAX, 5, i64::MIN]);

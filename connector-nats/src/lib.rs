@@ -8,7 +8,8 @@
 //!   declared in [`options::OPTIONS`].
 //!
 //! Modules, one concern each: `options` (declaration, parsing, redaction), `template`
-//! (`${VAR}`), `subject` (rules and column reading), `json_form` (types and value checks),
+//! (`${VAR}`), `subject` (rules and column reading), `subject_rules`
+//! (the subject space rows may publish to), `security` (auth and TLS), `json_form` (types and value checks),
 //! `encode` (batch -> messages), `outgoing` (row -> message, dead letter or skip),
 //! `connection` (connect, out-of-band events), `retry` (backoff), `core_publish` (core
 //! NATS with round-trip confirmation), `jetstream` (stream checks, pipelined acks,
@@ -32,8 +33,10 @@ pub mod metrics;
 pub mod options;
 mod outgoing;
 mod retry;
+mod security;
 mod sink;
 pub mod subject;
+pub mod subject_rules;
 mod template;
 mod values;
 

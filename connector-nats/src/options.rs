@@ -66,7 +66,25 @@ declare_options! {
     PASSWORD = "password", Connection, ValueKind::Text, default None, secret true,
         "Password for user/password authentication; use '${VAR}' to read it from the environment.";
     TOKEN = "token", Connection, ValueKind::Text, default None, secret true,
-        "Token authentication; cannot be combined with 'username'/'password'.";
+        "Token authentication.";
+    CREDENTIALS_FILE = "credentials_file", Connection, ValueKind::File, default None, secret false,
+        "A '.creds' file (user JWT and nkey seed) for decentralized JWT authentication, as written by 'nsc'. Its contents are never shown.";
+    NKEY_SEED = "nkey_seed", Connection, ValueKind::Text, default None, secret true,
+        "A user nkey seed ('SU...'): nkey authentication, or with 'jwt' JWT authentication. Use '${VAR}', or 'nkey_seed_file'.";
+    NKEY_SEED_FILE = "nkey_seed_file", Connection, ValueKind::File, default None, secret false,
+        "A file holding the user nkey seed, instead of 'nkey_seed'.";
+    JWT = "jwt", Connection, ValueKind::Text, default None, secret true,
+        "A user JWT; the server's challenge is signed with 'nkey_seed' (or 'nkey_seed_file').";
+    TLS = "tls", Connection, ValueKind::Bool, default Some("false"), secret false,
+        "'true': refuse to connect without TLS. TLS is also used, whatever this says, when the server requires it, a URL starts with 'tls://' or a 'tls_*' file is given. Certificates are always verified.";
+    TLS_CA_FILE = "tls_ca_file", Connection, ValueKind::File, default None, secret false,
+        "PEM file of the CA certificates that sign the server's certificate; without it the system's roots are used.";
+    TLS_CERT_FILE = "tls_cert_file", Connection, ValueKind::File, default None, secret false,
+        "PEM client certificate for mutual TLS (needs 'tls_key_file').";
+    TLS_KEY_FILE = "tls_key_file", Connection, ValueKind::File, default None, secret false,
+        "PEM private key of 'tls_cert_file'. Its contents are never shown.";
+    TLS_FIRST = "tls_first", Connection, ValueKind::Bool, default Some("false"), secret false,
+        "'true': start the TLS handshake before the server's INFO (servers with 'handshake_first').";
     CONNECT_TIMEOUT = "connect_timeout", Connection, ValueKind::Duration, default Some("5s"), secret false,
         "How long one attempt to connect may take (e.g. '500ms', '5s', '1m').";
     RETRY_TIMEOUT = "retry_timeout", Connection, ValueKind::Duration, default None, secret false,
@@ -99,6 +117,10 @@ declare_options! {
         "exactly_once: rows per atomic batch; keep it the same across reruns so batch boundaries repeat.";
     ON_ERROR = "on_error", Sink, ValueKind::Choice(ON_ERROR_POLICIES), default Some("fail"), secret false,
         "A row that can never be delivered (invalid subject, oversize, unencodable value): 'fail' the statement, 'skip' it (counted and logged), or 'dead_letter' it.";
+    SUBJECT_PREFIX = "subject_prefix", Sink, ValueKind::SubjectPrefix, default None, secret false,
+        "Every row's subject must start with this prefix (e.g. 'orders.'); a row outside it is refused and follows 'on_error'.";
+    ALLOW_SYSTEM_SUBJECTS = "allow_system_subjects", Sink, ValueKind::Bool, default Some("false"), secret false,
+        "Let rows publish to system and internal subjects (a first token starting with '$', such as '$JS.', '$SYS.', '$KV.', '$O.', or '_INBOX.'); refused by default.";
     DEAD_LETTER_SUBJECT = "dead_letter_subject", Sink, ValueKind::Subject, default None, secret false,
         "on_error = 'dead_letter': where undeliverable rows go, with headers giving the reason, original subject and row number.";
 }
@@ -162,7 +184,7 @@ impl Options {
             map.insert(spec.name, value.clone());
         }
         let options = Options(map);
-        options.check_auth()?;
+        options.check_combinations()?;
         Ok(options)
     }
 
@@ -246,28 +268,84 @@ impl Options {
             .collect()
     }
 
-    /// Authentication options that cannot go together are refused at CREATE time.
-    fn check_auth(&self) -> Result<()> {
-        if self.is_given(TOKEN) && (self.is_given(USERNAME) || self.is_given(PASSWORD)) {
-            return Err(NatsSinkError::InvalidOption {
-                option: TOKEN.into(),
-                problem:
-                    "cannot be combined with 'username'/'password': choose one way to authenticate"
-                        .into(),
-            });
+    /// Authentication and TLS options that cannot go together are refused at CREATE time,
+    /// naming both options.
+    fn check_combinations(&self) -> Result<()> {
+        let conflict = |option: &str, other: &str, advice: &str| NatsSinkError::InvalidOption {
+            option: option.into(),
+            problem: format!("cannot be combined with '{other}': {advice}"),
+        };
+        let given: Vec<&str> = AUTH_METHODS
+            .iter()
+            .filter_map(|method| method.iter().copied().find(|o| self.is_given(o)))
+            .collect();
+        if let [first, second, ..] = given[..] {
+            return Err(conflict(second, first, "choose one way to authenticate"));
         }
         if self.is_given(USERNAME) != self.is_given(PASSWORD) {
+            let (missing, present) = if self.is_given(USERNAME) {
+                (PASSWORD, USERNAME)
+            } else {
+                (USERNAME, PASSWORD)
+            };
+            return Err(missing_partner(missing, present));
+        }
+        if self.is_given(NKEY_SEED) && self.is_given(NKEY_SEED_FILE) {
+            return Err(conflict(NKEY_SEED_FILE, NKEY_SEED, "give the seed one way"));
+        }
+        if self.is_given(JWT) && !self.is_given(NKEY_SEED) && !self.is_given(NKEY_SEED_FILE) {
             return Err(NatsSinkError::InvalidOption {
-                option: if self.is_given(USERNAME) {
-                    PASSWORD
-                } else {
-                    USERNAME
-                }
-                .into(),
-                problem: "'username' and 'password' go together: give both".into(),
+                option: JWT.into(),
+                problem: "needs 'nkey_seed' or 'nkey_seed_file': the user's seed signs the server's challenge".into(),
             });
         }
+        if self.is_given(TLS_CERT_FILE) != self.is_given(TLS_KEY_FILE) {
+            let (missing, present) = if self.is_given(TLS_CERT_FILE) {
+                (TLS_KEY_FILE, TLS_CERT_FILE)
+            } else {
+                (TLS_CERT_FILE, TLS_KEY_FILE)
+            };
+            return Err(missing_partner(missing, present));
+        }
+        // `tls = 'false'` beside a TLS setting is a contradiction, not a preference.
+        let tls_off = self
+            .0
+            .get(TLS)
+            .is_some_and(|v| parse_bool(TLS, v).is_ok_and(|on| !on));
+        let enabled = |o: &&'static str| match *o {
+            TLS_FIRST => self
+                .0
+                .get(TLS_FIRST)
+                .is_some_and(|v| parse_bool(o, v).unwrap_or(true)),
+            _ => self.is_given(o),
+        };
+        if let Some(setting) = TLS_SETTINGS.iter().find(|o| tls_off && enabled(o)) {
+            return Err(conflict(
+                setting,
+                "tls = 'false'",
+                "that setting needs TLS; drop one of them",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The ways to authenticate, each as the options that make it up; at most one may be
+/// given. An error names the first option given of each.
+const AUTH_METHODS: &[&[&str]] = &[
+    &[USERNAME, PASSWORD],
+    &[TOKEN],
+    &[CREDENTIALS_FILE],
+    &[NKEY_SEED, NKEY_SEED_FILE, JWT],
+];
+
+/// Options that only make sense with TLS.
+const TLS_SETTINGS: &[&str] = &[TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_FIRST];
+
+fn missing_partner(missing: &str, present: &str) -> NatsSinkError {
+    NatsSinkError::InvalidOption {
+        option: missing.into(),
+        problem: format!("missing: '{present}' needs it; give both"),
     }
 }
 

@@ -123,11 +123,133 @@ fn fixed_subject_is_validated_at_parse_time() {
 }
 
 #[test]
-fn auth_combinations_are_checked() {
+fn conflicting_auth_methods_name_both_options() {
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("token", "t"), ("username", "u"), ("password", "p")],
+            "token",
+            "username",
+        ),
+        (
+            &[("credentials_file", "/c"), ("token", "t")],
+            "credentials_file",
+            "token",
+        ),
+        (
+            &[("credentials_file", "/c"), ("nkey_seed", "SU")],
+            "nkey_seed",
+            "credentials_file",
+        ),
+        (
+            &[("credentials_file", "/c"), ("jwt", "j")],
+            "jwt",
+            "credentials_file",
+        ),
+        (
+            &[
+                ("nkey_seed_file", "/s"),
+                ("username", "u"),
+                ("password", "p"),
+            ],
+            "nkey_seed_file",
+            "username",
+        ),
+        (
+            &[("nkey_seed", "SU"), ("nkey_seed_file", "/s")],
+            "nkey_seed_file",
+            "nkey_seed",
+        ),
+    ];
+    for (pairs, one, other) in cases {
+        let text = err(pairs);
+        assert!(
+            text.contains(&format!(
+                "option '{one}': cannot be combined with '{other}'"
+            )),
+            "{pairs:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn auth_options_that_need_a_partner_say_which() {
+    assert!(err(&[("username", "u")]).contains("option 'password': missing: 'username' needs it"));
+    assert!(err(&[("password", "p")]).contains("option 'username': missing"));
+    assert!(err(&[("jwt", "j")]).contains("option 'jwt': needs 'nkey_seed' or 'nkey_seed_file'"));
+    for pairs in [
+        &[("nkey_seed", "SU")][..],
+        &[("nkey_seed", "SU"), ("jwt", "j")],
+        &[("nkey_seed_file", "/s"), ("jwt", "j")],
+        &[("credentials_file", "/c")],
+    ] {
+        assert!(parse(pairs).is_ok(), "{pairs:?}");
+    }
+}
+
+#[test]
+fn tls_settings_are_checked_together() {
     assert!(
-        err(&[("token", "t"), ("username", "u"), ("password", "p")]).contains("cannot be combined")
+        err(&[("tls_cert_file", "/c")])
+            .contains("option 'tls_key_file': missing: 'tls_cert_file' needs it")
     );
-    assert!(err(&[("username", "u")]).contains("give both"));
+    assert!(err(&[("tls_key_file", "/k")]).contains("option 'tls_cert_file': missing"));
+    for setting in ["tls_ca_file", "tls_first"] {
+        let value = if setting == "tls_first" {
+            "true"
+        } else {
+            "/ca.pem"
+        };
+        let text = err(&[("tls", "false"), (setting, value)]);
+        assert!(
+            text.contains(&format!(
+                "option '{setting}': cannot be combined with 'tls = 'false''"
+            )),
+            "{text}"
+        );
+    }
+    assert!(parse(&[("tls", "false"), ("tls_first", "false")]).is_ok());
+    assert!(err(&[("tls_ca_file", " ")]).contains("give the path of a file"));
+}
+
+#[test]
+fn any_tls_setting_requires_tls() {
+    let cfg = |pairs: &[(&str, &str)]| {
+        ConnectionConfig::from_options(&parse(pairs).unwrap())
+            .unwrap()
+            .tls
+    };
+    assert!(!cfg(&[]).required);
+    assert!(cfg(&[("tls", "true")]).required);
+    assert!(cfg(&[("tls_ca_file", "/ca.pem")]).required);
+    assert!(cfg(&[("tls_cert_file", "/c"), ("tls_key_file", "/k")]).required);
+    let first = cfg(&[("tls_first", "true")]);
+    assert!(first.required && first.first);
+}
+
+#[test]
+fn subject_prefix_must_end_with_a_dot_and_be_valid_tokens() {
+    assert!(err(&[("subject_prefix", "orders")]).contains("must end with '.'"));
+    assert!(err(&[("subject_prefix", "orders.*.")]).contains("not a valid subject prefix"));
+    assert!(err(&[("subject_prefix", ".")]).contains("not a valid subject prefix"));
+    assert!(parse(&[("subject_prefix", "tenant.a.")]).is_ok());
+}
+
+#[test]
+fn a_fixed_subject_follows_the_subject_rules() {
+    let config = |pairs: &[(&str, &str)]| SinkConfig::from_options(&parse(pairs).unwrap());
+    let text = config(&[("subject", "$JS.API.STREAM.DELETE.X")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("option 'subject': '$JS.API.STREAM.DELETE.X' is a system"),
+        "{text}"
+    );
+    assert!(config(&[("subject", "$KV.cfg.a"), ("allow_system_subjects", "true")]).is_ok());
+    let text = config(&[("subject", "payments.x"), ("subject_prefix", "orders.")])
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("outside subject_prefix 'orders.'"), "{text}");
 }
 
 #[test]
@@ -158,6 +280,25 @@ fn secrets_are_masked_in_debug_and_redacted_views() {
     .unwrap();
     let shown = format!("{o:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
+    for (option, secret) in [
+        ("token", "t0k3n"),
+        ("nkey_seed", "SUs33d"),
+        ("jwt", "eyJ.j.w"),
+    ] {
+        let mut pairs = vec![(option, secret)];
+        if option == "jwt" {
+            pairs.push(("nkey_seed_file", "/seed"));
+        }
+        let o = parse(&pairs).unwrap();
+        let cfg = ConnectionConfig::from_options(&o).unwrap();
+        for shown in [
+            format!("{o:?}"),
+            format!("{cfg:?}"),
+            format!("{:?}", o.redacted()),
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
     assert!(shown.contains("***"), "{shown}");
     let cfg = ConnectionConfig::from_options(&o).unwrap();
     assert!(!format!("{cfg:?}").contains("hunter2"));

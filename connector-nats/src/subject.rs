@@ -12,6 +12,8 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type};
 use datafusion::arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 
+use crate::subject_rules::SubjectRules;
+
 /// The longest subject accepted. The server refuses a protocol line over 4096 bytes
 /// (`max_control_line`) and closes the connection; a subject and a reply subject of this
 /// length still fit with room for the rest of the line.
@@ -75,11 +77,18 @@ pub struct ColumnSubjects {
 }
 
 /// Reads every row's subject from `column`. With `nullable`, a null gives `None` (used for
-/// reply subjects); otherwise a null is a problem naming the row.
-pub fn read_column(name: &str, column: &ArrayRef, nullable: bool) -> ColumnSubjects {
+/// reply subjects); otherwise a null is a problem naming the row. With `rules`, a subject
+/// outside them is a problem too.
+pub fn read_column(
+    name: &str,
+    column: &ArrayRef,
+    nullable: bool,
+    rules: Option<&SubjectRules>,
+) -> ColumnSubjects {
     let mut reader = SubjectReader {
         name,
         nullable,
+        rules,
         cache: HashMap::default(),
         out: ColumnSubjects::default(),
     };
@@ -121,6 +130,7 @@ pub fn read_column(name: &str, column: &ArrayRef, nullable: bool) -> ColumnSubje
 struct SubjectReader<'a> {
     name: &'a str,
     nullable: bool,
+    rules: Option<&'a SubjectRules>,
     cache: HashMap<&'a str, Subject, foldhash::fast::RandomState>,
     out: ColumnSubjects,
 }
@@ -186,6 +196,11 @@ impl<'a> SubjectReader<'a> {
                 self.name
             )
         })?;
+        if let Some(rules) = self.rules {
+            rules.check(value).map_err(|problem| {
+                format!("column '{}' holds {value:?}, which {problem}", self.name)
+            })?;
+        }
         Ok(Subject::from_utf8(Bytes::copy_from_slice(value.as_bytes()))
             .expect("a &str is valid UTF-8"))
     }
@@ -287,18 +302,21 @@ mod tests {
         ];
         for column in columns {
             assert!(is_string_type(column.data_type()));
-            assert_eq!(texts(read_column("s", &column, false).subjects), expected);
+            assert_eq!(
+                texts(read_column("s", &column, false, None).subjects),
+                expected
+            );
         }
     }
 
     #[test]
     fn null_subject_names_the_row_and_column() {
         let column: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
-        let read = read_column("subj", &column, false);
+        let read = read_column("subj", &column, false, None);
         assert_eq!(read.problems.len(), 1);
         assert_eq!(read.problems[0].index, 1);
         assert!(read.problems[0].problem.contains("column 'subj' is null"));
-        let nullable = read_column("r", &column, true);
+        let nullable = read_column("r", &column, true, None);
         assert!(nullable.problems.is_empty());
         assert_eq!(texts(nullable.subjects), vec![Some("a".into()), None]);
     }
@@ -306,7 +324,7 @@ mod tests {
     #[test]
     fn invalid_subject_names_the_row_and_value() {
         let column: ArrayRef = Arc::new(StringArray::from(vec!["ok", "bad subject", "ok", "x.*"]));
-        let read = read_column("s", &column, false);
+        let read = read_column("s", &column, false, None);
         let rows: Vec<usize> = read.problems.iter().map(|p| p.index).collect();
         assert_eq!(rows, vec![1, 3], "every bad row is reported, in order");
         let problem = &read.problems[0];
@@ -329,7 +347,7 @@ mod tests {
                 .into_iter()
                 .collect::<DictionaryArray<Int32Type>>(),
         );
-        let read = read_column("s", &column, false);
+        let read = read_column("s", &column, false, None);
         let rows: Vec<usize> = read.problems.iter().map(|p| p.index).collect();
         assert_eq!(rows, vec![2, 3]);
         assert_eq!(read.problems[0].value.as_deref(), Some("x.>"));
@@ -341,7 +359,7 @@ mod tests {
             .into_iter()
             .collect::<DictionaryArray<Int32Type>>();
         let column: ArrayRef = Arc::new(dict.slice(0, 1));
-        let read = read_column("s", &column, false);
+        let read = read_column("s", &column, false, None);
         assert!(read.problems.is_empty());
         assert_eq!(texts(read.subjects), vec![Some("ok".into())]);
     }

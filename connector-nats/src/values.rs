@@ -28,6 +28,10 @@ pub enum ValueKind {
     Headers,
     /// A publish subject (no wildcards).
     Subject,
+    /// The start of a subject, ending with `.` so that it covers whole tokens.
+    SubjectPrefix,
+    /// A path to a file, read when the sink connects.
+    File,
 }
 
 impl ValueKind {
@@ -42,6 +46,11 @@ impl ValueKind {
             ValueKind::Choice(choices) => parse_choice(option, value, choices).map(drop),
             ValueKind::Headers => parse_headers(option, value).map(drop),
             ValueKind::Subject => parse_subject(option, value),
+            ValueKind::SubjectPrefix => parse_subject_prefix(option, value),
+            ValueKind::File if value.trim().is_empty() => {
+                Err(invalid(option, "is empty; give the path of a file".into()))
+            }
+            ValueKind::File => Ok(()),
         }
     }
 
@@ -60,6 +69,8 @@ impl ValueKind {
                 .join(" or "),
             ValueKind::Headers => "JSON object".into(),
             ValueKind::Subject => "subject".into(),
+            ValueKind::SubjectPrefix => "subject prefix ending in `.`".into(),
+            ValueKind::File => "file path".into(),
         }
     }
 }
@@ -196,6 +207,25 @@ pub(crate) fn parse_subject(option: &str, value: &str) -> Result<()> {
         invalid(
             option,
             format!("'{value}' is not a valid subject: {problem}"),
+        )
+    })
+}
+
+/// A prefix such as `orders.` or `tenant.a.`: valid subject tokens followed by a `.`, so
+/// that `orders.` never matches `ordersX.1`.
+pub(crate) fn parse_subject_prefix(option: &str, value: &str) -> Result<()> {
+    let Some(tokens) = value.strip_suffix('.') else {
+        return Err(invalid(
+            option,
+            format!(
+                "'{value}' must end with '.' so that it covers whole tokens; write e.g. '{value}.'"
+            ),
+        ));
+    };
+    subject::validate(tokens).map_err(|problem| {
+        invalid(
+            option,
+            format!("'{value}' is not a valid subject prefix: {problem}"),
         )
     })
 }

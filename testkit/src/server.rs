@@ -92,8 +92,20 @@ impl NatsServer {
     }
 
     /// The URL clients connect to: `nats://127.0.0.1:<port>`, without credentials.
+    ///
+    /// It also serves a TLS server: async-nats switches to TLS when the server's `INFO`
+    /// says `tls_required`, and checks the certificate against `127.0.0.1` (an IP SAN
+    /// of [`Pki`](crate::Pki)'s server certificate). A TLS-first server needs
+    /// `ConnectOptions::tls_first()` whatever the URL.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.setup.port)
+    }
+
+    /// `tls://127.0.0.1:<port>`: the same server, but the client itself requires TLS
+    /// (as `ConnectOptions::require_tls(true)` does) and refuses a server that offers
+    /// plaintext instead of being talked down to it.
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.setup.port)
     }
 
     /// The client port. It stays the same across [`restart`](Self::restart).
@@ -277,9 +289,11 @@ impl Setup {
     /// version it reported. On failure the process is gone.
     fn spawn_ready(&self) -> Result<(Child, String), StartFailure> {
         let log_offset = self.log().len();
+        let tls = self.settings.tls.probe();
         let mut child = process::spawn(&self.config_path(), &self.log_path());
         let deadline = Instant::now() + READY_TIMEOUT;
-        match process::wait_ready(&mut child, self.port, &self.name, deadline) {
+        let ready = process::wait_ready(&mut child, self.port, &self.name, tls.as_ref(), deadline);
+        match ready {
             Ok(greeting) => {
                 process::remember_real_binary(&child);
                 Ok((child, greeting.version))

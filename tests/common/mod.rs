@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::Message;
 use nats_testkit::Collector;
 
+pub mod engine;
 pub mod js;
 
 /// The `streamsql` binary built for these tests.

@@ -1,0 +1,408 @@
+//! Who the sink is and how it checks the server: the auth and TLS options turned into
+//! async-nats `ConnectOptions`, and a refused handshake turned into what to fix.
+//!
+//! Files (credentials, seeds, certificates) are read here, when the sink connects, so an
+//! error names the option and the path, never the contents. What can be checked without
+//! the server is checked first: a seed that is not a user seed, a JWT that does not
+//! belong to the seed, a JWT that has expired. The server would refuse all three with the
+//! same "authorization violation".
+
+use std::error::Error as StdError;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::rustls::{self, AlertDescription, CertificateError};
+use async_nats::{AuthError, ConnectError, ConnectErrorKind, ConnectOptions};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use nkeys::KeyPair;
+
+use crate::config::{Auth, ConnectionConfig, Secret, Seed, Tls};
+use crate::error::{NatsSinkError, Result};
+use crate::options::{
+    CREDENTIALS_FILE, JWT, NKEY_SEED, NKEY_SEED_FILE, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
+};
+
+/// `options` with the configured credentials and TLS settings, and a description of the
+/// identity for error messages (no secret in it: user names and public keys only).
+pub(crate) fn apply(
+    options: ConnectOptions,
+    config: &ConnectionConfig,
+) -> Result<(ConnectOptions, String)> {
+    let (options, who) = authenticate(options, &config.auth)?;
+    Ok((tls(options, &config.tls)?, who))
+}
+
+fn authenticate(options: ConnectOptions, auth: &Auth) -> Result<(ConnectOptions, String)> {
+    Ok(match auth {
+        Auth::None => (options, "no credentials".into()),
+        Auth::UserPassword { user, password } => (
+            options.user_and_password(user.clone(), password.0.clone()),
+            format!("user '{user}' ('username'/'password')"),
+        ),
+        Auth::Token(token) => (options.token(token.0.clone()), "the 'token'".into()),
+        Auth::CredentialsFile(path) => {
+            let contents = Secret(read(CREDENTIALS_FILE, path)?);
+            let jwt = creds_jwt(&contents.0).ok_or_else(|| {
+                invalid(
+                    CREDENTIALS_FILE,
+                    format!(
+                        "'{}' holds no user JWT: it is not a NATS credentials file",
+                        path.display()
+                    ),
+                )
+            })?;
+            let source = format!("'{CREDENTIALS_FILE}' ('{}')", path.display());
+            let who = check_jwt(jwt, None, CREDENTIALS_FILE, &source)?;
+            let options = options.credentials(&contents.0).map_err(|e| {
+                invalid(
+                    CREDENTIALS_FILE,
+                    format!("'{}' cannot be used: {e}", path.display()),
+                )
+            })?;
+            (options, format!("{who} from {source}"))
+        }
+        Auth::NKey { seed, jwt } => {
+            let (seed, option) = match seed {
+                Seed::Inline(seed) => (seed.clone(), NKEY_SEED),
+                Seed::File(path) => (Secret(read(NKEY_SEED_FILE, path)?), NKEY_SEED_FILE),
+            };
+            let key_pair = user_key_pair(&seed, option)?;
+            match jwt {
+                None => {
+                    let who = format!("nkey {} ('{option}')", key_pair.public_key());
+                    (options.nkey(seed.0.trim().to_string()), who)
+                }
+                Some(jwt) => {
+                    let who = check_jwt(&jwt.0, Some(&key_pair), JWT, &format!("'{JWT}'"))?;
+                    let key_pair = Arc::new(key_pair);
+                    let options = options.jwt(jwt.0.trim().to_string(), move |nonce| {
+                        let key_pair = key_pair.clone();
+                        async move { key_pair.sign(&nonce).map_err(AuthError::new) }
+                    });
+                    (options, format!("{who} from '{JWT}'"))
+                }
+            }
+        }
+    })
+}
+
+fn tls(mut options: ConnectOptions, tls: &Tls) -> Result<ConnectOptions> {
+    if tls.required {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &tls.ca_file {
+        read(TLS_CA_FILE, ca)?;
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &tls.client {
+        read(TLS_CERT_FILE, cert)?;
+        read(TLS_KEY_FILE, key)?;
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if tls.first {
+        options = options.tls_first();
+    }
+    Ok(options)
+}
+
+/// The file's text; the error names the option and path, and why it cannot be read.
+fn read(option: &str, path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| invalid(option, format!("cannot read '{}': {e}", path.display())))
+}
+
+fn invalid(option: &str, problem: String) -> NatsSinkError {
+    NatsSinkError::InvalidOption {
+        option: option.into(),
+        problem,
+    }
+}
+
+/// The seed as a user key pair. nkeys' own messages are not shown: they may quote input.
+fn user_key_pair(seed: &Secret, option: &str) -> Result<KeyPair> {
+    let key_pair = KeyPair::from_seed(seed.0.trim()).map_err(|e| {
+        invalid(
+            option,
+            format!(
+                "is not a valid nkey seed ({}); a user seed starts with 'SU'",
+                e.kind()
+            ),
+        )
+    })?;
+    if !key_pair.public_key().starts_with('U') {
+        return Err(invalid(
+            option,
+            format!(
+                "is the seed of {} ({}), not of a user; give a user seed (it starts with 'SU')",
+                key_kind(&key_pair.public_key()),
+                key_pair.public_key()
+            ),
+        ));
+    }
+    Ok(key_pair)
+}
+
+fn key_kind(public_key: &str) -> &'static str {
+    match public_key.as_bytes().first() {
+        Some(b'O') => "an operator",
+        Some(b'A') => "an account",
+        Some(b'N') => "a server",
+        Some(b'C') => "a cluster",
+        _ => "another kind of key",
+    }
+}
+
+/// The user JWT in `.creds` text: the first line after the `BEGIN NATS USER JWT` banner.
+fn creds_jwt(contents: &str) -> Option<&str> {
+    let mut lines = contents.lines().map(str::trim);
+    lines.find(|l| l.starts_with("-----BEGIN NATS USER JWT"))?;
+    lines.find(|l| !l.is_empty())
+}
+
+/// Checks what can be checked of a user JWT without the server, and describes its user.
+fn check_jwt(jwt: &str, seed: Option<&KeyPair>, option: &str, source: &str) -> Result<String> {
+    let claims = decode_claims(jwt.trim())
+        .ok_or_else(|| invalid(option, format!("{source} does not hold a valid JWT")))?;
+    let subject = claims["sub"].as_str().unwrap_or_default().to_string();
+    let who = match claims["name"].as_str() {
+        Some(name) if !name.is_empty() => format!("user '{name}' ({subject})"),
+        _ => format!("user {subject}"),
+    };
+    if let Some(key_pair) = seed
+        && key_pair.public_key() != subject
+    {
+        return Err(invalid(
+            option,
+            format!(
+                "the JWT in {source} is for {who}, but the seed is for {}: give the seed that belongs to the JWT",
+                key_pair.public_key()
+            ),
+        ));
+    }
+    if let Some(expires) = claims["exp"].as_u64() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        if expires <= now.as_secs() {
+            let at = UNIX_EPOCH + Duration::from_secs(expires);
+            return Err(invalid(
+                option,
+                format!(
+                    "the JWT of {who} in {source} expired at {}: issue new credentials for the user",
+                    humantime::format_rfc3339_seconds(at)
+                ),
+            ));
+        }
+    }
+    Ok(who)
+}
+
+/// The claims of a JWT (`header.claims.signature`, base64url). The signature is the
+/// server's to check.
+fn decode_claims(jwt: &str) -> Option<serde_json::Value> {
+    let claims = jwt.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// What went wrong in a failed connect, and whether waiting could change it: only "no
+/// server answers" can; a refused credential or certificate cannot. Decided from the
+/// error's kind and, for TLS, the rustls error inside it, never from message text.
+pub(crate) fn explain(
+    error: &ConnectError,
+    config: &ConnectionConfig,
+    who: &str,
+) -> (String, bool) {
+    if let Some(tls_error) = find_rustls_error(error) {
+        return (tls_problem(tls_error, &config.tls), false);
+    }
+    let timeout = config.connect_timeout;
+    match error.kind() {
+        ConnectErrorKind::AuthorizationViolation => (auth_problem(&config.auth, who), false),
+        ConnectErrorKind::TimedOut => (timed_out(timeout), true),
+        ConnectErrorKind::Io => (
+            // A TLS-first server that hears no handshake closes the connection before its
+            // INFO, which looks the same as a server going away; say so.
+            "the server cannot be reached or closed the connection (refused, reset, or no INFO): check the address and that the server is up; a server with TLS 'handshake_first' needs tls_first = 'true'".into(),
+            true,
+        ),
+        ConnectErrorKind::Dns => ("the host name does not resolve: check 'servers'".into(), false),
+        ConnectErrorKind::ServerParse => ("invalid server address: check 'servers'".into(), false),
+        ConnectErrorKind::Tls => (
+            format!(
+                "the TLS settings cannot be used: {}",
+                error.source().map_or(String::new(), |s| s.to_string())
+            ),
+            false,
+        ),
+        ConnectErrorKind::Authentication => (
+            format!("signing the server's challenge with the seed of {who} failed"),
+            false,
+        ),
+        ConnectErrorKind::MaxReconnects => {
+            ("gave up after the maximum number of reconnects".into(), true)
+        }
+    }
+}
+
+pub(crate) fn timed_out(timeout: Duration) -> String {
+    format!(
+        "timed out after {timeout:?}: check the address and that the server is up, or raise 'connect_timeout'"
+    )
+}
+
+fn auth_problem(auth: &Auth, who: &str) -> String {
+    let advice = match auth {
+        Auth::None => {
+            return "the server requires authentication: give 'username' and 'password', 'token', 'credentials_file' or 'nkey_seed'".into();
+        }
+        Auth::UserPassword { .. } => "check 'username' and 'password'",
+        Auth::Token(_) => "check 'token'",
+        Auth::CredentialsFile(_) | Auth::NKey { jwt: Some(_), .. } => {
+            "the user may have been revoked, or its account is not known to the server (check the operator and account the server trusts)"
+        }
+        Auth::NKey { jwt: None, .. } => "check that the server's authorization lists this nkey",
+    };
+    format!("the server rejected {who} (authorization violation): {advice}")
+}
+
+/// The rustls error in `error`'s source chain: async-nats reports a failed handshake as an
+/// I/O error wrapping it.
+fn find_rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        // `io::Error::source` skips the error it wraps; `get_ref` returns it.
+        if let Some(found) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn tls_problem(error: &rustls::Error, tls: &Tls) -> String {
+    let trusted = match &tls.ca_file {
+        Some(ca) => format!("the CA in '{TLS_CA_FILE}' ('{}')", ca.display()),
+        None => "the system's root CAs (give 'tls_ca_file' for a private CA)".into(),
+    };
+    let client_cert = match &tls.client {
+        Some((cert, _)) => format!("'{TLS_CERT_FILE}' ('{}')", cert.display()),
+        None => String::new(),
+    };
+    match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
+                "TLS: the server's certificate is not signed by {trusted}"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "TLS: the server's certificate does not name the host in 'servers': connect by a name or address the certificate lists".into()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "TLS: the server's certificate has expired".into()
+            }
+            other => format!("TLS: the server's certificate is not accepted ({other:?})"),
+        },
+        rustls::Error::AlertReceived(alert) if client_cert.is_empty() && is_client_cert_alert(*alert) => {
+            "TLS: the server requires a client certificate: give 'tls_cert_file' and 'tls_key_file'".into()
+        }
+        rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert) => format!(
+            "TLS: the server refused the client certificate in {client_cert} ({alert:?}): it must be signed by a CA the server trusts and not expired"
+        ),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "TLS: the server did not answer with TLS: either it has no TLS configured (then drop the 'tls*' options), or 'tls_first' does not match the server's 'handshake_first' setting".into()
+        }
+        other => format!("the TLS handshake failed: {other}"),
+    }
+}
+
+fn is_client_cert_alert(alert: AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::CertificateRequired
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateExpired
+            | AlertDescription::HandshakeFailure
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt_with(claims: serde_json::Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+        format!("{header}.{claims}.c2ln")
+    }
+
+    #[test]
+    fn the_jwt_is_found_in_creds_text() {
+        let creds = "-----BEGIN NATS USER JWT-----\neyJ.abc.def\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\nSUxyz\n------END USER NKEY SEED------\n";
+        assert_eq!(creds_jwt(creds), Some("eyJ.abc.def"));
+        assert_eq!(creds_jwt("just text"), None);
+    }
+
+    #[test]
+    fn an_expired_jwt_is_refused_before_connecting_with_its_user_and_time() {
+        let user = KeyPair::new_user();
+        let jwt = jwt_with(
+            serde_json::json!({"sub": user.public_key(), "name": "alice", "exp": 1_700_000_000}),
+        );
+        let text = check_jwt(&jwt, Some(&user), JWT, "'jwt'")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("user 'alice'") && text.contains("expired at 2023-11-14T22:13:20Z"),
+            "{text}"
+        );
+        assert!(!text.contains(&jwt), "{text}");
+    }
+
+    #[test]
+    fn a_jwt_for_another_user_than_the_seed_is_refused() {
+        let (user, other) = (KeyPair::new_user(), KeyPair::new_user());
+        let jwt = jwt_with(serde_json::json!({"sub": other.public_key()}));
+        let text = check_jwt(&jwt, Some(&user), JWT, "'jwt'")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(&user.public_key()) && text.contains(&other.public_key()),
+            "{text}"
+        );
+        let unexpired =
+            jwt_with(serde_json::json!({"sub": user.public_key(), "exp": 4_000_000_000u64}));
+        assert_eq!(
+            check_jwt(&unexpired, Some(&user), JWT, "'jwt'").unwrap(),
+            format!("user {}", user.public_key())
+        );
+    }
+
+    #[test]
+    fn seeds_must_be_user_seeds_and_are_never_quoted() {
+        let account = KeyPair::new_account();
+        let seed = Secret(account.seed().unwrap());
+        let text = user_key_pair(&seed, NKEY_SEED).unwrap_err().to_string();
+        assert!(text.contains("the seed of an account"), "{text}");
+        assert!(!text.contains(&seed.0), "{text}");
+        let garbage = Secret("SUnot-a-seed-at-all".into());
+        let text = user_key_pair(&garbage, NKEY_SEED).unwrap_err().to_string();
+        assert!(
+            text.contains("not a valid nkey seed") && !text.contains("not-a-seed"),
+            "{text}"
+        );
+        let user = KeyPair::new_user();
+        assert!(user_key_pair(&Secret(format!("{}\n", user.seed().unwrap())), NKEY_SEED).is_ok());
+    }
+}
