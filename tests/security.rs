@@ -350,3 +350,24 @@ async fn conflicting_credentials_are_refused_naming_both_options() {
         &["option 'credentials_file': cannot be combined with 'token'"],
     );
 }
+
+/// Core NATS: the server reports a denied publish only as an asynchronous `-ERR`; the
+/// sink ties it to the statement, which fails naming the subject (JetStream mode:
+/// `tests/jetstream_errors.rs`).
+#[tokio::test]
+async fn a_core_publish_permission_violation_fails_the_statement() {
+    let server = NatsServer::builder()
+        .config(
+            r#"authorization { users = [
+  { user: "publisher", password: "pub-pw-3", permissions: { publish: { allow: ["secure.>", "_INBOX.>"], deny: ["secure.2"] } } }
+] }"#,
+        )
+        .start();
+    let (output, took) = insert(
+        &server.url(),
+        "username = 'publisher', password = 'pub-pw-3'",
+    );
+    assert_fails_with(&output, &["Permissions Violation", "secure.2"]);
+    assert!(took < FAST, "took {took:?}");
+    assert!(!stderr(&output).contains("retrying"), "{}", stderr(&output));
+}

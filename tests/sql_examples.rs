@@ -135,3 +135,177 @@ async fn create_table_with_static_headers_and_reply_to_answered_by_a_responder()
         ["1", "3", "5", "7", "9"].map(|id| format!("shipments.ack.{id} ack {id}"))
     );
 }
+
+/// Runs a `payments` example (the auth and TLS examples all publish the same three rows)
+/// as written, with only `envs` set, and checks that `subscriber`, admitted by the
+/// server the same way as the sink, receives exactly the three messages; no value of
+/// `secrets` may appear in what `streamsql` prints.
+async fn run_payments_example(
+    name: &str,
+    subscriber: &async_nats::Client,
+    envs: &[(&str, String)],
+    secrets: &[&str],
+) {
+    let mut received = Collector::subscribe(subscriber, "payments.>").await;
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = run_script(&example(name), &envs);
+    assert!(
+        output.status.success(),
+        "{name}: exit {:?}; stderr:\n{}",
+        output.status.code(),
+        stderr(&output)
+    );
+    assert_eq!(inserted_rows(&stdout(&output), "payments_out"), 3, "{name}");
+
+    let messages = received.collect(3, Duration::from_secs(5)).await;
+    let got: Vec<String> = messages
+        .iter()
+        .map(|m| format!("{} {}", m.subject, text(m)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            r#"payments.eur {"id":1,"amount":12.5}"#,
+            r#"payments.usd {"id":2,"amount":40.0}"#,
+            r#"payments.eur {"id":3,"amount":7.75}"#,
+        ],
+        "{name}"
+    );
+    let more = received
+        .collect_until_idle(Duration::from_millis(200))
+        .await;
+    assert!(more.is_empty(), "{name}: {} more message(s)", more.len());
+    for secret in secrets {
+        let shown = stdout(&output).contains(secret) || stderr(&output).contains(secret);
+        assert!(!shown, "{name}: a secret appeared in the output");
+    }
+}
+
+/// A file holding `content` in a fresh temporary directory (kept alive by the caller).
+fn write_temp(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn auth_token_example_with_the_token_from_the_environment() {
+    let token = "example-token-4b1f";
+    let server = NatsServer::builder().jetstream(false).token(token).start();
+    let options = nats_testkit::connect_options().token(token.into());
+    let subscriber = nats_testkit::connect_with(&server.url(), options).await;
+
+    let envs = [
+        ("NATS_URL", server.url()),
+        ("NATS_TOKEN", token.to_string()),
+    ];
+    run_payments_example("auth_token.sql", &subscriber, &envs, &[token]).await;
+}
+
+#[tokio::test]
+async fn auth_nkey_example_with_the_seed_in_a_file() {
+    let user = nats_testkit::new_user_nkey();
+    let server = NatsServer::builder()
+        .jetstream(false)
+        .nkey_user(user.public_key())
+        .start();
+    let options = nats_testkit::connect_options().nkey(user.seed().into());
+    let subscriber = nats_testkit::connect_with(&server.url(), options).await;
+    let dir = tempfile::tempdir().unwrap();
+    let seed_file = write_temp(&dir, "user.nk", &format!("{}\n", user.seed()));
+
+    let envs = [
+        ("NATS_URL", server.url()),
+        ("NATS_NKEY_SEED_FILE", seed_file),
+    ];
+    run_payments_example("auth_nkey.sql", &subscriber, &envs, &[user.seed()]).await;
+}
+
+#[tokio::test]
+async fn auth_credentials_file_example_with_a_creds_file() {
+    let auth = nats_testkit::JwtAuth::new();
+    let server = NatsServer::builder()
+        .jetstream(false)
+        .operator(&auth)
+        .start();
+    let user = auth.user("payments");
+    let listener = auth.user("listener");
+    let options = async_nats::ConnectOptions::with_credentials(&listener.creds()).unwrap();
+    let subscriber = nats_testkit::connect_with(&server.url(), options).await;
+
+    let envs = [
+        ("NATS_URL", server.url()),
+        ("NATS_CREDS", user.creds_file().display().to_string()),
+    ];
+    let secrets = [user.jwt(), user.seed()];
+    run_payments_example("auth_credentials_file.sql", &subscriber, &envs, &secrets).await;
+}
+
+#[tokio::test]
+async fn auth_jwt_example_with_the_jwt_in_the_environment_and_the_seed_in_a_file() {
+    let auth = nats_testkit::JwtAuth::new();
+    let server = NatsServer::builder()
+        .jetstream(false)
+        .operator(&auth)
+        .start();
+    let user = auth.user("payments");
+    let listener = auth.user("listener");
+    let options = async_nats::ConnectOptions::with_credentials(&listener.creds()).unwrap();
+    let subscriber = nats_testkit::connect_with(&server.url(), options).await;
+    let dir = tempfile::tempdir().unwrap();
+    let seed_file = write_temp(&dir, "user.nk", &format!("{}\n", user.seed()));
+
+    let envs = [
+        ("NATS_URL", server.url()),
+        ("NATS_USER_JWT", user.jwt().to_string()),
+        ("NATS_NKEY_SEED_FILE", seed_file),
+    ];
+    let secrets = [user.jwt(), user.seed()];
+    run_payments_example("auth_jwt.sql", &subscriber, &envs, &secrets).await;
+}
+
+#[tokio::test]
+async fn tls_example_verifies_the_server_against_a_private_ca() {
+    let pki = nats_testkit::Pki::new();
+    let server = NatsServer::builder().jetstream(false).tls(&pki).start();
+    let options = nats_testkit::connect_options()
+        .add_root_certificates(pki.ca_file())
+        .require_tls(true);
+    let subscriber = nats_testkit::connect_with(&server.tls_url(), options).await;
+
+    let envs = [
+        ("NATS_URL", server.tls_url()),
+        ("NATS_CA", pki.ca_file().display().to_string()),
+    ];
+    run_payments_example("tls.sql", &subscriber, &envs, &[]).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_example_presents_a_client_certificate() {
+    let pki = nats_testkit::Pki::new();
+    let server = NatsServer::builder()
+        .jetstream(false)
+        .tls(&pki)
+        .tls_verify_clients(true)
+        .start();
+    let options = nats_testkit::connect_options()
+        .add_root_certificates(pki.ca_file())
+        .add_client_certificate(pki.client_cert_file(), pki.client_key_file());
+    let subscriber = nats_testkit::connect_with(&server.tls_url(), options).await;
+    let key = std::fs::read_to_string(pki.client_key_file()).unwrap();
+    let key_body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+
+    let envs = [
+        ("NATS_URL", server.tls_url()),
+        ("NATS_CA", pki.ca_file().display().to_string()),
+        (
+            "NATS_CLIENT_CERT",
+            pki.client_cert_file().display().to_string(),
+        ),
+        (
+            "NATS_CLIENT_KEY",
+            pki.client_key_file().display().to_string(),
+        ),
+    ];
+    run_payments_example("mutual_tls.sql", &subscriber, &envs, &key_body).await;
+}

@@ -29,10 +29,13 @@ pub(crate) fn resolve_with(
             None => (body, None),
         };
         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            // The position, not the text: the value may be a secret.
+            let at = value.len() - rest.len() + start;
             return Err(NatsSinkError::InvalidOption {
                 option: option.to_string(),
                 problem: format!(
-                    "'${{{body}}}' is not a variable reference: names use letters, digits and '_'"
+                    "the '${{' at character {} does not start a variable reference: names use letters, digits and '_' (write ${{VAR}} or ${{VAR:-default}})",
+                    value[..at].chars().count() + 1
                 ),
             });
         }
@@ -107,5 +110,18 @@ mod tests {
         assert!(resolve_with("o", "${}", env).is_err());
         assert!(resolve_with("o", "${A B}", env).is_err());
         assert!(check_syntax("o", "${UNSET}").is_ok());
+    }
+
+    /// A password may contain `${`; an error must point at it without quoting the value.
+    #[test]
+    fn a_malformed_reference_is_located_not_quoted() {
+        let text = check_syntax("password", "s3cr${x-y}et")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("the '${' at character 5 does not start"),
+            "{text}"
+        );
+        assert!(!text.contains("x-y") && !text.contains("s3cr"), "{text}");
     }
 }

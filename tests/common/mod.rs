@@ -12,6 +12,7 @@ use nats_testkit::Collector;
 
 pub mod engine;
 pub mod js;
+pub mod leak;
 
 /// The `streamsql` binary built for these tests.
 pub fn streamsql() -> Command {
