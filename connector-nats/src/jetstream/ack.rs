@@ -42,6 +42,11 @@ impl AckError {
 
 pub(crate) type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
+/// How long the "does the stream still exist?" check may take. Short, and not
+/// `confirm_timeout`: during a leader election the check itself goes unanswered, and a
+/// long wait here would delay resuming after the new leader is up by as much.
+const STATE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What every JetStream publisher writes through: the connection, the stream and the ack
 /// timeout.
 pub(crate) struct Target {
@@ -100,29 +105,37 @@ impl Target {
             AckFailure::Transient(reason) => Failure::Transient(reason),
             AckFailure::Permanent(problem) => refused(problem, published),
             AckFailure::AlreadyStored => return AckError::AlreadyStored,
-            AckFailure::NoResponders => match self.js.get_stream(&self.stream).await {
-                Ok(_) => Failure::Transient(format!(
-                    "stream '{}' did not answer (no responders: a leader election?)",
-                    self.stream
-                )),
-                Err(e) => match e.kind() {
-                    GetStreamErrorKind::JetStream(api)
-                        if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                    {
-                        refused(
-                            format!(
-                                "stream '{}' was deleted during the statement: create it again, then rerun",
-                                self.stream
-                            ),
-                            published,
-                        )
-                    }
-                    _ => Failure::Transient(format!(
-                        "stream '{}' did not answer and its state cannot be read: {e}",
+            AckFailure::NoResponders => {
+                match tokio::time::timeout(STATE_CHECK_TIMEOUT, self.js.get_stream(&self.stream))
+                    .await
+                {
+                    Err(_) => Failure::Transient(format!(
+                        "stream '{}' did not answer, and neither did the JetStream API within {STATE_CHECK_TIMEOUT:?} (a leader election?)",
                         self.stream
                     )),
-                },
-            },
+                    Ok(Ok(_)) => Failure::Transient(format!(
+                        "stream '{}' did not answer (no responders: a leader election?)",
+                        self.stream
+                    )),
+                    Ok(Err(e)) => match e.kind() {
+                        GetStreamErrorKind::JetStream(api)
+                            if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                        {
+                            refused(
+                                format!(
+                                    "stream '{}' was deleted during the statement: create it again, then rerun",
+                                    self.stream
+                                ),
+                                published,
+                            )
+                        }
+                        _ => Failure::Transient(format!(
+                            "stream '{}' did not answer and its state cannot be read: {e}",
+                            self.stream
+                        )),
+                    },
+                }
+            }
         })
     }
 }
