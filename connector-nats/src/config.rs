@@ -13,7 +13,7 @@ use crate::options::{
     DEAD_LETTER_SUBJECT, DELIVERY, EXPECTED_STREAM, HEADERS, JWT, MAX_IN_FLIGHT, MSG_ID_FIELD,
     NKEY_SEED, NKEY_SEED_FILE, ON_ERROR, Options, PASSWORD, PAYLOAD_INCLUDE_ROUTING,
     REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT, SUBJECT_FIELD, SUBJECT_PREFIX, TLS,
-    TLS_CA_FILE, TLS_CERT_FILE, TLS_FIRST, TLS_KEY_FILE, TOKEN, USERNAME,
+    TLS_CA_FILE, TLS_CERT_FILE, TLS_FIRST, TLS_KEY_FILE, TOKEN, USERNAME, tls_conflict,
 };
 use crate::subject_rules::SubjectRules;
 use crate::values::{parse_headers, parse_servers, redact_userinfo};
@@ -77,7 +77,8 @@ pub(crate) struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// Options that cannot go together were refused when `options` was parsed.
+    /// Options that cannot go together were refused when `options` was parsed, except
+    /// where a `${VAR}` decides it.
     pub(crate) fn from_options(options: &Options) -> Result<Self> {
         let servers = parse_servers(SERVERS, &options.resolved(SERVERS)?.unwrap_or_default())?;
         let path = |name| Ok::<_, NatsSinkError>(options.resolved(name)?.map(PathBuf::from));
@@ -111,6 +112,17 @@ impl ConnectionConfig {
         };
         let ca_file = path(TLS_CA_FILE)?;
         let first = options.bool(TLS_FIRST)?;
+        // Literal values were checked at parse time; `${VAR}`s only now.
+        if options.is_given(TLS) && !options.bool(TLS)? {
+            let needs_tls = [
+                (TLS_CA_FILE, ca_file.is_some()),
+                (TLS_CERT_FILE, client.is_some()),
+                (TLS_FIRST, first),
+            ];
+            if let Some((setting, _)) = needs_tls.iter().find(|(_, set)| *set) {
+                return Err(tls_conflict(setting));
+            }
+        }
         let tls = Tls {
             required: options.bool(TLS)? || ca_file.is_some() || client.is_some() || first,
             ca_file,
@@ -223,6 +235,7 @@ impl SinkConfig {
         let subject_rules = SubjectRules {
             allow_system: options.bool(ALLOW_SYSTEM_SUBJECTS)?,
             prefix: options.resolved(SUBJECT_PREFIX)?,
+            allow_inbox: false,
         };
         if let SubjectSpec::Fixed(fixed) = &subject {
             subject_rules

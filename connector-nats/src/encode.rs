@@ -36,6 +36,7 @@ enum SubjectSource {
 pub struct RowEncoder {
     subject: SubjectSource,
     subject_rules: SubjectRules,
+    reply_rules: SubjectRules,
     reply_to: Option<(usize, String)>,
     msg_id: Option<(usize, String)>,
     /// Input column indices that go into the payload, in schema order.
@@ -133,6 +134,7 @@ impl RowEncoder {
         Ok(RowEncoder {
             subject,
             subject_rules: config.subject_rules.clone(),
+            reply_rules: config.subject_rules.for_replies(),
             reply_to,
             msg_id,
             payload_columns,
@@ -174,7 +176,8 @@ impl RowEncoder {
             }
         };
         let reply_to = self.reply_to.as_ref().map(|(index, name)| {
-            let read = subject::read_column(name, batch.column(*index), true, None);
+            let read =
+                subject::read_column(name, batch.column(*index), true, Some(&self.reply_rules));
             reject_problems(read.problems, false);
             read.subjects
         });

@@ -224,6 +224,37 @@ fn rows_outside_the_subject_rules_are_rejected_with_their_subject() {
             .contains("outside subject_prefix 'orders.'")
     );
 
+    // Reply subjects: inboxes pass, the JetStream API does not.
+    let with_replies = batch(vec![
+        (
+            "subject",
+            Arc::new(StringArray::from(vec!["orders.eu", "orders.us"])) as ArrayRef,
+        ),
+        (
+            "reply",
+            Arc::new(StringArray::from(vec![
+                "_INBOX.me.1",
+                "$JS.API.STREAM.DELETE.X",
+            ])),
+        ),
+    ]);
+    let replies = encoder(
+        &with_replies,
+        &[("subject_field", "subject"), ("reply_to_field", "reply")],
+    )
+    .unwrap()
+    .encode(&with_replies, 0)
+    .unwrap();
+    let rejected: Vec<usize> = replies.rejections().map(|(i, _)| i).collect();
+    assert_eq!(rejected, [1]);
+    assert!(
+        replies
+            .rejection(1)
+            .unwrap()
+            .reason
+            .contains("column 'reply' holds \"$JS.API")
+    );
+
     let allowed = encoder(
         &b,
         &[

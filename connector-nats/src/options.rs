@@ -76,7 +76,7 @@ declare_options! {
     JWT = "jwt", Connection, ValueKind::Text, default None, secret true,
         "A user JWT; the server's challenge is signed with 'nkey_seed' (or 'nkey_seed_file').";
     TLS = "tls", Connection, ValueKind::Bool, default Some("false"), secret false,
-        "'true': refuse to connect without TLS. TLS is also used, whatever this says, when the server requires it, a URL starts with 'tls://' or a 'tls_*' file is given. Certificates are always verified.";
+        "'true': refuse to connect without TLS. Any 'tls_*' setting implies it ('false' beside one is an error); a server that requires TLS, or a 'tls://' URL, gets TLS whatever this says. Certificates are always verified.";
     TLS_CA_FILE = "tls_ca_file", Connection, ValueKind::File, default None, secret false,
         "PEM file of the CA certificates that sign the server's certificate; without it the system's roots are used.";
     TLS_CERT_FILE = "tls_cert_file", Connection, ValueKind::File, default None, secret false,
@@ -313,18 +313,15 @@ impl Options {
             .get(TLS)
             .is_some_and(|v| parse_bool(TLS, v).is_ok_and(|on| !on));
         let enabled = |o: &&'static str| match *o {
+            // A `${VAR}` value is checked once resolved (see `ConnectionConfig`).
             TLS_FIRST => self
                 .0
                 .get(TLS_FIRST)
-                .is_some_and(|v| parse_bool(o, v).unwrap_or(true)),
+                .is_some_and(|v| parse_bool(o, v).unwrap_or(false)),
             _ => self.is_given(o),
         };
         if let Some(setting) = TLS_SETTINGS.iter().find(|o| tls_off && enabled(o)) {
-            return Err(conflict(
-                setting,
-                "tls = 'false'",
-                "that setting needs TLS; drop one of them",
-            ));
+            return Err(tls_conflict(setting));
         }
         Ok(())
     }
@@ -341,6 +338,14 @@ const AUTH_METHODS: &[&[&str]] = &[
 
 /// Options that only make sense with TLS.
 const TLS_SETTINGS: &[&str] = &[TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE, TLS_FIRST];
+
+/// `tls = 'false'` beside a setting that needs TLS.
+pub(crate) fn tls_conflict(setting: &str) -> NatsSinkError {
+    NatsSinkError::InvalidOption {
+        option: setting.into(),
+        problem: "cannot be combined with tls = 'false': it needs TLS; drop one of them".into(),
+    }
+}
 
 fn missing_partner(missing: &str, present: &str) -> NatsSinkError {
     NatsSinkError::InvalidOption {

@@ -203,12 +203,31 @@ fn tls_settings_are_checked_together() {
         let text = err(&[("tls", "false"), (setting, value)]);
         assert!(
             text.contains(&format!(
-                "option '{setting}': cannot be combined with 'tls = 'false''"
+                "option '{setting}': cannot be combined with tls = 'false'"
             )),
             "{text}"
         );
     }
     assert!(parse(&[("tls", "false"), ("tls_first", "false")]).is_ok());
+    // Decided by a variable: checked once it is resolved.
+    let deferred = parse(&[
+        ("tls", "${STREAMSQL_TEST_UNSET_TLS:-false}"),
+        ("tls_ca_file", "/ca.pem"),
+    ])
+    .unwrap();
+    let text = ConnectionConfig::from_options(&deferred)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("option 'tls_ca_file': cannot be combined with tls = 'false'"),
+        "{text}"
+    );
+    let deferred = parse(&[
+        ("tls", "false"),
+        ("tls_first", "${STREAMSQL_TEST_UNSET_TF:-false}"),
+    ])
+    .unwrap();
+    assert!(!ConnectionConfig::from_options(&deferred).unwrap().tls.first);
     assert!(err(&[("tls_ca_file", " ")]).contains("give the path of a file"));
 }
 

@@ -16,7 +16,7 @@ use async_nats::rustls::{self, AlertDescription, CertificateError};
 use async_nats::{AuthError, ConnectError, ConnectErrorKind, ConnectOptions};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use nkeys::KeyPair;
+use nkeys::{KeyPair, KeyPairType};
 
 use crate::config::{Auth, ConnectionConfig, Secret, Seed, Tls};
 use crate::error::{NatsSinkError, Result};
@@ -44,24 +44,21 @@ fn authenticate(options: ConnectOptions, auth: &Auth) -> Result<(ConnectOptions,
         Auth::Token(token) => (options.token(token.0.clone()), "the 'token'".into()),
         Auth::CredentialsFile(path) => {
             let contents = Secret(read(CREDENTIALS_FILE, path)?);
-            let jwt = creds_jwt(&contents.0).ok_or_else(|| {
-                invalid(
-                    CREDENTIALS_FILE,
-                    format!(
-                        "'{}' holds no user JWT: it is not a NATS credentials file",
-                        path.display()
-                    ),
-                )
-            })?;
             let source = format!("'{CREDENTIALS_FILE}' ('{}')", path.display());
-            let who = check_jwt(jwt, None, CREDENTIALS_FILE, &source)?;
-            let options = options.credentials(&contents.0).map_err(|e| {
+            let missing = |what: &str| {
                 invalid(
                     CREDENTIALS_FILE,
-                    format!("'{}' cannot be used: {e}", path.display()),
+                    format!("{source} holds no {what}: it is not a NATS credentials file"),
                 )
-            })?;
-            (options, format!("{who} from {source}"))
+            };
+            let jwt = creds_block(&contents.0, "JWT").ok_or_else(|| missing("user JWT"))?;
+            let seed = creds_block(&contents.0, "SEED").ok_or_else(|| missing("nkey seed"))?;
+            let key_pair = user_key_pair(&Secret(seed.into()), CREDENTIALS_FILE)?;
+            let who = check_jwt(jwt, Some(&key_pair), CREDENTIALS_FILE, &source)?;
+            (
+                sign_with(options, jwt, key_pair),
+                format!("{who} from {source}"),
+            )
         }
         Auth::NKey { seed, jwt } => {
             let (seed, option) = match seed {
@@ -76,15 +73,22 @@ fn authenticate(options: ConnectOptions, auth: &Auth) -> Result<(ConnectOptions,
                 }
                 Some(jwt) => {
                     let who = check_jwt(&jwt.0, Some(&key_pair), JWT, &format!("'{JWT}'"))?;
-                    let key_pair = Arc::new(key_pair);
-                    let options = options.jwt(jwt.0.trim().to_string(), move |nonce| {
-                        let key_pair = key_pair.clone();
-                        async move { key_pair.sign(&nonce).map_err(AuthError::new) }
-                    });
-                    (options, format!("{who} from '{JWT}'"))
+                    (
+                        sign_with(options, &jwt.0, key_pair),
+                        format!("{who} from '{JWT}'"),
+                    )
                 }
             }
         }
+    })
+}
+
+/// JWT authentication: the server's nonce is signed with the user's key.
+fn sign_with(options: ConnectOptions, jwt: &str, key_pair: KeyPair) -> ConnectOptions {
+    let key_pair = Arc::new(key_pair);
+    options.jwt(jwt.trim().to_string(), move |nonce| {
+        let key_pair = key_pair.clone();
+        async move { key_pair.sign(&nonce).map_err(AuthError::new) }
     })
 }
 
@@ -131,12 +135,12 @@ fn user_key_pair(seed: &Secret, option: &str) -> Result<KeyPair> {
             ),
         )
     })?;
-    if !key_pair.public_key().starts_with('U') {
+    let kind = key_pair.key_pair_type();
+    if kind != KeyPairType::User {
         return Err(invalid(
             option,
             format!(
-                "is the seed of {} ({}), not of a user; give a user seed (it starts with 'SU')",
-                key_kind(&key_pair.public_key()),
+                "is the seed of a key of type {kind:?} ({}), not of a user; give a user seed (it starts with 'SU')",
                 key_pair.public_key()
             ),
         ));
@@ -144,20 +148,15 @@ fn user_key_pair(seed: &Secret, option: &str) -> Result<KeyPair> {
     Ok(key_pair)
 }
 
-fn key_kind(public_key: &str) -> &'static str {
-    match public_key.as_bytes().first() {
-        Some(b'O') => "an operator",
-        Some(b'A') => "an account",
-        Some(b'N') => "a server",
-        Some(b'C') => "a cluster",
-        _ => "another kind of key",
-    }
-}
-
-/// The user JWT in `.creds` text: the first line after the `BEGIN NATS USER JWT` banner.
-fn creds_jwt(contents: &str) -> Option<&str> {
+/// A block of `.creds` text: the first non-empty line after the `-----BEGIN ...-----`
+/// banner whose name ends with `what` (`NATS USER JWT`, `USER NKEY SEED`).
+fn creds_block<'a>(contents: &'a str, what: &str) -> Option<&'a str> {
     let mut lines = contents.lines().map(str::trim);
-    lines.find(|l| l.starts_with("-----BEGIN NATS USER JWT"))?;
+    lines.find(|l| {
+        l.strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|name| name.trim_end_matches('-').ends_with(what))
+    })?;
     lines.find(|l| !l.is_empty())
 }
 
@@ -333,7 +332,6 @@ fn is_client_cert_alert(alert: AlertDescription) -> bool {
             | AlertDescription::CertificateUnknown
             | AlertDescription::UnsupportedCertificate
             | AlertDescription::CertificateExpired
-            | AlertDescription::HandshakeFailure
     )
 }
 
@@ -348,10 +346,11 @@ mod tests {
     }
 
     #[test]
-    fn the_jwt_is_found_in_creds_text() {
+    fn the_jwt_and_seed_are_found_in_creds_text() {
         let creds = "-----BEGIN NATS USER JWT-----\neyJ.abc.def\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\nSUxyz\n------END USER NKEY SEED------\n";
-        assert_eq!(creds_jwt(creds), Some("eyJ.abc.def"));
-        assert_eq!(creds_jwt("just text"), None);
+        assert_eq!(creds_block(creds, "JWT"), Some("eyJ.abc.def"));
+        assert_eq!(creds_block(creds, "SEED"), Some("SUxyz"));
+        assert_eq!(creds_block("just text", "JWT"), None);
     }
 
     #[test]
@@ -394,7 +393,7 @@ mod tests {
         let account = KeyPair::new_account();
         let seed = Secret(account.seed().unwrap());
         let text = user_key_pair(&seed, NKEY_SEED).unwrap_err().to_string();
-        assert!(text.contains("the seed of an account"), "{text}");
+        assert!(text.contains("type Account"), "{text}");
         assert!(!text.contains(&seed.0), "{text}");
         let garbage = Secret("SUnot-a-seed-at-all".into());
         let text = user_key_pair(&garbage, NKEY_SEED).unwrap_err().to_string();
