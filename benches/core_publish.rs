@@ -21,15 +21,10 @@ const ROWS: u64 = 200_000;
 
 /// About 200 bytes of JSON per row; 100 distinct subjects.
 fn query() -> String {
-    format!(
-        "SELECT value AS order_id, \
-                concat('orders.region', value % 100, '.created') AS subject, \
-                concat('customer-', lpad(CAST(value * 7919 % 100000 AS VARCHAR), 8, '0')) AS customer, \
-                value * 1.25 AS amount, \
-                value % 3 = 0 AS paid, \
-                CASE value % 4 WHEN 0 THEN 'new' WHEN 1 THEN 'paid' WHEN 2 THEN 'shipped' ELSE 'delivered' END AS status, \
-                concat('order ', value, ' placed through the web shop, standard delivery') AS note \
-         FROM generate_series(1, {ROWS})"
+    common::orders_query(
+        "orders",
+        "placed through the web shop, standard delivery",
+        ROWS,
     )
 }
 

@@ -58,15 +58,10 @@ fn bench_mode() -> bool {
 
 /// About 200 bytes of JSON per row; 100 distinct subjects under `bench.>`.
 fn query(rows: u64) -> String {
-    format!(
-        "SELECT value AS order_id, \
-                concat('bench.region', value % 100, '.created') AS subject, \
-                concat('customer-', lpad(CAST(value * 7919 % 100000 AS VARCHAR), 8, '0')) AS customer, \
-                value * 1.25 AS amount, \
-                value % 3 = 0 AS paid, \
-                CASE value % 4 WHEN 0 THEN 'new' WHEN 1 THEN 'paid' WHEN 2 THEN 'shipped' ELSE 'delivered' END AS status, \
-                concat('order ', value, ' placed through the web shop, standard delivery, no gift wrap, leave at front door') AS note \
-         FROM generate_series(1, {rows})"
+    common::orders_query(
+        "bench",
+        "placed through the web shop, standard delivery, no gift wrap, leave at front door",
+        rows,
     )
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use nats_testkit::{Collector, NatsServer};
@@ -189,9 +189,7 @@ fn refused_connection_is_retried_until_retry_timeout_naming_the_server() {
         "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:{port}', \
          subject_field = 'subject', retry_timeout = '2s');"
     );
-    let started = Instant::now();
-    let output = run_script(&script, &[]);
-    let elapsed = started.elapsed();
+    let (output, elapsed) = run_script_timed(&script, &[]);
     assert_fails_with(
         &output,
         &[
@@ -219,9 +217,7 @@ fn silent_server_fails_within_connect_timeout() {
         "INSERT INTO out {ROWS} WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:{port}', \
          subject_field = 'subject', connect_timeout = '1s', retry_timeout = '1s');"
     );
-    let started = Instant::now();
-    let output = run_script(&script, &[]);
-    let elapsed = started.elapsed();
+    let (output, elapsed) = run_script_timed(&script, &[]);
     assert_fails_with(
         &output,
         &["cannot connect to NATS", "timed out", "connect_timeout"],

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::DiscardPolicy};
 use common::js::{assert_each_id_once, create_stream, header, msg_id_counts, read_all, stored};
-use common::{assert_fails_with, inserted_rows, run_script, stderr, stdout, summary_count};
+use common::{
+    assert_fails_with, inserted_rows, run_script, run_script_timed, stderr, stdout, summary_count,
+};
 use nats_testkit::{NatsServer, payload_json};
 
 /// The `id` field of a stored message's JSON payload.
@@ -96,9 +98,7 @@ async fn publish_permission_denied_fails_fast_naming_the_violation() {
         "username = 'publisher', password = 'publisher-pw', subject_field = 'subject', \
          stream = 'ORDERS', msg_id_field = 'id'",
     );
-    let started = Instant::now();
-    let output = run_script(&script, &[]);
-    let elapsed = started.elapsed();
+    let (output, elapsed) = run_script_timed(&script, &[]);
 
     assert_fails_with(
         &output,
@@ -161,9 +161,7 @@ async fn full_stream_with_discard_new_is_retried_then_reported() {
         select,
         "subject_field = 'subject', stream = 'FULL', msg_id_field = 'id', retry_timeout = '3s'",
     );
-    let started = Instant::now();
-    let output = run_script(&script, &[]);
-    let elapsed = started.elapsed();
+    let (output, elapsed) = run_script_timed(&script, &[]);
 
     assert_fails_with(
         &output,

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::ConnectOptions;
 use common::*;
@@ -25,9 +25,7 @@ fn insert(servers: &str, options: &str) -> (Output, Duration) {
          WITH (connector = 'nats_sink', servers = '{servers}', subject_field = 'subject', \
                retry_timeout = '30s', connect_timeout = '2s', {options});"
     );
-    let started = Instant::now();
-    let output = run_script(&script, &[]);
-    (output, started.elapsed())
+    run_script_timed(&script, &[])
 }
 
 /// The insert succeeds and a subscriber connected with `options` receives the rows.

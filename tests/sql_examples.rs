@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::leak::{Secret, assert_no_secret};
 use common::*;
 use nats_testkit::{Collector, NatsServer, payload_json};
 
@@ -16,7 +17,7 @@ async fn reference_example_as_written_with_password_from_the_environment() {
     let client = nats_testkit::connect_with_user(&server.url(), "publisher", "s3cret-pw").await;
     let mut received = Collector::subscribe(&client, "orders.processed").await;
 
-    let script = example("reference.sql").replace("nats://localhost:4222", &server.url());
+    let script = with_servers(&example("reference.sql"), &server.url());
     let output = run_script(&script, &[("NATS_PASSWORD", "s3cret-pw")]);
     assert!(output.status.success(), "stderr:\n{}", stderr(&output));
     assert_eq!(inserted_rows(&stdout(&output), "nats_output"), 3);
@@ -144,7 +145,7 @@ async fn run_payments_example(
     name: &str,
     subscriber: &async_nats::Client,
     envs: &[(&str, String)],
-    secrets: &[&str],
+    secrets: &[Secret],
 ) {
     let mut received = Collector::subscribe(subscriber, "payments.>").await;
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -175,10 +176,20 @@ async fn run_payments_example(
         .collect_until_idle(Duration::from_millis(200))
         .await;
     assert!(more.is_empty(), "{name}: {} more message(s)", more.len());
-    for secret in secrets {
-        let shown = stdout(&output).contains(secret) || stderr(&output).contains(secret);
-        assert!(!shown, "{name}: a secret appeared in the output");
-    }
+    assert_no_secret(&output, name, secrets);
+}
+
+/// A server in operator mode (decentralized JWT auth) and a subscriber admitted by it.
+async fn operator_server() -> (nats_testkit::JwtAuth, NatsServer, async_nats::Client) {
+    let auth = nats_testkit::JwtAuth::new();
+    let server = NatsServer::builder()
+        .jetstream(false)
+        .operator(&auth)
+        .start();
+    let listener = auth.user("listener");
+    let options = async_nats::ConnectOptions::with_credentials(&listener.creds()).unwrap();
+    let subscriber = nats_testkit::connect_with(&server.url(), options).await;
+    (auth, server, subscriber)
 }
 
 /// A file holding `content` in a fresh temporary directory (kept alive by the caller).
@@ -199,7 +210,8 @@ async fn auth_token_example_with_the_token_from_the_environment() {
         ("NATS_URL", server.url()),
         ("NATS_TOKEN", token.to_string()),
     ];
-    run_payments_example("auth_token.sql", &subscriber, &envs, &[token]).await;
+    let secrets = [Secret::new("the token", token)];
+    run_payments_example("auth_token.sql", &subscriber, &envs, &secrets).await;
 }
 
 #[tokio::test]
@@ -218,40 +230,30 @@ async fn auth_nkey_example_with_the_seed_in_a_file() {
         ("NATS_URL", server.url()),
         ("NATS_NKEY_SEED_FILE", seed_file),
     ];
-    run_payments_example("auth_nkey.sql", &subscriber, &envs, &[user.seed()]).await;
+    let secrets = [Secret::new("the seed", user.seed())];
+    run_payments_example("auth_nkey.sql", &subscriber, &envs, &secrets).await;
 }
 
 #[tokio::test]
 async fn auth_credentials_file_example_with_a_creds_file() {
-    let auth = nats_testkit::JwtAuth::new();
-    let server = NatsServer::builder()
-        .jetstream(false)
-        .operator(&auth)
-        .start();
+    let (auth, server, subscriber) = operator_server().await;
     let user = auth.user("payments");
-    let listener = auth.user("listener");
-    let options = async_nats::ConnectOptions::with_credentials(&listener.creds()).unwrap();
-    let subscriber = nats_testkit::connect_with(&server.url(), options).await;
 
     let envs = [
         ("NATS_URL", server.url()),
         ("NATS_CREDS", user.creds_file().display().to_string()),
     ];
-    let secrets = [user.jwt(), user.seed()];
+    let secrets = [
+        Secret::jwt("the user JWT", user.jwt()),
+        Secret::new("the seed", user.seed()),
+    ];
     run_payments_example("auth_credentials_file.sql", &subscriber, &envs, &secrets).await;
 }
 
 #[tokio::test]
 async fn auth_jwt_example_with_the_jwt_in_the_environment_and_the_seed_in_a_file() {
-    let auth = nats_testkit::JwtAuth::new();
-    let server = NatsServer::builder()
-        .jetstream(false)
-        .operator(&auth)
-        .start();
+    let (auth, server, subscriber) = operator_server().await;
     let user = auth.user("payments");
-    let listener = auth.user("listener");
-    let options = async_nats::ConnectOptions::with_credentials(&listener.creds()).unwrap();
-    let subscriber = nats_testkit::connect_with(&server.url(), options).await;
     let dir = tempfile::tempdir().unwrap();
     let seed_file = write_temp(&dir, "user.nk", &format!("{}\n", user.seed()));
 
@@ -260,7 +262,10 @@ async fn auth_jwt_example_with_the_jwt_in_the_environment_and_the_seed_in_a_file
         ("NATS_USER_JWT", user.jwt().to_string()),
         ("NATS_NKEY_SEED_FILE", seed_file),
     ];
-    let secrets = [user.jwt(), user.seed()];
+    let secrets = [
+        Secret::jwt("the user JWT", user.jwt()),
+        Secret::new("the seed", user.seed()),
+    ];
     run_payments_example("auth_jwt.sql", &subscriber, &envs, &secrets).await;
 }
 
@@ -292,8 +297,6 @@ async fn mutual_tls_example_presents_a_client_certificate() {
         .add_root_certificates(pki.ca_file())
         .add_client_certificate(pki.client_cert_file(), pki.client_key_file());
     let subscriber = nats_testkit::connect_with(&server.tls_url(), options).await;
-    let key = std::fs::read_to_string(pki.client_key_file()).unwrap();
-    let key_body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
 
     let envs = [
         ("NATS_URL", server.tls_url()),
@@ -307,5 +310,6 @@ async fn mutual_tls_example_presents_a_client_certificate() {
             pki.client_key_file().display().to_string(),
         ),
     ];
-    run_payments_example("mutual_tls.sql", &subscriber, &envs, &key_body).await;
+    let secrets = [Secret::pem_key("the client key", &pki.client_key_file())];
+    run_payments_example("mutual_tls.sql", &subscriber, &envs, &secrets).await;
 }

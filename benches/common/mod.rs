@@ -30,3 +30,18 @@ pub async fn prebuilt_messages(engine: &mut Engine, sql: &str) -> Vec<(Subject, 
     }
     messages
 }
+
+/// `rows` orders of about 200 bytes of JSON each (more with a longer `note`), spread over
+/// 100 subjects `<prefix>.region<n>.created`.
+pub fn orders_query(prefix: &str, note: &str, rows: u64) -> String {
+    format!(
+        "SELECT value AS order_id, \
+                concat('{prefix}.region', value % 100, '.created') AS subject, \
+                concat('customer-', lpad(CAST(value * 7919 % 100000 AS VARCHAR), 8, '0')) AS customer, \
+                value * 1.25 AS amount, \
+                value % 3 = 0 AS paid, \
+                CASE value % 4 WHEN 0 THEN 'new' WHEN 1 THEN 'paid' WHEN 2 THEN 'shipped' ELSE 'delivered' END AS status, \
+                concat('order ', value, ' {note}') AS note \
+         FROM generate_series(1, {rows})"
+    )
+}

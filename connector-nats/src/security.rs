@@ -97,12 +97,12 @@ fn tls(mut options: ConnectOptions, tls: &Tls) -> Result<ConnectOptions> {
         options = options.require_tls(true);
     }
     if let Some(ca) = &tls.ca_file {
-        read(TLS_CA_FILE, ca)?;
+        check_readable(TLS_CA_FILE, ca)?;
         options = options.add_root_certificates(ca.clone());
     }
     if let Some((cert, key)) = &tls.client {
-        read(TLS_CERT_FILE, cert)?;
-        read(TLS_KEY_FILE, key)?;
+        check_readable(TLS_CERT_FILE, cert)?;
+        check_readable(TLS_KEY_FILE, key)?;
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
     if tls.first {
@@ -113,8 +113,19 @@ fn tls(mut options: ConnectOptions, tls: &Tls) -> Result<ConnectOptions> {
 
 /// The file's text; the error names the option and path, and why it cannot be read.
 fn read(option: &str, path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| invalid(option, format!("cannot read '{}': {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| cannot_read(option, path, e))
+}
+
+/// Opens the file only: async-nats reads certificates itself, and an unreadable one would
+/// reach us as a bare I/O error without the option's name.
+fn check_readable(option: &str, path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| cannot_read(option, path, e))
+}
+
+fn cannot_read(option: &str, path: &Path, e: std::io::Error) -> NatsSinkError {
+    invalid(option, format!("cannot read '{}': {e}", path.display()))
 }
 
 fn invalid(option: &str, problem: String) -> NatsSinkError {

@@ -29,6 +29,35 @@ pub fn run_script(script: &str, envs: &[(&str, &str)]) -> Output {
     run_with_args(&["run", "-"], script, envs)
 }
 
+/// [`run_script`], and how long the run took (for "fails fast" checks).
+pub fn run_script_timed(script: &str, envs: &[(&str, &str)]) -> (Output, Duration) {
+    let started = std::time::Instant::now();
+    let output = run_script(script, envs);
+    (output, started.elapsed())
+}
+
+/// `script` with the value of every `servers = '...'` option replaced by `url` (in the
+/// same form, a JSON array or a plain URL): an example runs as written against a test's
+/// own server.
+pub fn with_servers(script: &str, url: &str) -> String {
+    const KEY: &str = "servers = '";
+    let mut out = String::with_capacity(script.len());
+    let mut rest = script;
+    while let Some(start) = rest.find(KEY) {
+        let value = start + KEY.len();
+        let end = value + rest[value..].find('\'').expect("a closing quote");
+        out.push_str(&rest[..value]);
+        if rest[value..].starts_with('[') {
+            out.push_str(&format!("[\"{url}\"]"));
+        } else {
+            out.push_str(url);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Runs `streamsql <args>` with `script` on standard input.
 pub fn run_with_args(args: &[&str], script: &str, envs: &[(&str, &str)]) -> Output {
     let mut child = streamsql()
