@@ -7,7 +7,7 @@
 //! server reports some refusals, such as a publish permission violation, only as an
 //! asynchronous `-ERR` ([`Connection::server_error`]).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ConnectionConfig;
 use crate::error::{NatsSinkError, Result};
+use crate::metrics::SinkMetrics;
 use crate::retry::{Failure, Retry};
 use crate::security;
 
@@ -29,9 +30,14 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Connects, retrying while the servers cannot be reached.
-    pub(crate) async fn open(config: &ConnectionConfig, retry: &mut Retry) -> Result<Self> {
+    /// The connection's state and reconnects go to `metrics`.
+    pub(crate) async fn open(
+        config: &ConnectionConfig,
+        retry: &mut Retry,
+        metrics: &SinkMetrics,
+    ) -> Result<Self> {
         loop {
-            match Self::try_open(config).await {
+            match Self::try_open(config, metrics).await {
                 Ok(connection) => {
                     retry.succeeded();
                     return Ok(connection);
@@ -41,7 +47,7 @@ impl Connection {
         }
     }
 
-    async fn try_open(config: &ConnectionConfig) -> Result<Self, Failure> {
+    async fn try_open(config: &ConnectionConfig, metrics: &SinkMetrics) -> Result<Self, Failure> {
         let servers_display = config.servers_display();
         let connect_error = |problem: String, source| NatsSinkError::Connect {
             servers: servers_display.clone(),
@@ -57,6 +63,9 @@ impl Connection {
 
         let server_errors = Arc::new(Mutex::new(None));
         let slot = server_errors.clone();
+        let events = metrics.clone();
+        // async-nats sends `Connected` for the first connect too.
+        let connected_before = Arc::new(AtomicBool::new(false));
         let options = ConnectOptions::new()
             .name("streamsql nats_sink")
             .connection_timeout(config.connect_timeout)
@@ -64,12 +73,22 @@ impl Connection {
             .skip_subject_validation(true)
             .event_callback(move |event| {
                 let slot = slot.clone();
+                let metrics = events.clone();
+                let connected_before = connected_before.clone();
                 async move {
                     match event {
                         Event::Disconnected => {
+                            metrics.connected(false);
                             warn!("nats_sink: disconnected from the server; reconnecting")
                         }
-                        Event::Connected => info!("nats_sink: connected"),
+                        Event::Connected => {
+                            metrics.connected(true);
+                            // The first connect is logged by `try_open`, with the servers.
+                            if connected_before.swap(true, Ordering::SeqCst) {
+                                metrics.reconnected();
+                                info!("nats_sink: reconnected");
+                            }
+                        }
                         Event::ServerError(async_nats::ServerError::Other(text)) => {
                             warn!("nats_sink: the server reported an error: {text}");
                             *slot.lock().expect("not poisoned") = Some(text);

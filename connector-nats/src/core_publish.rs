@@ -11,7 +11,7 @@
 //! again after a backoff (subscribers may see that batch twice, never a gap). Across a
 //! crash of the engine, core mode is at-most-once for the unconfirmed batch.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::client::PublishErrorKind;
 use async_nats::{Subject, Subscriber};
@@ -72,12 +72,19 @@ impl CorePublisher {
         let planned: Vec<(usize, Planned)> = (0..batch.len())
             .map(|i| (i, messages.plan(batch, i, rows_before + i as u64 + 1)))
             .collect();
+        // The whole batch is unconfirmed until its round trip returns.
+        metrics.in_flight(planned.len());
         loop {
+            let started = Instant::now();
             match self.attempt(&planned, metrics.published()).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics.confirmed_after(started.elapsed());
+                    break;
+                }
                 Err(failure) => retry.wait(failure, metrics.published()).await?,
             }
         }
+        metrics.in_flight(0);
         retry.succeeded();
         for (i, plan) in &planned {
             match plan {

@@ -114,6 +114,29 @@ pub enum NatsSinkError {
     Encode(#[from] ArrowError),
 }
 
+impl NatsSinkError {
+    /// The class of a failure that ended a statement: the `class` label of the
+    /// `nats_sink_errors_total` series.
+    pub fn class(&self) -> &'static str {
+        match self {
+            NatsSinkError::UnknownOption { .. }
+            | NatsSinkError::NotAConnectionOption { .. }
+            | NatsSinkError::InvalidOption { .. }
+            | NatsSinkError::UnresolvedVariable { .. } => "config",
+            NatsSinkError::MissingColumn { .. }
+            | NatsSinkError::NotAStringColumn { .. }
+            | NatsSinkError::UnsupportedType { .. } => "schema",
+            NatsSinkError::BadRow { .. } => "row",
+            NatsSinkError::Connect { .. } => "connect",
+            NatsSinkError::Publish { .. } => "publish",
+            NatsSinkError::RetryTimeout { .. } => "retry_timeout",
+            NatsSinkError::JetStream { .. } => "jetstream",
+            NatsSinkError::Refused { .. } => "refused",
+            NatsSinkError::Encode(_) => "encode",
+        }
+    }
+}
+
 impl From<NatsSinkError> for DataFusionError {
     fn from(err: NatsSinkError) -> Self {
         DataFusionError::External(Box::new(err))

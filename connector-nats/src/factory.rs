@@ -72,6 +72,10 @@ impl TableProviderFactory for NatsSinkFactory {
         }
         let schema = Arc::new(cmd.schema.as_arrow().clone());
         let options = Options::parse(&options, false)?;
-        Ok(Arc::new(NatsSinkTable::try_new(schema, options)?))
+        Ok(Arc::new(NatsSinkTable::try_new(
+            &cmd.name.to_string(),
+            schema,
+            options,
+        )?))
     }
 }

@@ -37,6 +37,7 @@ mod security;
 mod sink;
 pub mod subject;
 pub mod subject_rules;
+pub mod telemetry;
 mod template;
 mod values;
 
@@ -61,10 +62,12 @@ pub fn validate_options(
 
 /// The sink table for `schema`, checked against the options. Does not connect: the
 /// connection is made, and connection options' `${VAR}`s resolved, when an INSERT runs.
+/// `name` is the table's name, the `sink` label of its metrics.
 pub fn sink_table(
+    name: &str,
     schema: SchemaRef,
     options: HashMap<String, String>,
 ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
     let options = options::Options::parse(&options, false)?;
-    Ok(Arc::new(NatsSinkTable::try_new(schema, options)?))
+    Ok(Arc::new(NatsSinkTable::try_new(name, schema, options)?))
 }

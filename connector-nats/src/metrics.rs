@@ -1,12 +1,21 @@
-//! What one execution of the sink did, as DataFusion metrics.
+//! What one execution of the sink did, as DataFusion metrics and Prometheus series.
 //!
-//! The counters are DataFusion's own, so `EXPLAIN ANALYZE` shows them on the sink's plan
-//! node and a host reads them from the executed plan by name ([`names`]) without knowing
-//! this crate's types.
+//! The DataFusion metrics belong to this execution: `EXPLAIN ANALYZE` shows them on the
+//! sink's plan node, and a host reads them by name ([`names`]) from the running or
+//! executed plan (its progress line and summary) without knowing this crate's types.
+//! Every event also goes to the sink's process-wide Prometheus series (`telemetry`).
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+    Count, CustomMetricValue, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricValue,
+    MetricsSet,
 };
+
+use crate::telemetry::SinkSeries;
 
 /// The metric names, for hosts that read them from a plan.
 pub mod names {
@@ -22,6 +31,10 @@ pub mod names {
     pub const DEAD_LETTERED: &str = "dead_lettered_rows";
     /// Times a publish or a connect was retried after a transient failure.
     pub const RETRIES: &str = "retries";
+    /// Messages published and not confirmed yet (a gauge).
+    pub const IN_FLIGHT: &str = "in_flight";
+    /// Why the sink is retrying right now; displays `-` when it is not.
+    pub const RETRYING: &str = "retrying";
 }
 
 /// The counters of one sink execution.
@@ -34,12 +47,21 @@ pub(crate) struct SinkMetrics {
     skipped: Count,
     dead_lettered: Count,
     retries: Count,
+    in_flight: Gauge,
+    retrying: Arc<Retrying>,
+    series: SinkSeries,
 }
 
-impl Default for SinkMetrics {
-    fn default() -> Self {
+impl SinkMetrics {
+    /// Fresh counters for one execution of the sink called `sink`.
+    pub(crate) fn new(sink: &str) -> Self {
         let set = ExecutionPlanMetricsSet::new();
         let counter = |name| MetricBuilder::new(&set).global_counter(name);
+        let retrying = Arc::new(Retrying::default());
+        MetricBuilder::new(&set).build(MetricValue::Custom {
+            name: names::RETRYING.into(),
+            value: retrying.clone(),
+        });
         SinkMetrics {
             published: counter(names::PUBLISHED_ROWS),
             bytes: counter(names::PUBLISHED_BYTES),
@@ -47,12 +69,13 @@ impl Default for SinkMetrics {
             skipped: counter(names::SKIPPED),
             dead_lettered: counter(names::DEAD_LETTERED),
             retries: counter(names::RETRIES),
+            in_flight: MetricBuilder::new(&set).global_gauge(names::IN_FLIGHT),
+            retrying,
+            series: SinkSeries::new(sink),
             set,
         }
     }
-}
 
-impl SinkMetrics {
     pub(crate) fn snapshot(&self) -> MetricsSet {
         self.set.clone_inner()
     }
@@ -69,21 +92,154 @@ impl SinkMetrics {
     pub(crate) fn published_row(&self, bytes: usize) {
         self.published.add(1);
         self.bytes.add(bytes);
+        self.series.rows.inc();
+        self.series.bytes.inc_by(bytes as u64);
+    }
+
+    /// A record batch arrived from the query.
+    pub(crate) fn batch_received(&self) {
+        self.series.batches.inc();
+    }
+
+    /// Messages published and not yet confirmed.
+    pub(crate) fn in_flight(&self, messages: usize) {
+        self.in_flight.set(messages);
+        self.series.in_flight.set(messages as i64);
+    }
+
+    /// An acknowledgement arrived, `latency` after its message was published.
+    pub(crate) fn acked(&self, latency: Duration) {
+        self.series.acks.inc();
+        self.confirmed_after(latency);
+    }
+
+    /// A confirmation (ack or round trip) came `latency` after the publish.
+    pub(crate) fn confirmed_after(&self, latency: Duration) {
+        self.series.ack_latency.observe(latency.as_secs_f64());
     }
 
     pub(crate) fn duplicates(&self, rows: usize) {
         self.duplicates.add(rows);
+        self.series.duplicates.inc_by(rows as u64);
     }
 
     pub(crate) fn skipped(&self, rows: usize) {
         self.skipped.add(rows);
+        self.series.skipped.inc_by(rows as u64);
     }
 
     pub(crate) fn dead_lettered(&self, rows: usize) {
         self.dead_lettered.add(rows);
+        self.series.dead_lettered.inc_by(rows as u64);
     }
 
-    pub(crate) fn retried(&self) {
+    /// A transient failure of `class` is being retried because of `reason`.
+    pub(crate) fn retrying(&self, class: &'static str, reason: &str) {
         self.retries.add(1);
+        self.series.failed(class);
+        self.series.retried(class);
+        *self.retrying.reason.lock().expect("not poisoned") = Some(reason.to_string());
+    }
+
+    /// The retries are over: the sink is publishing again (or has given up).
+    pub(crate) fn recovered(&self) {
+        self.retrying.reason.lock().expect("not poisoned").take();
+    }
+
+    /// A failure of `class` ended the statement.
+    pub(crate) fn failed(&self, class: &'static str) {
+        self.series.failed(class);
+        self.recovered();
+    }
+
+    /// The connection is up (`true`) or lost (`false`).
+    pub(crate) fn connected(&self, up: bool) {
+        self.series.connected.set(i64::from(up));
+    }
+
+    /// A connection was made again after one was lost.
+    pub(crate) fn reconnected(&self) {
+        self.series.reconnects.inc();
+    }
+}
+
+/// The reason the sink is retrying, as a DataFusion custom metric so that a host's
+/// progress display can show it.
+#[derive(Debug, Default)]
+pub(crate) struct Retrying {
+    reason: Mutex<Option<String>>,
+}
+
+impl fmt::Display for Retrying {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.reason.lock().expect("not poisoned") {
+            Some(reason) => f.write_str(reason),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+impl CustomMetricValue for Retrying {
+    fn new_empty(&self) -> Arc<dyn CustomMetricValue> {
+        Arc::new(Retrying::default())
+    }
+
+    fn aggregate(&self, other: Arc<dyn CustomMetricValue>) {
+        let Some(other) = other.as_any().downcast_ref::<Retrying>() else {
+            return;
+        };
+        let theirs = other.reason.lock().expect("not poisoned").clone();
+        let mut mine = self.reason.lock().expect("not poisoned");
+        if mine.is_none() {
+            *mine = theirs;
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    /// 1 while retrying.
+    fn as_usize(&self) -> usize {
+        usize::from(self.reason.lock().expect("not poisoned").is_some())
+    }
+
+    fn is_eq(&self, other: &Arc<dyn CustomMetricValue>) -> bool {
+        other.as_any().downcast_ref::<Retrying>().is_some_and(|o| {
+            *o.reason.lock().expect("not poisoned") == *self.reason.lock().expect("not poisoned")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_reason_is_readable_from_the_plan_metrics_while_retrying() {
+        let metrics = SinkMetrics::new("metrics_unit_test");
+        let shown = |m: &SinkMetrics| {
+            let set = m.snapshot();
+            let value = set
+                .iter()
+                .find(|m| m.value().name() == names::RETRYING)
+                .expect("registered")
+                .value()
+                .clone();
+            (value.to_string(), value.as_usize())
+        };
+        assert_eq!(shown(&metrics), ("-".to_string(), 0));
+        metrics.retrying("connection", "cannot connect to NATS");
+        assert_eq!(shown(&metrics), ("cannot connect to NATS".to_string(), 1));
+        assert_eq!(
+            metrics
+                .snapshot()
+                .sum_by_name(names::RETRIES)
+                .unwrap()
+                .as_usize(),
+            1
+        );
+        metrics.recovered();
+        assert_eq!(shown(&metrics), ("-".to_string(), 0));
     }
 }

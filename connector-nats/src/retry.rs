@@ -68,6 +68,7 @@ impl Retry {
     /// Ends the current episode: the next failure starts with a short wait again.
     pub(crate) fn succeeded(&mut self) {
         if self.since.take().is_some() {
+            self.metrics.recovered();
             info!(
                 attempts = self.attempts,
                 "nats_sink: recovered; publishing again"
@@ -104,7 +105,7 @@ impl Retry {
         }
         self.attempts += 1;
         self.total += 1;
-        self.metrics.retried();
+        self.metrics.retrying("transient", &reason);
         warn!(
             attempt = self.attempts,
             retry_in = ?delay,
@@ -132,7 +133,7 @@ mod tests {
 
     #[test]
     fn delays_grow_exponentially_with_jitter_and_are_capped() {
-        let mut retry = Retry::new(None, SinkMetrics::default());
+        let mut retry = Retry::new(None, SinkMetrics::new("retry_unit_test"));
         let mut previous_max = Duration::ZERO;
         for attempt in 0..30u32 {
             retry.attempts = attempt;
@@ -149,7 +150,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_timeout_bounds_an_episode_and_success_resets_it() {
-        let mut retry = Retry::new(Some(Duration::from_secs(1)), SinkMetrics::default());
+        let mut retry = Retry::new(
+            Some(Duration::from_secs(1)),
+            SinkMetrics::new("retry_unit_test"),
+        );
         let transient = || Failure::Transient("the server is down".into());
         let started = Instant::now();
         while retry.wait(transient(), 7).await.is_ok() {}
@@ -165,7 +169,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_permanent_failure_is_returned_without_waiting() {
-        let mut retry = Retry::new(None, SinkMetrics::default());
+        let mut retry = Retry::new(None, SinkMetrics::new("retry_unit_test"));
         let err = NatsSinkError::JetStream {
             stream: "S".into(),
             problem: "not found".into(),

@@ -42,6 +42,8 @@ pub struct NatsSinkTable {
 /// metrics of one execution.
 #[derive(Clone)]
 pub struct NatsSink {
+    /// The table's name: the `sink` label of its Prometheus series.
+    name: String,
     schema: SchemaRef,
     options: Options,
     config: SinkConfig,
@@ -51,17 +53,19 @@ pub struct NatsSink {
 
 impl NatsSinkTable {
     /// Checks the options against `schema` (routing columns exist and hold strings, every
-    /// payload column has a JSON form). Does not connect.
-    pub fn try_new(schema: SchemaRef, options: Options) -> crate::error::Result<Self> {
+    /// payload column has a JSON form). Does not connect. `name` labels the sink's
+    /// metrics.
+    pub fn try_new(name: &str, schema: SchemaRef, options: Options) -> crate::error::Result<Self> {
         let config = SinkConfig::from_options(&options)?;
         let encoder = RowEncoder::from_config(&schema, &config)?;
         Ok(NatsSinkTable {
             sink: Arc::new(NatsSink {
+                name: name.to_string(),
                 schema,
                 options,
                 config,
                 encoder,
-                metrics: SinkMetrics::default(),
+                metrics: SinkMetrics::new(name),
             }),
         })
     }
@@ -102,7 +106,7 @@ impl TableProvider for NatsSinkTable {
         }
         // A sink per execution, so that its metrics are this statement's.
         let sink = NatsSink {
-            metrics: SinkMetrics::default(),
+            metrics: SinkMetrics::new(&self.sink.name),
             ..(*self.sink).clone()
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
@@ -112,6 +116,7 @@ impl TableProvider for NatsSinkTable {
 impl fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSink")
+            .field("name", &self.name)
             .field("options", &self.options)
             .field("schema", &self.schema)
             .finish()
@@ -125,7 +130,7 @@ impl DisplayAs for NatsSink {
             Mode::JetStream(js) if js.atomic_batch.is_some() => "jetstream exactly_once",
             Mode::JetStream(_) => "jetstream at_least_once",
         };
-        write!(f, "NatsSink: delivery=[{delivery}]")?;
+        write!(f, "NatsSink: name={} delivery=[{delivery}]", self.name)?;
         for (key, value) in self.options.redacted() {
             write!(f, " {key}={value}")?;
         }
@@ -146,13 +151,38 @@ impl DataSink for NatsSink {
 
     async fn write_all(
         &self,
-        mut data: SendableRecordBatchStream,
+        data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
+        let result = self.publish_all(data).await;
+        let metrics = &self.metrics;
+        metrics.in_flight(0);
+        metrics.connected(false);
+        if let Err(e) = &result {
+            metrics.failed(error_class(e));
+        }
+        result
+    }
+}
+
+/// The error class of a failed statement, for the `errors` series.
+fn error_class(err: &DataFusionError) -> &'static str {
+    match err.find_root() {
+        DataFusionError::External(e) => e
+            .downcast_ref::<crate::error::NatsSinkError>()
+            .map_or("query", |e| e.class()),
+        _ => "query",
+    }
+}
+
+impl NatsSink {
+    /// Publishes every row of `data`; returns the number confirmed.
+    async fn publish_all(&self, mut data: SendableRecordBatchStream) -> Result<u64> {
         let metrics = &self.metrics;
         let connection_config = ConnectionConfig::from_options(&self.options)?;
         let mut retry = Retry::new(connection_config.retry_timeout, metrics.clone());
-        let connection = Connection::open(&connection_config, &mut retry).await?;
+        let connection = Connection::open(&connection_config, &mut retry, metrics).await?;
+        metrics.connected(true);
         let (mut delivery, mut captures) =
             Delivery::start(connection, &self.config, &mut retry).await?;
         let mut encoder = self.encoder.clone();
@@ -162,6 +192,7 @@ impl DataSink for NatsSink {
             if batch.num_rows() == 0 {
                 continue;
             }
+            metrics.batch_received();
             let mut encoded = encoder.encode(&batch, rows_before)?;
             if let Some(captures) = captures.as_mut() {
                 captures.check(&mut encoded);

@@ -69,7 +69,7 @@ async fn every_row_of_the_readme_type_table_is_what_a_subscriber_receives() {
             ("servers".to_string(), server.url()),
             ("subject".to_string(), format!("types.{i}")),
         ];
-        let table = connector_nats::sink_table(schema, options.into()).unwrap();
+        let table = connector_nats::sink_table("json_types", schema, options.into()).unwrap();
         ctx.register_table(format!("t{i}"), table).unwrap();
         ctx.sql(&format!("INSERT INTO t{i} {query}"))
             .await

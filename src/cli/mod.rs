@@ -5,7 +5,9 @@
 //! arguments (clap), 130 a second Ctrl-C aborted the run.
 
 mod connectors;
+mod metrics;
 mod print;
+mod progress;
 mod run;
 mod signals;
 mod sub;
@@ -17,6 +19,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 pub use print::{format_message, format_outcome};
+pub use progress::{ProgressMode, format_progress};
 
 /// A streaming-SQL engine on DataFusion with a NATS sink.
 #[derive(Debug, Parser)]

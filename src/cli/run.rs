@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::metrics;
 use super::print::format_outcome;
+use super::progress::{ProgressLine, ProgressMode};
 use super::{runtime, signals};
 use crate::engine::Engine;
 use crate::shutdown::Shutdown;
@@ -26,14 +28,27 @@ pub struct RunArgs {
     /// small machines.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub threads: usize,
+
+    /// Serve the sinks' Prometheus metrics at http://HOST:PORT/metrics while the script
+    /// runs (port 0 picks a free port; the address is printed on stderr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
+    /// Show a progress line for running inserts: `auto` when stdout is a terminal.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "WHEN")]
+    pub progress: ProgressMode,
 }
 
 pub(super) fn run(args: RunArgs) -> Result<ExitCode, String> {
     let script = read_script(&args.file)?;
+    if let Some(addr) = &args.metrics_addr {
+        metrics::serve(addr)?;
+    }
     let shutdown = Shutdown::new();
     signals::install(shutdown.clone())?;
     let runtime = runtime(args.threads)?;
-    runtime.block_on(run_script(&script, shutdown))
+    let progress = ProgressLine::for_mode(args.progress);
+    runtime.block_on(run_script(&script, shutdown, progress))
 }
 
 fn read_script(file: &str) -> Result<String, String> {
@@ -48,20 +63,29 @@ fn read_script(file: &str) -> Result<String, String> {
     }
 }
 
-async fn run_script(script: &str, shutdown: Shutdown) -> Result<ExitCode, String> {
+async fn run_script(
+    script: &str,
+    shutdown: Shutdown,
+    progress: Option<ProgressLine>,
+) -> Result<ExitCode, String> {
     let statements = Engine::parse_script(script).map_err(|e| e.to_string())?;
     let mut engine = Engine::with_shutdown(shutdown.clone());
-    let mut stdout = std::io::stdout().lock();
+    if let Some(line) = &progress {
+        engine.set_progress(line.progress());
+    }
     for (i, statement) in statements.iter().enumerate() {
         if shutdown.is_triggered() {
             let left = statements.len() - i;
             eprintln!("stopped on signal: {left} statement(s) not run");
             break;
         }
-        let outcome = engine
-            .execute_statement(statement)
-            .await
-            .map_err(|e| e.to_string())?;
+        let outcome = engine.execute_statement(statement).await;
+        if let Some(line) = &progress {
+            line.clear();
+        }
+        let outcome = outcome.map_err(|e| e.to_string())?;
+        // Not locked across statements: the progress line writes to stdout meanwhile.
+        let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{}", format_outcome(&outcome))
             .and_then(|()| stdout.flush())
             .map_err(|e| format!("cannot write to stdout: {e}"))?;

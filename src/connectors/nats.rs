@@ -50,11 +50,11 @@ impl Connector for NatsSinkConnector {
 
     fn create_table(
         &self,
-        _name: &str,
+        name: &str,
         schema: SchemaRef,
         options: OptionMap,
     ) -> Result<Arc<dyn TableProvider>> {
-        connector_nats::sink_table(schema, options.into_iter().collect())
+        connector_nats::sink_table(name, schema, options.into_iter().collect())
     }
 
     fn table_factory(&self) -> Option<(String, Arc<dyn TableProviderFactory>)> {

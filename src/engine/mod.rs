@@ -23,6 +23,7 @@
 
 mod connector_statements;
 mod outcome;
+mod progress;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -42,6 +43,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
 pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome};
+pub use self::progress::{InsertProgress, Progress};
 use crate::connectors::NatsSinkConnector;
 use crate::error::{EngineError, StatementAt};
 use crate::registry::Registry;
@@ -71,6 +73,7 @@ pub struct Engine {
     connections: BTreeMap<String, Connection>,
     connector_tables: HashMap<String, ConnectorTable>,
     shutdown: Shutdown,
+    progress: Option<Progress>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -123,7 +126,14 @@ impl Engine {
             connections: BTreeMap::new(),
             connector_tables: HashMap::new(),
             shutdown,
+            progress: None,
         }
+    }
+
+    /// Reports the progress of each running `INSERT` into a sink that reports delivery
+    /// metrics, every `progress.every`.
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = Some(progress);
     }
 
     /// The built-in connectors: `nats_sink`, and `datagen` observing `shutdown`.
@@ -271,9 +281,28 @@ impl Engine {
         let df = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let task_ctx = Arc::new(df.task_ctx());
         let physical = df.create_physical_plan().await.map_err(df_err)?;
-        let batches = datafusion::physical_plan::collect(physical.clone(), task_ctx)
-            .await
-            .map_err(df_err)?;
+        let table_name = table.to_string();
+        let collect = datafusion::physical_plan::collect(physical.clone(), task_ctx);
+        let batches = match &self.progress {
+            None => collect.await,
+            Some(progress) => {
+                let mut ticks = tokio::time::interval(progress.every);
+                ticks.tick().await;
+                tokio::pin!(collect);
+                loop {
+                    tokio::select! {
+                        done = &mut collect => break done,
+                        _ = ticks.tick() => {
+                            let plan = physical.as_ref();
+                            if let Some(now) = InsertProgress::from_plan(&table_name, plan, started.elapsed()) {
+                                (progress.report)(&now);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        .map_err(df_err)?;
         let elapsed = started.elapsed();
         let rows = batches
             .iter()
@@ -282,7 +311,7 @@ impl Engine {
             .flat_map(|c| c.iter().flatten())
             .sum();
         let summary = InsertSummary {
-            table: table.to_string(),
+            table: table_name,
             connector,
             rows,
             elapsed,

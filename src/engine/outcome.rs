@@ -74,21 +74,15 @@ pub struct DeliveryCounts {
 impl DeliveryCounts {
     /// The counters of the first plan node (depth first) that reports them.
     pub fn from_plan(plan: &dyn ExecutionPlan) -> Option<Self> {
-        if let Some(metrics) = plan.metrics()
-            && metrics.sum_by_name(names::PUBLISHED_ROWS).is_some()
-        {
-            let get = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
-            return Some(DeliveryCounts {
-                bytes: get(names::PUBLISHED_BYTES),
-                duplicates: get(names::DUPLICATES),
-                skipped: get(names::SKIPPED),
-                dead_lettered: get(names::DEAD_LETTERED),
-                retries: get(names::RETRIES),
-            });
-        }
-        plan.children()
-            .into_iter()
-            .find_map(|child| Self::from_plan(child.as_ref()))
+        let metrics = super::progress::sink_metrics(plan)?;
+        let get = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+        Some(DeliveryCounts {
+            bytes: get(names::PUBLISHED_BYTES),
+            duplicates: get(names::DUPLICATES),
+            skipped: get(names::SKIPPED),
+            dead_lettered: get(names::DEAD_LETTERED),
+            retries: get(names::RETRIES),
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use async_nats::Message;
@@ -60,6 +60,13 @@ pub fn with_servers(script: &str, url: &str) -> String {
 
 /// Runs `streamsql <args>` with `script` on standard input.
 pub fn run_with_args(args: &[&str], script: &str, envs: &[(&str, &str)]) -> Output {
+    spawn_with_args(args, script, envs)
+        .wait_with_output()
+        .unwrap()
+}
+
+/// Starts `streamsql <args>` with `script` on standard input and piped output.
+pub fn spawn_with_args(args: &[&str], script: &str, envs: &[(&str, &str)]) -> Child {
     let mut child = streamsql()
         .args(args)
         .envs(envs.iter().copied())
@@ -74,7 +81,7 @@ pub fn run_with_args(args: &[&str], script: &str, envs: &[(&str, &str)]) -> Outp
         .unwrap()
         .write_all(script.as_bytes())
         .unwrap();
-    child.wait_with_output().unwrap()
+    child
 }
 
 /// The text of `sql-examples/<name>`.

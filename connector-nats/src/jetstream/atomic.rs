@@ -110,6 +110,7 @@ impl Atomic {
             }
         }
         loop {
+            let started = Instant::now();
             let attempt = async {
                 // Dead letters first, each acknowledged: they go to another stream, so they
                 // cannot be part of the atomic batch.
@@ -120,6 +121,7 @@ impl Atomic {
             match attempt.await {
                 Ok(committed) => {
                     retry.succeeded();
+                    metrics.acked(started.elapsed());
                     metrics.dead_lettered(dead_letters.len());
                     metrics.skipped(skipped);
                     for (i, _) in &messages {

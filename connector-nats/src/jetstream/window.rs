@@ -171,12 +171,13 @@ impl Window {
 
     /// Processes acks that have arrived, without waiting.
     fn take_ready(&mut self, metrics: &SinkMetrics) {
+        let now = Instant::now();
         while let Some(front) = self.in_flight.front_mut() {
             if front.failed.is_some() {
                 break;
             }
             match (&mut front.ack).now_or_never() {
-                Some(Ok(ack)) => self.confirm_front(&ack, metrics),
+                Some(Ok(ack)) => self.confirm_front(&ack, metrics, now),
                 // Handled by the next wait.
                 Some(Err(e)) => {
                     front.failed = Some(e);
@@ -200,14 +201,16 @@ impl Window {
             .wait(&mut front.ack, front.connects, front.deadline, published)
             .await
             .map_err(|e| e.into_failure(published))?;
-        self.confirm_front(&ack, metrics);
+        self.confirm_front(&ack, metrics, Instant::now());
         self.take_ready(metrics);
         Ok(())
     }
 
-    /// Records the ack of the oldest in-flight message.
-    fn confirm_front(&mut self, ack: &PublishAck, metrics: &SinkMetrics) {
+    /// Records the ack of the oldest in-flight message, which arrived by `now`.
+    fn confirm_front(&mut self, ack: &PublishAck, metrics: &SinkMetrics, now: Instant) {
         let front = self.in_flight.pop_front().expect("an ack has a message");
+        let sent = front.deadline - self.target.confirm_timeout;
+        metrics.acked(now.saturating_duration_since(sent));
         if front.dead_letter {
             metrics.dead_lettered(1);
         } else {
@@ -235,6 +238,7 @@ impl Window {
             self.pending.pop_front();
             self.first_seq += 1;
         }
+        metrics.in_flight(self.in_flight.len());
     }
 
     /// After a failure: forget what is in flight and send again from the first

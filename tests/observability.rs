@@ -1,0 +1,373 @@
+//! What an operator sees: `/metrics` scraped during and after runs and checked against
+//! what a real subscriber or stream received, the progress line, and EXPLAIN.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use common::js::{create_stream, stored};
+use common::{inserted_rows, stdout};
+use nats_testkit::{Collector, NatsServer};
+
+/// A `streamsql run` in the background, its output read line by line.
+struct Running {
+    child: Child,
+    metrics: String,
+    stdout: Receiver<String>,
+    stdout_seen: Vec<String>,
+    stderr: Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str], script: &str) -> Running {
+        let args = [&["run", "--metrics-addr", "127.0.0.1:0"], args, &["-"]].concat();
+        let mut child = common::spawn_with_args(&args, script, &[]);
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let first = stderr
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the metrics address on stderr");
+        let metrics = first
+            .strip_prefix("serving metrics at ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        Running {
+            child,
+            metrics,
+            stdout,
+            stdout_seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix`.
+    fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout_seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting with {prefix:?}; stdout so far: {:?}; stderr: {:?}",
+                    self.stdout_seen,
+                    self.stderr.try_iter().collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Scrapes `/metrics`: each sample line as `name{labels}` -> value.
+    fn scrape(&self) -> Samples {
+        let text = http_get(&self.metrics);
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (key, value) = l.rsplit_once(' ').expect("name value");
+                (key.to_string(), value.parse().expect("a number"))
+            })
+            .collect();
+        Samples(samples)
+    }
+
+    /// Stops the run as Ctrl-C would, and returns its whole stdout once it exited 0.
+    fn interrupt(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        let stderr: Vec<_> = self.stderr.try_iter().collect();
+        assert!(status.success(), "{status}; stderr: {stderr:?}");
+        self.stdout_seen.extend(self.stdout.iter());
+        self.stdout_seen.join("\n")
+    }
+}
+
+fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A plain HTTP/1.1 GET; returns the body of a 200 response.
+fn http_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    let mut stream = TcpStream::connect(host).expect("the metrics server accepts");
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("headers");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    body.to_string()
+}
+
+struct Samples(BTreeMap<String, f64>);
+
+impl Samples {
+    /// The value of `nats_sink_<name>{sink="<sink>"}` (0 when absent).
+    fn get(&self, name: &str, sink: &str) -> f64 {
+        self.labelled(name, &format!("sink=\"{sink}\""))
+    }
+
+    fn labelled(&self, name: &str, labels: &str) -> f64 {
+        let key = format!("nats_sink_{name}{{{labels}}}");
+        self.0.get(&key).copied().unwrap_or(0.0)
+    }
+
+    /// The sum of `nats_sink_<name>` over the series of `sink` (any other labels).
+    fn sum(&self, name: &str, sink: &str) -> f64 {
+        let prefix = format!("nats_sink_{name}{{");
+        let label = format!("sink=\"{sink}\"");
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix) && k.contains(&label))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Keeps the process alive after the statements under test, so that `/metrics` can be
+/// read after they finished; stopped with SIGINT.
+fn keep_alive(url: &str) -> String {
+    format!(
+        "CREATE TABLE ticks (id BIGINT) WITH (connector = 'datagen', rows_per_second = '2000');
+         INSERT INTO live SELECT id, 'obs.live' AS subject FROM ticks
+         WITH (connector = 'nats_sink', servers = '{url}', subject_field = 'subject');"
+    )
+}
+
+#[tokio::test]
+async fn core_counters_during_and_after_a_run_match_what_a_subscriber_received() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = nats_testkit::connect(&url).await;
+    let mut first_sub = Collector::subscribe(&client, "obs.first.>").await;
+    let mut live_sub = Collector::subscribe(&client, "obs.live").await;
+    let script = format!(
+        "INSERT INTO first SELECT value AS id, repeat('x', CAST(value % 7 AS INT)) AS pad,
+                concat('obs.first.', value % 3) AS subject FROM generate_series(1, 5000)
+         WITH (connector = 'nats_sink', servers = '{url}', subject_field = 'subject');
+         {}",
+        keep_alive(&url)
+    );
+    let mut run = Running::start(&[], &script);
+    run.wait_for_line("INSERT INTO first:", Duration::from_secs(30));
+
+    // After the statement: the counters equal what was received.
+    let received = first_sub.collect(5000, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 5000);
+    let bytes: usize = received.iter().map(|m| m.payload.len()).sum();
+    let after = run.scrape();
+    assert_eq!(after.get("rows_published_total", "first"), 5000.0);
+    assert_eq!(after.get("published_bytes_total", "first"), bytes as f64);
+    assert!(after.get("batches_total", "first") >= 1.0);
+    assert_eq!(after.get("in_flight_messages", "first"), 0.0);
+    assert_eq!(
+        after.get("connected", "first"),
+        0.0,
+        "closed after the statement"
+    );
+    assert!(after.get("ack_latency_seconds_count", "first") >= 1.0);
+    assert_eq!(after.sum("retries_total", "first"), 0.0);
+    assert_eq!(after.sum("errors_total", "first"), 0.0);
+
+    // During the next one: connected, and the count grows.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let during = run.scrape();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let later = run.scrape();
+    assert_eq!(during.get("connected", "live"), 1.0);
+    let (a, b) = (
+        during.get("rows_published_total", "live"),
+        later.get("rows_published_total", "live"),
+    );
+    assert!(a > 0.0 && b > a, "live rows did not grow: {a} then {b}");
+
+    let out = run.interrupt();
+    let live = inserted_rows(&out, "live");
+    assert!(live as f64 >= b, "{live} < {b}");
+    let got = live_sub
+        .collect_until_idle(Duration::from_millis(500))
+        .await;
+    assert_eq!(
+        got.len() as u64,
+        live,
+        "what the summary says reached the subscriber"
+    );
+    // Default --progress: nothing of it when stdout is not a terminal.
+    assert!(!out.contains("in flight"), "{out}");
+}
+
+#[tokio::test]
+async fn jetstream_acks_duplicates_and_latency_match_the_stream() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = nats_testkit::connect(&url).await;
+    create_stream(&client, "OBS", &["obs.js.>"], |_| {}).await;
+    const ROWS: u64 = 3000;
+    let insert = format!(
+        "INSERT INTO js SELECT value AS id, concat('obs.js.', value % 5) AS subject
+         FROM generate_series(1, {ROWS})
+         WITH (connector = 'nats_sink', servers = '{url}', subject_field = 'subject',
+               stream = 'OBS', msg_id_field = 'id');"
+    );
+    // The same rows twice: the second time every ack is a duplicate.
+    let script = format!("{insert}\n{insert}\n{}", keep_alive(&url));
+    let mut run = Running::start(&["--progress", "always"], &script);
+    // The summaries (progress lines also start with "INSERT INTO js:").
+    let done = format!("INSERT INTO js: {ROWS} rows published");
+    run.wait_for_line(&done, Duration::from_secs(30));
+    run.wait_for_line(&done, Duration::from_secs(30));
+    let m = run.scrape();
+    assert_eq!(stored(&client, "OBS").await, ROWS);
+    assert_eq!(m.get("rows_published_total", "js"), 2.0 * ROWS as f64);
+    assert_eq!(m.get("acks_total", "js"), 2.0 * ROWS as f64);
+    assert_eq!(m.get("duplicates_total", "js"), ROWS as f64);
+    assert_eq!(m.get("ack_latency_seconds_count", "js"), 2.0 * ROWS as f64);
+    let mean = m.get("ack_latency_seconds_sum", "js") / (2.0 * ROWS as f64);
+    assert!(mean > 0.0 && mean < 1.0, "mean ack latency {mean}s");
+    // The histogram's buckets are cumulative and end with all observations.
+    assert_eq!(
+        m.labelled("ack_latency_seconds_bucket", "le=\"+Inf\",sink=\"js\""),
+        2.0 * ROWS as f64
+    );
+    assert_eq!(m.get("in_flight_messages", "js"), 0.0);
+
+    // `--progress always` writes update lines even to a pipe, before the summary.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = run.interrupt();
+    let progress = out
+        .lines()
+        .find(|l| l.starts_with("INSERT INTO live:") && l.contains("rows confirmed"))
+        .unwrap_or_else(|| panic!("no progress line: {out}"));
+    assert!(
+        progress.contains("rows/s") && progress.contains("in flight"),
+        "{progress}"
+    );
+}
+
+#[tokio::test]
+async fn retries_are_counted_by_class_and_progress_says_why() {
+    // The server is down when the statement starts and comes up 2.5 s later.
+    let mut server = NatsServer::start();
+    let url = server.url();
+    server.stop();
+    let script = format!(
+        "INSERT INTO late SELECT value AS id, 'obs.late' AS subject FROM generate_series(1, 100)
+         WITH (connector = 'nats_sink', servers = '{url}', subject_field = 'subject',
+               connect_timeout = '500ms');
+         {}",
+        keep_alive(&url)
+    );
+    let mut run = Running::start(&["--progress", "always"], &script);
+    let retrying = run.wait_for_line("INSERT INTO late:", Duration::from_secs(10));
+    assert!(
+        retrying.contains("retrying: cannot connect to NATS"),
+        "{retrying}"
+    );
+    let while_down = run.scrape();
+    assert!(while_down.sum("retries_total", "late") >= 1.0);
+    assert_eq!(while_down.get("connected", "late"), 0.0);
+    assert_eq!(while_down.get("rows_published_total", "late"), 0.0);
+
+    std::thread::sleep(Duration::from_millis(2500));
+    server.restart();
+    let summary = run.wait_for_line(
+        "INSERT INTO late: 100 rows published",
+        Duration::from_secs(30),
+    );
+    let after = run.scrape();
+    let retries = after.sum("retries_total", "late");
+    assert!(retries >= 2.0, "{retries}");
+    // Each retry was a transient failure of the same class; nothing permanent.
+    assert_eq!(after.sum("errors_total", "late"), retries);
+    assert!(summary.contains(&format!("{retries} retries")), "{summary}");
+    assert_eq!(after.get("rows_published_total", "late"), 100.0);
+    run.interrupt();
+}
+
+#[test]
+fn explain_names_the_sink_and_its_settings_with_secrets_redacted() {
+    let output = common::run_script(
+        "EXPLAIN INSERT INTO orders_out SELECT value AS id, 'orders.1' AS subject FROM generate_series(1, 3) \
+         WITH (connector = 'nats_sink', servers = 'nats://127.0.0.1:1', subject_field = 'subject', \
+         stream = 'ORDERS', token = 's3cr3t-t0ken');",
+        &[],
+    );
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let text = stdout(&output);
+    for part in [
+        "NatsSink: name=orders_out",
+        "delivery=[jetstream at_least_once]",
+        "servers=nats://127.0.0.1:1",
+        "subject_field=subject",
+        "stream=ORDERS",
+        "token=***",
+    ] {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
+    assert!(!text.contains("s3cr3t"), "{text}");
+}
+
+/// Under a pseudo-terminal (util-linux `script`), the progress line is redrawn in place
+/// and erased before the summary, which stays.
+#[test]
+fn on_a_terminal_progress_is_redrawn_in_place_and_replaced_by_the_summary() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.sql");
+    std::fs::write(
+        &file,
+        format!(
+            "CREATE TABLE slow (id BIGINT) WITH (connector = 'datagen', rows_per_second = '400', row_limit = '1000');
+             INSERT INTO tty SELECT id, 'obs.tty' AS subject FROM slow
+             WITH (connector = 'nats_sink', servers = '{}', subject_field = 'subject');",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let command = format!("{} run {}", env!("CARGO_BIN_EXE_streamsql"), file.display());
+    let output = std::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux script");
+    assert!(output.status.success(), "{output:?}");
+    let screen = stdout(&output);
+    const ERASE: &str = "\r\x1b[2K";
+    let redraws = screen.matches(&format!("{ERASE}INSERT INTO tty: ")).count();
+    // About 2.5 s at one update a second, then the erase before the summary.
+    assert!(redraws >= 3, "{screen:?}");
+    assert!(
+        screen.contains(&format!("{ERASE}INSERT INTO tty: 1000 rows published")),
+        "{screen:?}"
+    );
+    assert!(screen.contains("rows confirmed, "), "{screen:?}");
+}
