@@ -11,8 +11,9 @@
 //!
 //! Each test reads the whole stream back and checks that it holds one message per row,
 //! with every `Nats-Msg-Id` present once, that on each subject the stream's order is the
-//! query's (no row stored ahead of an earlier one, even across a dropped connection),
-//! and that the statement reports all rows.
+//! query's (no row stored after a later one, even across a dropped connection; a leader
+//! change may reorder by less than the window of acks in flight), and that the statement
+//! reports all rows.
 //! The outages' cost shows in the summary: retries, and the rows resent after a failure
 //! that the stream already had (duplicates); each test prints its figures (visible with
 //! `--nocapture`).
@@ -27,13 +28,18 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use async_nats::jetstream::stream::StorageType;
 use common::engine::{check_summary, log_sink, run_insert};
-use common::js::{assert_each_id_once, assert_in_query_order, create_stream, read_all, stored};
+use common::js::{
+    assert_each_id_once, assert_in_query_order, create_stream, out_of_query_order, read_all, stored,
+};
 use common::{inserted_rows, run_script, stderr, stdout, summary_count};
 use nats_testkit::{NatsCluster, NatsServer};
 
 /// The stream every test writes to, and the subjects it captures.
 const STREAM: &str = "S";
 const SUBJECTS: &[&str] = &["orders.>"];
+
+/// The sink's default `max_in_flight`: how many acks it awaits at once.
+const MAX_IN_FLIGHT: u64 = 1024;
 
 /// The longest a statement may run before the test gives up on it: far more than any
 /// of these runs needs, even on a loaded machine, but a hang fails instead of stalling.
@@ -274,5 +280,17 @@ async fn stream_leader_lost_in_a_three_node_cluster() {
     cluster
         .wait_for_stream_replica(&client, STREAM, leader)
         .await;
-    assert_stored_once_in_order(&client, ROWS).await;
+    let messages = read_all(&client, STREAM).await;
+    assert_each_id_once(&messages, ROWS);
+    // The connection stays up here, yet a leader change can reorder: messages in flight
+    // to the old leader may be lost while the new one stores later ones (seen in one
+    // run of seven). The sink resends the lost rows when their ack times out, so they
+    // land behind those, by less than the window of acks in flight. See the README.
+    let late = out_of_query_order(&messages);
+    assert!(
+        late.iter()
+            .all(|(_, id, before, _)| before - id < MAX_IN_FLIGHT),
+        "rows stored further out of order than the window of {MAX_IN_FLIGHT} acks: {:?}",
+        &late[..late.len().min(10)]
+    );
 }
