@@ -443,10 +443,9 @@ async fn exactly_once_commits_whole_batches_across_a_crash_and_a_rerun_completes
     drop(client);
 
     // datagen paces the rows (30000/s: two seconds in all), so the kill lands mid-run.
-    // confirm_timeout 1s + retry_timeout 2s: the statement notices the outage within
-    // 2 x 1s (a send, then an ack) and gives up 2s later, while the server is still down.
-    // That leaves room for two or three resends of a batch, which the client buffers
-    // while disconnected (async-nats holds 2048 commands).
+    // confirm_timeout 1s + retry_timeout 2s: the statement notices the outage within at
+    // most 2 x 1s (a send, then an ack; a lost connection much sooner) and gives up 2s
+    // later, while the server is still down, after trying to connect again a few times.
     let script = format!(
         "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', rows_per_second = '30000', \
          row_limit = '{ROWS}');\n{}",
@@ -572,7 +571,7 @@ async fn exactly_once_commits_whole_batches_across_a_crash_and_a_rerun_completes
 }
 
 /// An outage longer than `retry_timeout` in exactly-once mode: the statement gives up in
-/// time instead of blocking on the client's send buffer while disconnected.
+/// time instead of waiting on a client that cannot send.
 #[tokio::test]
 async fn exactly_once_honours_retry_timeout_when_the_server_stays_down() {
     let mut server = NatsServer::start();

@@ -10,7 +10,10 @@
 //!   statement waits out the election and finishes on the new leader.
 //!
 //! Each test reads the whole stream back and checks that it holds one message per row,
-//! with every `Nats-Msg-Id` present once, and that the statement reports all rows.
+//! with every `Nats-Msg-Id` present once, that on each subject the stream's order is the
+//! query's (no row stored after a later one, even across a dropped connection; a leader
+//! change may reorder by less than the window of acks in flight), and that the statement
+//! reports all rows.
 //! The outages' cost shows in the summary: retries, and the rows resent after a failure
 //! that the stream already had (duplicates); each test prints its figures (visible with
 //! `--nocapture`).
@@ -25,13 +28,18 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use async_nats::jetstream::stream::StorageType;
 use common::engine::{check_summary, log_sink, run_insert};
-use common::js::{assert_each_id_once, create_stream, read_all, stored};
+use common::js::{
+    assert_each_id_once, assert_in_query_order, create_stream, out_of_query_order, read_all, stored,
+};
 use common::{inserted_rows, run_script, stderr, stdout, summary_count};
 use nats_testkit::{NatsCluster, NatsServer};
 
 /// The stream every test writes to, and the subjects it captures.
 const STREAM: &str = "S";
 const SUBJECTS: &[&str] = &["orders.>"];
+
+/// The sink's default `max_in_flight`: how many acks it awaits at once.
+const MAX_IN_FLIGHT: u64 = 1024;
 
 /// The longest a statement may run before the test gives up on it: far more than any
 /// of these runs needs, even on a loaded machine, but a hang fails instead of stalling.
@@ -56,29 +64,12 @@ fn datagen_script(servers: &str, rows: u64, rate: u64) -> String {
     )
 }
 
-/// Reads stream `S` back and asserts it holds exactly one message per id `0..rows`, and
-/// that on each subject the rows are in the query's order except, around a dropped
-/// connection, for rows that overtook a resent one by less than the window
-/// (`max_in_flight`, 1024: see the README). Returns how many rows were overtaken.
-async fn assert_stored_once(client: &Client, rows: u64) -> usize {
+/// Reads stream `S` back and asserts it holds exactly one message per id `0..rows`, in
+/// the query's order on each subject.
+async fn assert_stored_once_in_order(client: &Client, rows: u64) {
     let messages = read_all(client, STREAM).await;
     assert_each_id_once(&messages, rows);
-    let mut newest: std::collections::HashMap<String, u64> = Default::default();
-    let mut overtaken = 0;
-    for m in &messages {
-        let id = nats_testkit::payload_json(m)["id"].as_u64().unwrap();
-        let newest = newest.entry(m.subject.to_string()).or_insert(id);
-        if id < *newest {
-            overtaken += 1;
-            assert!(
-                *newest - id <= 1024,
-                "on {}: id {id} stored after {newest}, further apart than the window",
-                m.subject
-            );
-        }
-        *newest = (*newest).max(id);
-    }
-    overtaken
+    assert_in_query_order(&messages);
 }
 
 /// Waits until stream `S` holds at least `count` messages: the run is under way.
@@ -157,8 +148,7 @@ async fn sigkill_and_restart_several_times_during_200k_rows() {
     );
 
     let client = nats_testkit::connect(&server.url()).await;
-    let overtaken = assert_stored_once(&client, ROWS).await;
-    eprintln!("sigkill: {overtaken} rows were stored ahead of a resent one on their subject");
+    assert_stored_once_in_order(&client, ROWS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,11 +216,7 @@ async fn server_down_at_start_comes_up_later() {
     );
 
     let client = nats_testkit::connect(&server.url()).await;
-    assert_eq!(
-        assert_stored_once(&client, ROWS).await,
-        0,
-        "rows out of order"
-    );
+    assert_stored_once_in_order(&client, ROWS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,9 +280,17 @@ async fn stream_leader_lost_in_a_three_node_cluster() {
     cluster
         .wait_for_stream_replica(&client, STREAM, leader)
         .await;
-    assert_eq!(
-        assert_stored_once(&client, ROWS).await,
-        0,
-        "rows out of order"
+    let messages = read_all(&client, STREAM).await;
+    assert_each_id_once(&messages, ROWS);
+    // The connection stays up here, yet a leader change can reorder: messages in flight
+    // to the old leader may be lost while the new one stores later ones (seen in one
+    // run of seven). The sink resends the lost rows when their ack times out, so they
+    // land behind those, by less than the window of acks in flight. See the README.
+    let late = out_of_query_order(&messages);
+    assert!(
+        late.iter()
+            .all(|(_, id, before, _)| before - id < MAX_IN_FLIGHT),
+        "rows stored further out of order than the window of {MAX_IN_FLIGHT} acks: {:?}",
+        &late[..late.len().min(10)]
     );
 }

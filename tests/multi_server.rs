@@ -6,7 +6,9 @@
 //! - The server the sink is connected to is SIGKILLed mid-run (found through each
 //!   node's `/connz`, where the sink's connection is named `streamsql nats_sink`): the
 //!   sink reconnects to a surviving node and finishes there, and an R=3 JetStream
-//!   stream holds every row exactly once.
+//!   stream holds every row exactly once, in the query's order on each subject. The
+//!   same with only one server listed: the sink finds the others from what the cluster
+//!   announces.
 //!
 //! Each test prints its figures (visible with `--nocapture`).
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use async_nats::jetstream::stream::StorageType;
 use common::engine::{check_summary, log_sink, run_insert};
-use common::js::{assert_each_id_once, create_stream, read_all, stored};
+use common::js::{assert_each_id_once, assert_in_query_order, create_stream, read_all, stored};
 use nats_testkit::{Collector, NatsCluster, payload_json};
 use streamsql::InsertSummary;
 use tokio::task::{JoinHandle, block_in_place};
@@ -200,6 +202,21 @@ fn sink_node(cluster: &NatsCluster) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connected_server_dies_mid_run_and_the_sink_finishes_on_another() {
+    the_sinks_server_dies_mid_run("connected server killed", NatsCluster::servers).await;
+}
+
+/// With one server listed, the others are known only from the cluster's announcement
+/// (INFO `connect_urls`): the sink connects to one of those after losing the listed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_listed_server_dies_and_the_sink_finishes_on_one_the_cluster_announced() {
+    the_sinks_server_dies_mid_run("only listed server killed", |cluster| cluster.node(0).url())
+        .await;
+}
+
+/// Runs a JetStream statement against the cluster's servers that `listed` gives, kills
+/// the node the sink is connected to mid-run, and checks that the sink finished through
+/// a surviving node with every row stored once, in order per subject.
+async fn the_sinks_server_dies_mid_run(what: &str, listed: fn(&NatsCluster) -> String) {
     log_sink();
     const ROWS: u64 = 20_000;
     // At most this rate: row `n` is generated no earlier than `n / RATE` seconds into
@@ -226,7 +243,7 @@ async fn the_connected_server_dies_mid_run_and_the_sink_finishes_on_another() {
            FROM gen WITH (connector = 'nats_sink', subject_field = 'subject', \
            stream = '{STREAM}', msg_id_field = 'id', retry_timeout = '30s', \
            connect_timeout = '2s', servers = '{servers}');",
-        servers = cluster.servers()
+        servers = listed(&cluster)
     );
     let started = Instant::now();
     let statement = tokio::spawn(run_insert(script, STATEMENT_LIMIT));
@@ -273,7 +290,7 @@ async fn the_connected_server_dies_mid_run_and_the_sink_finishes_on_another() {
         format!("node {node} after {reconnected_after:.1?}")
     });
     eprintln!(
-        "connected server killed: node {killed} at {kill_at:.1?} (stream leader: \
+        "{what}: node {killed} at {kill_at:.1?} (stream leader: \
          {stream_leader}, meta leader: {meta_leader}; at least {rows_after_kill} rows \
          still to generate); the sink's connection on {reconnected}; \
          {ROWS} rows in {elapsed:.1?}, {retries} retries, {duplicates} duplicates"
@@ -298,4 +315,5 @@ async fn the_connected_server_dies_mid_run_and_the_sink_finishes_on_another() {
     cluster.stream_leader(&client, STREAM).await;
     let messages = read_all(&client, STREAM).await;
     assert_each_id_once(&messages, ROWS);
+    assert_in_query_order(&messages);
 }

@@ -1,39 +1,48 @@
-//! Connecting to NATS, and watching the connection for what publishes cannot report.
+//! Connecting to NATS, noticing a lost connection, and what the server reports out of
+//! band.
 //!
 //! A server that is down at the start is a transient failure and is retried like any
-//! other (see `retry`); a rejected credential or a bad address is not. While connected,
-//! two things happen out of band: async-nats reconnects on its own (messages in flight
-//! then may be lost, so senders compare [`Connection::connects`] before and after), and the
-//! server reports some refusals, such as a publish permission violation, only as an
+//! other (see `retry`); a rejected credential or a bad address is not. Each [`Connection`]
+//! is one async-nats client that connects once and never reconnects by itself (see
+//! `credentials`): async-nats would write the publishes it still held to the new
+//! connection, ahead of the rows the sink resends, and break the order per subject. When
+//! the connection is lost ([`Connection::lost`]), the client gives up and drops what it
+//! held, and the sink opens a fresh one ([`Connection::reopen_if_lost`], possibly on
+//! another of the `servers`) and resends from its first unconfirmed row. The server
+//! reports some refusals, such as a publish permission violation, only as an
 //! asynchronous `-ERR` ([`Connection::server_error`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use async_nats::connection::State;
+use async_nats::{Client, Event, ServerAddr};
 use tracing::{debug, info, warn};
 
 use crate::config::ConnectionConfig;
+use crate::credentials::Gate;
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::SinkMetrics;
 use crate::retry::{Failure, Retry};
 use crate::security;
 
-/// A connected client and what the server told it out of band.
+/// A connected client, what the server told it out of band, and how to connect again.
 pub(crate) struct Connection {
     pub client: Client,
     server_errors: Arc<Mutex<Option<String>>>,
-    /// Kept rather than fetched per message (`Client::statistics` clones an `Arc`).
-    statistics: Arc<async_nats::Statistics>,
+    config: ConnectionConfig,
+    /// Where the connection's state and reconnects are reported.
+    metrics: SinkMetrics,
 }
 
 impl Connection {
-    /// Connects, retrying while the servers cannot be reached.
-    /// The connection's state and reconnects go to `metrics`.
+    /// Connects, retrying while the servers cannot be reached. `published` is the count
+    /// of confirmed rows, for a `retry_timeout` error; the connection's state and
+    /// reconnects go to `metrics`.
     pub(crate) async fn open(
         config: &ConnectionConfig,
         retry: &mut Retry,
+        published: u64,
         metrics: &SinkMetrics,
     ) -> Result<Self> {
         loop {
@@ -42,9 +51,69 @@ impl Connection {
                     retry.succeeded();
                     return Ok(connection);
                 }
-                Err(failure) => retry.wait(failure, 0).await?,
+                Err(failure) => retry.wait(failure, published).await?,
             }
         }
+    }
+
+    /// Whether the connection is gone: the client saw it drop (it does not come back; see
+    /// the module doc). Messages sent on it since their last confirmation may be lost.
+    pub(crate) fn lost(&self) -> bool {
+        self.client.connection_state() != State::Connected
+    }
+
+    /// [`Connection::lost`] for the `index`th message of a run of publishes, checked at
+    /// every 64th only: the check takes a lock, which the per-row path should not pay.
+    pub(crate) fn lost_at(&self, index: usize) -> bool {
+        index.is_multiple_of(64) && self.lost()
+    }
+
+    /// After a failure: if the connection is lost, replaces it with a fresh one (retrying
+    /// like [`Connection::open`]) and returns true; then everything tied to the old client
+    /// (subscriptions, JetStream context) must be made again. A connection that is still
+    /// up is kept, so a plain ack timeout resends on it.
+    pub(crate) async fn reopen_if_lost(
+        &mut self,
+        retry: &mut Retry,
+        published: u64,
+    ) -> Result<bool> {
+        if !self.lost() {
+            return Ok(false);
+        }
+        info!(
+            "nats_sink: connecting again; what the old connection did not confirm is resent in order"
+        );
+        // async-nats would have tried the servers the cluster announced too; so does this.
+        // The new connection keeps the configured list: it learns its own announced ones.
+        let configured = self.config.clone();
+        let mut config = configured.clone();
+        config.servers.extend(self.announced());
+        let mut fresh = Self::open(&config, retry, published, &self.metrics).await?;
+        fresh.config = configured;
+        self.metrics.reconnected();
+        // The old client is dropped: it can no longer connect, so nothing it still held is
+        // ever sent.
+        *self = fresh;
+        Ok(true)
+    }
+
+    /// The servers the cluster announced to this client (its INFO's `connect_urls`) that
+    /// `servers` does not list.
+    fn announced(&self) -> Vec<String> {
+        let listed: Vec<ServerAddr> = self
+            .config
+            .servers
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let info = self.client.server_info();
+        info.connect_urls
+            .into_iter()
+            .filter(|url| {
+                url.parse::<ServerAddr>()
+                    .is_ok_and(|a| !listed.contains(&a))
+            })
+            .collect()
     }
 
     async fn try_open(config: &ConnectionConfig, metrics: &SinkMetrics) -> Result<Self, Failure> {
@@ -61,33 +130,31 @@ impl Connection {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| connect_error(format!("invalid server address: {e}"), None))?;
 
+        let (credentials, who) = security::credentials(&config.auth).map_err(Failure::Permanent)?;
+        let gate = Gate::new(credentials);
         let server_errors = Arc::new(Mutex::new(None));
         let slot = server_errors.clone();
         let events = metrics.clone();
-        // async-nats sends `Connected` for the first connect too.
-        let connected_before = Arc::new(AtomicBool::new(false));
-        let options = ConnectOptions::new()
+        let options = gate
+            .options()
             .name("streamsql nats_sink")
             .connection_timeout(config.connect_timeout)
+            // The first connect tries each listed server once and counts every try
+            // against this bound (async-nats `Connector::try_connect`); after a disconnect
+            // the gate refuses every attempt, and reaching the bound ends the client.
+            // (`Some(0)` would mean unlimited.)
+            .max_reconnects(addrs.len().max(1))
             // Every subject is validated by the sink once per distinct value.
             .skip_subject_validation(true)
             .event_callback(move |event| {
                 let slot = slot.clone();
                 let metrics = events.clone();
-                let connected_before = connected_before.clone();
                 async move {
                     match event {
+                        // The sink reports it when it acts on it, once, with its retry.
                         Event::Disconnected => {
                             metrics.connected(false);
-                            warn!("nats_sink: disconnected from the server; reconnecting")
-                        }
-                        Event::Connected => {
-                            metrics.connected(true);
-                            // The first connect is logged by `try_open`, with the servers.
-                            if connected_before.swap(true, Ordering::SeqCst) {
-                                metrics.reconnected();
-                                info!("nats_sink: reconnected");
-                            }
+                            debug!("nats_sink: the connection to the server was lost")
                         }
                         Event::ServerError(async_nats::ServerError::Other(text)) => {
                             warn!("nats_sink: the server reported an error: {text}");
@@ -97,7 +164,7 @@ impl Connection {
                     }
                 }
             });
-        let (options, who) = security::apply(options, config).map_err(Failure::Permanent)?;
+        let options = security::tls(options, &config.tls).map_err(Failure::Permanent)?;
 
         // async-nats bounds each server attempt; this bounds the whole list.
         let overall = config
@@ -123,19 +190,17 @@ impl Connection {
             }
             Ok(Ok(client)) => client,
         };
+        // Nothing was published on the client yet, so even a reconnect that slipped in
+        // before this line could not reorder rows.
+        gate.connected();
         info!(servers = %servers_display, "nats_sink: connected");
+        metrics.connected(true);
         Ok(Connection {
-            statistics: client.statistics(),
             client,
             server_errors,
+            config: config.clone(),
+            metrics: metrics.clone(),
         })
-    }
-
-    /// How many times the client has connected: a change means messages sent since may
-    /// have been lost with the old connection. async-nats counts this in its connection
-    /// handler, before any event callback runs.
-    pub(crate) fn connects(&self) -> u64 {
-        self.statistics.connects.load(Ordering::SeqCst)
     }
 
     /// The last error the server reported asynchronously (e.g. a permissions violation),
@@ -156,3 +221,7 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

@@ -7,9 +7,11 @@
 //! sends there comes back. The server handles one connection's messages in order, so the
 //! token arrives only after everything published before it, and after any `-ERR` the
 //! server sent for them (a permissions violation fails the statement). If the connection
-//! dropped while the batch was in flight, part of it may be lost: the whole batch is sent
-//! again after a backoff (subscribers may see that batch twice, never a gap). Across a
-//! crash of the engine, core mode is at-most-once for the unconfirmed batch.
+//! was lost while the batch was in flight, part of it may be lost: the whole batch is sent
+//! again after a backoff, on a fresh connection (subscribers may see that batch twice,
+//! never a gap; what the old client still held is dropped, never sent after the resent
+//! batch: see `connection`). Across a crash of the engine, core mode is at-most-once for
+//! the unconfirmed batch.
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +27,8 @@ use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
 use crate::retry::{Failure, Retry};
 
-/// How often a round trip checks whether the client reconnected.
-const RECONNECT_POLL: Duration = Duration::from_millis(100);
+/// How often a round trip checks whether the connection was lost.
+const LOSS_POLL: Duration = Duration::from_millis(100);
 
 /// A connected core publisher.
 pub(crate) struct CorePublisher {
@@ -40,15 +42,7 @@ pub(crate) struct CorePublisher {
 impl CorePublisher {
     /// Subscribes the confirmation inbox on `connection`.
     pub(crate) async fn new(connection: Connection, confirm_timeout: Duration) -> Result<Self> {
-        let barrier_subject = Subject::from(connection.client.new_inbox());
-        let barrier = connection
-            .client
-            .subscribe(barrier_subject.clone())
-            .await
-            .map_err(|e| NatsSinkError::Publish {
-                problem: format!("cannot subscribe the confirmation inbox: {e}"),
-                source: Some(Box::new(e)),
-            })?;
+        let (barrier_subject, barrier) = subscribe_barrier(&connection).await?;
         Ok(CorePublisher {
             connection,
             barrier,
@@ -75,13 +69,20 @@ impl CorePublisher {
         // The whole batch is unconfirmed until its round trip returns.
         metrics.in_flight(planned.len());
         loop {
+            let published = metrics.published();
             let started = Instant::now();
-            match self.attempt(&planned, metrics.published()).await {
+            match self.attempt(&planned, published).await {
                 Ok(()) => {
                     metrics.confirmed_after(started.elapsed());
                     break;
                 }
-                Err(failure) => retry.wait(failure, metrics.published()).await?,
+                Err(failure) => {
+                    retry.wait(failure, published).await?;
+                    if self.connection.reopen_if_lost(retry, published).await? {
+                        (self.barrier_subject, self.barrier) =
+                            subscribe_barrier(&self.connection).await?;
+                    }
+                }
             }
         }
         metrics.in_flight(0);
@@ -102,22 +103,24 @@ impl CorePublisher {
         planned: &[(usize, Planned)],
         published: u64,
     ) -> Result<(), Failure> {
-        let connects_before = self.connection.connects();
         let sending = async {
-            for (_, plan) in planned {
+            for (index, (_, plan)) in planned.iter().enumerate() {
                 match plan {
+                    // A lost connection stops the sending at once instead of filling a
+                    // client that will never send.
+                    _ if self.connection.lost_at(index) => return Err(lost()),
                     Planned::Send(m) | Planned::DeadLetter(m) => self.publish(m).await?,
                     Planned::Skip => {}
                 }
             }
-            Ok::<_, NatsSinkError>(())
+            Ok::<_, Failure>(())
         };
         // While disconnected the client's buffer fills and publishing waits.
         match tokio::time::timeout(self.confirm_timeout, sending).await {
             Err(_) => return Err(Failure::Transient(self.unconfirmed())),
             Ok(result) => result?,
         }
-        self.round_trip(connects_before).await?;
+        self.round_trip().await?;
         if let Some(text) = self.connection.server_error() {
             return Err(Failure::Permanent(NatsSinkError::Refused {
                 problem: format!(
@@ -136,7 +139,7 @@ impl CorePublisher {
         )
     }
 
-    async fn publish(&self, m: &Message) -> Result<()> {
+    async fn publish(&self, m: &Message) -> Result<(), Failure> {
         let client = &self.connection.client;
         let subject = m.subject.clone();
         let payload = m.payload.clone();
@@ -154,37 +157,37 @@ impl CorePublisher {
                     .await
             }
         };
-        sent.map_err(|e| publish_error(e, &m.subject))
+        sent.map_err(|e| publish_failure(e, &m.subject))
     }
 
     /// Sends a token to our own inbox and waits for it to come back through the server.
-    /// Fails (transiently) as soon as the client has reconnected since `connects_before`:
-    /// the token or messages before it may have been lost with the old connection.
-    async fn round_trip(&mut self, connects_before: u64) -> Result<(), Failure> {
+    /// Fails (transiently) as soon as the connection is lost: the token or messages
+    /// before it may have been lost with it.
+    async fn round_trip(&mut self) -> Result<(), Failure> {
         self.barrier_seq += 1;
         let token = Bytes::from(self.barrier_seq.to_string());
         self.connection
             .client
             .publish(self.barrier_subject.clone(), token.clone())
             .await
-            .map_err(|e| publish_error(e, &self.barrier_subject))?;
+            .map_err(|e| publish_failure(e, &self.barrier_subject))?;
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         loop {
-            if self.connection.connects() != connects_before {
-                return Err(Failure::Transient(
-                    "the connection dropped while a batch was in flight; sending the batch again"
-                        .into(),
-                ));
+            if self.connection.lost() {
+                return Err(lost());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Failure::Transient(self.unconfirmed()));
             }
-            // Short slices, so that a reconnect is noticed without waiting for the timeout.
-            let slice = deadline.min(tokio::time::Instant::now() + RECONNECT_POLL);
+            // Short slices, so that a lost connection is noticed without waiting for the
+            // timeout.
+            let slice = deadline.min(tokio::time::Instant::now() + LOSS_POLL);
             match tokio::time::timeout_at(slice, self.barrier.next()).await {
                 Ok(Some(message)) if message.payload == token => return Ok(()),
                 // A token of an earlier, interrupted round trip.
                 Ok(Some(_)) | Err(_) => {}
+                // The client ended: after a lost connection, that is expected.
+                Ok(None) if self.connection.lost() => return Err(lost()),
                 Ok(None) => {
                     return Err(Failure::Permanent(NatsSinkError::Publish {
                         problem: "the connection was closed before the server confirmed the batch"
@@ -201,17 +204,43 @@ impl CorePublisher {
     }
 }
 
-/// What a failed publish means for the user, from its kind (never its message text).
-fn publish_error(err: async_nats::PublishError, subject: &Subject) -> NatsSinkError {
+fn lost() -> Failure {
+    Failure::Transient(
+        "the connection to the server was lost while a batch was in flight; sending the batch again on a new connection".into(),
+    )
+}
+
+/// The subscription the round trips come back on, on the connection's client.
+async fn subscribe_barrier(connection: &Connection) -> Result<(Subject, Subscriber)> {
+    let subject = Subject::from(connection.client.new_inbox());
+    let barrier = connection
+        .client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|e| NatsSinkError::Publish {
+            problem: format!("cannot subscribe the confirmation inbox: {e}"),
+            source: Some(Box::new(e)),
+        })?;
+    Ok((subject, barrier))
+}
+
+/// What a failed core publish means, from its kind (never its message text). `Send`: the
+/// client stopped taking commands, which it does once its connection is lost (see
+/// `connection`), so it is worth a retry on a new connection.
+pub(crate) fn publish_failure(err: async_nats::PublishError, subject: &Subject) -> Failure {
     let problem = match err.kind() {
+        PublishErrorKind::Send => {
+            return Failure::Transient(
+                "the connection to the server was lost before a message was sent".into(),
+            );
+        }
         PublishErrorKind::MaxPayloadExceeded => format!(
             "a message to '{subject}' is over the server's max_payload (the server's limit changed during the statement?)"
         ),
         PublishErrorKind::InvalidSubject => format!("'{subject}' is not a valid subject"),
-        PublishErrorKind::Send => "the connection to the server is closed".to_string(),
     };
-    NatsSinkError::Publish {
+    Failure::Permanent(NatsSinkError::Publish {
         problem,
         source: Some(Box::new(err)),
-    }
+    })
 }

@@ -11,7 +11,8 @@
 //! (`${VAR}`), `subject` (rules and column reading), `subject_rules`
 //! (the subject space rows may publish to), `security` (auth and TLS), `json_form` (types and value checks),
 //! `encode` (batch -> messages), `outgoing` (row -> message, dead letter or skip),
-//! `connection` (connect, out-of-band events), `retry` (backoff), `core_publish` (core
+//! `connection` (connect, a lost connection, out-of-band events), `credentials` (what the
+//! client presents, once), `retry` (backoff), `core_publish` (core
 //! NATS with round-trip confirmation), `jetstream` (stream checks, pipelined acks,
 //! atomic batches), `metrics` and `sink` (DataFusion).
 
@@ -24,6 +25,7 @@ use datafusion::catalog::TableProvider;
 mod config;
 mod connection;
 mod core_publish;
+mod credentials;
 mod encode;
 mod error;
 mod factory;

@@ -1,5 +1,6 @@
-//! Who the sink is and how it checks the server: the auth and TLS options turned into
-//! async-nats `ConnectOptions`, and a refused handshake turned into what to fix.
+//! Who the sink is and how it checks the server: the auth options turned into checked
+//! [`Credentials`], the TLS options into async-nats `ConnectOptions`, and a refused
+//! handshake into what to fix.
 //!
 //! Files (credentials, seeds, certificates) are read here, when the sink connects, so an
 //! error names the option and the path, never the contents. What can be checked without
@@ -9,39 +10,35 @@
 
 use std::error::Error as StdError;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::rustls::{self, AlertDescription, CertificateError};
-use async_nats::{AuthError, ConnectError, ConnectErrorKind, ConnectOptions};
+use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::{KeyPair, KeyPairType};
 
 use crate::config::{Auth, ConnectionConfig, Secret, Seed, Tls};
+use crate::credentials::Credentials;
 use crate::error::{NatsSinkError, Result};
 use crate::options::{
     CREDENTIALS_FILE, JWT, NKEY_SEED, NKEY_SEED_FILE, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
 };
 
-/// `options` with the configured credentials and TLS settings, and a description of the
-/// identity for error messages (no secret in it: user names and public keys only).
-pub(crate) fn apply(
-    options: ConnectOptions,
-    config: &ConnectionConfig,
-) -> Result<(ConnectOptions, String)> {
-    let (options, who) = authenticate(options, &config.auth)?;
-    Ok((tls(options, &config.tls)?, who))
-}
-
-fn authenticate(options: ConnectOptions, auth: &Auth) -> Result<(ConnectOptions, String)> {
+/// The configured credentials, read and checked, and a description of the identity for
+/// error messages (no secret in it: user names and public keys only). async-nats gets
+/// them through a [`Gate`](crate::credentials::Gate).
+pub(crate) fn credentials(auth: &Auth) -> Result<(Credentials, String)> {
     Ok(match auth {
-        Auth::None => (options, "no credentials".into()),
+        Auth::None => (Credentials::None, "no credentials".into()),
         Auth::UserPassword { user, password } => (
-            options.user_and_password(user.clone(), password.0.clone()),
+            Credentials::UserPassword {
+                user: user.clone(),
+                password: password.clone(),
+            },
             format!("user '{user}' ('username'/'password')"),
         ),
-        Auth::Token(token) => (options.token(token.0.clone()), "the 'token'".into()),
+        Auth::Token(token) => (Credentials::Token(token.clone()), "the 'token'".into()),
         Auth::CredentialsFile(path) => {
             let contents = Secret(read(CREDENTIALS_FILE, path)?);
             let source = format!("'{CREDENTIALS_FILE}' ('{}')", path.display());
@@ -56,7 +53,10 @@ fn authenticate(options: ConnectOptions, auth: &Auth) -> Result<(ConnectOptions,
             let key_pair = user_key_pair(&Secret(seed.into()), CREDENTIALS_FILE)?;
             let who = check_jwt(jwt, Some(&key_pair), CREDENTIALS_FILE, &source)?;
             (
-                sign_with(options, jwt, key_pair),
+                Credentials::Jwt {
+                    jwt: Secret(jwt.trim().to_string()),
+                    key_pair,
+                },
                 format!("{who} from {source}"),
             )
         }
@@ -69,12 +69,15 @@ fn authenticate(options: ConnectOptions, auth: &Auth) -> Result<(ConnectOptions,
             match jwt {
                 None => {
                     let who = format!("nkey {} ('{option}')", key_pair.public_key());
-                    (options.nkey(seed.0.trim().to_string()), who)
+                    (Credentials::NKey(key_pair), who)
                 }
                 Some(jwt) => {
                     let who = check_jwt(&jwt.0, Some(&key_pair), JWT, &format!("'{JWT}'"))?;
                     (
-                        sign_with(options, &jwt.0, key_pair),
+                        Credentials::Jwt {
+                            jwt: Secret(jwt.0.trim().to_string()),
+                            key_pair,
+                        },
                         format!("{who} from '{JWT}'"),
                     )
                 }
@@ -83,16 +86,8 @@ fn authenticate(options: ConnectOptions, auth: &Auth) -> Result<(ConnectOptions,
     })
 }
 
-/// JWT authentication: the server's nonce is signed with the user's key.
-fn sign_with(options: ConnectOptions, jwt: &str, key_pair: KeyPair) -> ConnectOptions {
-    let key_pair = Arc::new(key_pair);
-    options.jwt(jwt.trim().to_string(), move |nonce| {
-        let key_pair = key_pair.clone();
-        async move { key_pair.sign(&nonce).map_err(AuthError::new) }
-    })
-}
-
-fn tls(mut options: ConnectOptions, tls: &Tls) -> Result<ConnectOptions> {
+/// `options` with the configured TLS settings.
+pub(crate) fn tls(mut options: ConnectOptions, tls: &Tls) -> Result<ConnectOptions> {
     if tls.required {
         options = options.require_tls(true);
     }

@@ -181,8 +181,7 @@ impl NatsSink {
         let metrics = &self.metrics;
         let connection_config = ConnectionConfig::from_options(&self.options)?;
         let mut retry = Retry::new(connection_config.retry_timeout, metrics.clone());
-        let connection = Connection::open(&connection_config, &mut retry, metrics).await?;
-        metrics.connected(true);
+        let connection = Connection::open(&connection_config, &mut retry, 0, metrics).await?;
         let (mut delivery, mut captures) =
             Delivery::start(connection, &self.config, &mut retry).await?;
         let mut encoder = self.encoder.clone();
@@ -237,7 +236,7 @@ impl Delivery {
     /// Sets up the mode on `connection`; JetStream also returns the stream's subject
     /// filters, against which each row's subject is checked.
     async fn start(
-        connection: Connection,
+        mut connection: Connection,
         config: &SinkConfig,
         retry: &mut Retry,
     ) -> crate::error::Result<(Self, Option<jetstream::Captures>)> {
@@ -253,7 +252,7 @@ impl Delivery {
             }
             Mode::JetStream(js_config) => js_config,
         };
-        let setup = jetstream::setup(&connection, js_config, config, retry).await?;
+        let setup = jetstream::setup(&mut connection, js_config, config, retry).await?;
         let expected = js_config.expected_stream.then(|| js_config.stream.clone());
         let messages = Messages::new(config, expected, setup.limit);
         let target = Target {
@@ -261,6 +260,7 @@ impl Delivery {
             js: setup.js,
             stream: js_config.stream.clone(),
             confirm_timeout: config.confirm_timeout,
+            max_in_flight: js_config.max_in_flight,
         };
         let delivery = match js_config.atomic_batch {
             Some(size) => Delivery::ExactlyOnce(Atomic::new(target, size, messages)),

@@ -100,3 +100,42 @@ pub fn assert_each_id_once(messages: &[jetstream::Message], rows: u64) {
         "stored exactly one message per row"
     );
 }
+
+/// A row stored after a later row of its subject: its subject and id, the id stored just
+/// before it on that subject, and its stream sequence.
+pub type Late = (String, u64, u64, u64);
+
+/// The rows of `messages` (in stream order, see [`read_all`]) stored after a later row
+/// of their subject, by the rows' `id` (a JSON payload field, increasing in the query).
+pub fn out_of_query_order(messages: &[jetstream::Message]) -> Vec<Late> {
+    let mut previous: BTreeMap<String, u64> = BTreeMap::new();
+    let mut late = Vec::new();
+    for m in messages {
+        let id = nats_testkit::payload_json(m)["id"].as_u64().expect("an id");
+        if let Some(before) = previous.insert(m.subject.to_string(), id)
+            && before > id
+        {
+            let sequence = m.info().expect("a stream message").stream_sequence;
+            late.push((m.subject.to_string(), id, before, sequence));
+        }
+    }
+    eprintln!(
+        "{} rows were stored after a later row of their subject",
+        late.len()
+    );
+    late
+}
+
+/// Asserts that on each subject the stream's order is the query's order: no row was
+/// stored after a later one, as a row the client still held would be if it were sent
+/// after reconnecting, ahead of the rows resent because the old connection lost them.
+pub fn assert_in_query_order(messages: &[jetstream::Message]) {
+    let late = out_of_query_order(messages);
+    assert!(
+        late.is_empty(),
+        "{} rows stored after a later row of their subject (subject, id, the id stored \
+         before it, stream sequence; first 10): {:?}",
+        late.len(),
+        &late[..late.len().min(10)]
+    );
+}

@@ -1,5 +1,6 @@
 //! The stream a publisher writes to ([`Target`]): waiting for one JetStream ack while
-//! watching the connection, and turning a failed ack into a [`Failure`].
+//! watching the connection, turning a failed ack into a [`Failure`], and connecting
+//! again after the connection was lost.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,11 +12,11 @@ use async_nats::jetstream::{Context, ErrorCode};
 use tokio::time::Instant;
 
 use crate::connection::Connection;
-use crate::error::NatsSinkError;
+use crate::error::{NatsSinkError, Result as SinkResult};
 use crate::jetstream::classify::{AckFailure, classify};
-use crate::retry::Failure;
+use crate::retry::{Failure, Retry};
 
-/// How often a wait for an ack checks whether the client reconnected or the server
+/// How often a wait for an ack checks whether the connection was lost or the server
 /// reported an error.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -54,29 +55,48 @@ pub(crate) struct Target {
     pub js: Context,
     pub stream: String,
     pub confirm_timeout: Duration,
+    /// Sizes the JetStream context, made again on a new connection.
+    pub max_in_flight: usize,
 }
 
 impl Target {
-    /// Waits for `ack`, sent while the client's connect count was `connects`, until
-    /// `deadline`. An ack failure, a reconnect (the ack can no longer come) and an error
-    /// the server reported asynchronously (a permissions violation) end the wait early.
-    /// `published` is the statement's confirmed row count, for a permanent error.
+    /// After a failure: if the connection was lost, connects again and makes the
+    /// JetStream context on the new client. Publishes sent on the old one and not yet
+    /// confirmed must then be sent again.
+    pub(crate) async fn reconnect_if_lost(
+        &mut self,
+        retry: &mut Retry,
+        published: u64,
+    ) -> SinkResult<()> {
+        if self.connection.reopen_if_lost(retry, published).await? {
+            self.js = super::context(
+                &self.connection.client,
+                self.confirm_timeout,
+                self.max_in_flight,
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits for `ack` until `deadline`. An ack failure, a lost connection (the ack can
+    /// no longer come) and an error the server reported asynchronously (a permissions
+    /// violation) end the wait early. `published` is the statement's confirmed row count,
+    /// for a permanent error.
     pub(crate) async fn wait(
         &self,
         ack: &mut AckFuture,
-        connects: u64,
         deadline: Instant,
         published: u64,
     ) -> Result<PublishAck, AckError> {
         loop {
-            // The ack first: one that arrived before a reconnect still counts.
+            // The ack first: one that arrived before the connection was lost still counts.
             let slice = deadline.min(Instant::now() + POLL);
             match tokio::time::timeout_at(slice, &mut *ack).await {
                 Ok(Ok(ack)) => return Ok(ack),
                 Ok(Err(e)) => return Err(self.failure(&e, published).await),
                 Err(_) => {}
             }
-            if self.connection.connects() != connects {
+            if self.connection.lost() {
                 return Err(AckError::Failed(Failure::Transient(
                     "the connection dropped while messages waited for their acks; sending again from the first unconfirmed row".into(),
                 )));
@@ -101,7 +121,7 @@ impl Target {
     /// The class of a failed ack; "no responders" is settled by asking whether the stream
     /// still exists (it did at the start).
     pub(crate) async fn failure(&self, err: &PublishError, published: u64) -> AckError {
-        AckError::Failed(match classify(err, &self.stream) {
+        AckError::Failed(match classify(err, &self.stream, self.connection.lost()) {
             AckFailure::Transient(reason) => Failure::Transient(reason),
             AckFailure::Permanent(problem) => refused(problem, published),
             AckFailure::AlreadyStored => return AckError::AlreadyStored,

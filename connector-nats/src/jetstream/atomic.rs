@@ -20,14 +20,14 @@ use std::hash::BuildHasher;
 use std::ops::Range;
 
 use async_nats::HeaderMap;
-use async_nats::connection::State;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::core_publish::publish_failure;
 use crate::encode::EncodedBatch;
-use crate::error::{NatsSinkError, Result};
+use crate::error::Result;
 use crate::jetstream::ack::{AckError, AckFuture, Target};
 use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
@@ -133,7 +133,9 @@ impl Atomic {
                     return Ok(());
                 }
                 Err(failure) => {
-                    retry.wait(failure, metrics.published()).await?;
+                    let published = metrics.published();
+                    retry.wait(failure, published).await?;
+                    self.target.reconnect_if_lost(retry, published).await?;
                 }
             }
         }
@@ -151,13 +153,12 @@ impl Atomic {
         };
         self.batches_sent += 1;
         let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
-        let connects = self.target.connection.connects();
-        // While disconnected the client's buffer fills and publishing waits: do not queue
-        // a batch then (it would be replayed, stale, after the reconnect), and bound the
-        // wait, so that retry_timeout is honoured.
-        if self.target.connection.client.connection_state() != State::Connected {
+        // A lost connection is replaced after the backoff (see `commit`); the check only
+        // saves queueing a batch on a client that will never send it.
+        if self.target.connection.lost() {
             return Err(Failure::Transient(
-                "not connected to the server; waiting before sending the batch again".into(),
+                "the connection to the server was lost; sending the batch again on a new one"
+                    .into(),
             ));
         }
         let client = &self.target.connection.client;
@@ -167,12 +168,7 @@ impl Atomic {
                 client
                     .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
                     .await
-                    .map_err(|e| {
-                        Failure::Permanent(NatsSinkError::Publish {
-                            problem: format!("cannot publish: {e}"),
-                            source: Some(Box::new(e)),
-                        })
-                    })?;
+                    .map_err(|e| publish_failure(e, &m.subject))?;
             }
             Ok::<_, Failure>(())
         };
@@ -191,11 +187,7 @@ impl Atomic {
             .await
             .map_err(|e| e.into_failure(published))?;
         let deadline = Instant::now() + self.target.confirm_timeout;
-        match self
-            .target
-            .wait(&mut ack, connects, deadline, published)
-            .await
-        {
+        match self.target.wait(&mut ack, deadline, published).await {
             Ok(ack) => {
                 debug!(batch = %batch_id, seq = ack.sequence, "nats_sink: atomic batch committed");
                 Ok(Committed::Atomic)
@@ -216,7 +208,6 @@ impl Atomic {
     /// Publishes each message with its own ack (its message id deduplicates it), pipelined;
     /// returns how many the stream already had.
     async fn one_by_one(&self, messages: &[Message], published: u64) -> Result<u64, Failure> {
-        let connects = self.target.connection.connects();
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
             let ack = self
@@ -230,7 +221,7 @@ impl Atomic {
         let mut duplicates = 0;
         for ack in &mut acks {
             let ack: PublishAck = target
-                .wait(ack, connects, deadline, published)
+                .wait(ack, deadline, published)
                 .await
                 .map_err(|e| e.into_failure(published))?;
             duplicates += u64::from(ack.duplicate);

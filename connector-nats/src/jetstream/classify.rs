@@ -3,7 +3,7 @@
 //!
 //! | class | cases |
 //! |---|---|
-//! | transient | ack timeout, broken pipe, disconnect, no responders while the stream exists (leader election), cluster unavailable or not leader (no quorum), storage or stream full with discard new, incomplete atomic batch |
+//! | transient | ack timeout, broken pipe, disconnect, a publish the client could not send because its connection was lost (its command channel closed), no responders while the stream exists (leader election), cluster unavailable or not leader (no quorum), storage or stream full with discard new, incomplete atomic batch |
 //! | already stored | an atomic batch with a message id the stream has (a replay of a committed batch) |
 //! | permanent | stream not found, expected stream mismatch, message over the stream's max_msg_size, atomic publish disabled or batch too large, anything else the server refuses |
 
@@ -31,8 +31,9 @@ pub(crate) fn api_error(err: &PublishError) -> Option<&jetstream::Error> {
     err.source()?.downcast_ref::<jetstream::Error>()
 }
 
-/// Classifies a failed `publish` or ack.
-pub(crate) fn classify(err: &PublishError, stream: &str) -> AckFailure {
+/// Classifies a failed `publish` or ack; `connection_lost` tells whether the client's
+/// connection is gone (see `Connection::lost`).
+pub(crate) fn classify(err: &PublishError, stream: &str, connection_lost: bool) -> AckFailure {
     match err.kind() {
         PublishErrorKind::TimedOut => {
             AckFailure::Transient("no ack from the stream within confirm_timeout".into())
@@ -51,6 +52,11 @@ pub(crate) fn classify(err: &PublishError, stream: &str) -> AckFailure {
         | PublishErrorKind::WrongLastSequence
         | PublishErrorKind::Other => match api_error(err) {
             Some(api) => classify_code(api, stream),
+            // A client whose connection is gone stops taking commands: async-nats reports
+            // the closed channel as `Other`, with no server error behind it.
+            None if connection_lost => AckFailure::Transient(
+                "the connection to the server was lost before the message was sent".into(),
+            ),
             None => AckFailure::Permanent(format!("the publish failed: {err}")),
         },
     }
@@ -89,5 +95,38 @@ fn classify_code(api: &jetstream::Error, stream: &str) -> AckFailure {
             "the server refuses atomic batches this large: {described}; lower 'atomic_batch_size'"
         )),
         _ => AckFailure::Permanent(format!("stream '{stream}' refused a message: {described}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_failure_is_transient_only_once_the_connection_is_lost() {
+        let closed = || PublishError::with_source(PublishErrorKind::Other, "channel closed");
+        assert!(matches!(
+            classify(&closed(), "S", true),
+            AckFailure::Transient(_)
+        ));
+        assert!(matches!(
+            classify(&closed(), "S", false),
+            AckFailure::Permanent(_)
+        ));
+        let broken = PublishError::new(PublishErrorKind::BrokenPipe);
+        assert!(matches!(
+            classify(&broken, "S", false),
+            AckFailure::Transient(_)
+        ));
+        // A refusal by the server stays what it is, connection or not.
+        let api: jetstream::Error = serde_json::from_str(
+            r#"{"code":404,"err_code":10059,"description":"stream not found"}"#,
+        )
+        .unwrap();
+        let refused = PublishError::with_source(PublishErrorKind::Other, api);
+        assert!(matches!(
+            classify(&refused, "S", true),
+            AckFailure::Permanent(_)
+        ));
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod window;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_nats::Client;
 use async_nats::jetstream::context::{AccountErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::{self, Context, ErrorCode};
 use tracing::{info, warn};
@@ -35,30 +36,55 @@ pub(crate) struct StreamSetup {
     pub limit: Limit,
 }
 
-/// Runs the start checks, retrying the transient failures (no quorum, timeouts).
+/// Runs the start checks, retrying the transient failures (no quorum, timeouts, a lost
+/// connection, which is replaced).
 pub(crate) async fn setup(
-    connection: &Connection,
+    connection: &mut Connection,
     config: &JetStreamConfig,
     sink: &SinkConfig,
     retry: &mut Retry,
 ) -> Result<StreamSetup> {
-    // Acks are awaited by the window with its own timeout; acks of abandoned publishes
-    // (after a failure) are left to async-nats's acker, which must not hold up new ones.
-    let js = jetstream::context::ContextBuilder::new()
-        .timeout(sink.confirm_timeout)
-        .ack_timeout(sink.confirm_timeout)
-        .max_ack_inflight(config.max_in_flight.saturating_mul(4).max(1024))
-        .backpressure_on_inflight(true)
-        .build(connection.client.clone());
+    let context_on = |connection: &Connection| {
+        context(
+            &connection.client,
+            sink.confirm_timeout,
+            config.max_in_flight,
+        )
+    };
+    let mut js = context_on(connection);
     loop {
         match check(connection, &js, config, sink).await {
             Ok(setup) => {
                 retry.succeeded();
                 return Ok(setup);
             }
-            Err(failure) => retry.wait(failure, 0).await?,
+            Err(failure) => {
+                // Without a connection any check fails; it is made again on a new one.
+                let failure = match failure {
+                    Failure::Permanent(_) if connection.lost() => Failure::Transient(
+                        "the connection to the server was lost during the start checks".into(),
+                    ),
+                    failure => failure,
+                };
+                retry.wait(failure, 0).await?;
+                if connection.reopen_if_lost(retry, 0).await? {
+                    js = context_on(connection);
+                }
+            }
         }
     }
+}
+
+/// The JetStream context the sink publishes through on `client`.
+pub(crate) fn context(client: &Client, confirm_timeout: Duration, max_in_flight: usize) -> Context {
+    // Acks are awaited by the window with its own timeout; acks of abandoned publishes
+    // (after a failure) are left to async-nats's acker, which must not hold up new ones.
+    jetstream::context::ContextBuilder::new()
+        .timeout(confirm_timeout)
+        .ack_timeout(confirm_timeout)
+        .max_ack_inflight(max_in_flight.saturating_mul(4).max(1024))
+        .backpressure_on_inflight(true)
+        .build(client.clone())
 }
 
 async fn check(

@@ -7,7 +7,10 @@
 //! failure is classified; a transient one is retried after a backoff by sending again
 //! from the first unconfirmed row, in the original order (messages after it that were
 //! stored already come back as duplicates when rows carry a message id; without one they
-//! may be stored twice: see the README). A permanent one fails the statement.
+//! may be stored twice: see the README). If the connection was lost, the resend goes
+//! through a fresh connection, and nothing the old client still held is ever sent (see
+//! `connection`), so the stream keeps the query's order on each subject. A permanent
+//! failure fails the statement.
 
 use std::collections::VecDeque;
 
@@ -19,7 +22,7 @@ use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::encode::EncodedBatch;
-use crate::error::{NatsSinkError, Result};
+use crate::error::Result;
 use crate::jetstream::ack::{AckFuture, Target};
 use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
@@ -43,7 +46,6 @@ struct InFlight {
     /// A failure seen by a non-blocking check: the future is done and must not be polled
     /// again.
     failed: Option<PublishError>,
-    connects: u64,
     deadline: Instant,
 }
 
@@ -102,7 +104,7 @@ impl Window {
 
     async fn pump(&mut self, drain: bool, retry: &mut Retry, metrics: &SinkMetrics) -> Result<()> {
         loop {
-            let step = match self.fill(metrics).await {
+            let step = match self.fill(metrics.published(), metrics).await {
                 Err(failure) => Err(failure),
                 Ok(()) if self.in_flight.is_empty() => return Ok(()),
                 // Nothing left to send: take the acks that are in, and leave the rest
@@ -116,7 +118,9 @@ impl Window {
             match step {
                 Ok(()) => retry.succeeded(),
                 Err(failure) => {
-                    retry.wait(failure, metrics.published()).await?;
+                    let published = metrics.published();
+                    retry.wait(failure, published).await?;
+                    self.target.reconnect_if_lost(retry, published).await?;
                     self.rewind();
                 }
             }
@@ -128,7 +132,7 @@ impl Window {
     }
 
     /// Publishes unsent rows while the window has room.
-    async fn fill(&mut self, metrics: &SinkMetrics) -> Result<(), Failure> {
+    async fn fill(&mut self, published: u64, metrics: &SinkMetrics) -> Result<(), Failure> {
         for index in 0..self.pending.len() {
             let seq = self.first_seq + index as u64;
             while self.in_flight.len() < self.max_in_flight {
@@ -147,9 +151,26 @@ impl Window {
                         continue;
                     }
                 };
-                // Read before sending: a reconnect during the send must count against it.
-                let connects = self.target.connection.connects();
-                let ack = publish(&self.target.js, message).await?;
+                // A lost connection stops the sending at once instead of filling a client
+                // that will never send.
+                if self.target.connection.lost_at(row) {
+                    return Err(Failure::Transient(
+                        "the connection to the server was lost; sending again from the first unconfirmed row".into(),
+                    ));
+                }
+                let ack = match publish(&self.target.js, message).await {
+                    Ok(ack) => ack,
+                    Err(e) if e.kind() == PublishErrorKind::TimedOut => {
+                        return Err(Failure::Transient(
+                            "the client could not send within confirm_timeout (disconnected?)"
+                                .into(),
+                        ));
+                    }
+                    Err(e) => {
+                        let failure = self.target.failure(&e, published).await;
+                        return Err(failure.into_failure(published));
+                    }
+                };
                 self.pending[index].next += 1;
                 self.in_flight.push_back(InFlight {
                     batch_seq: seq,
@@ -157,7 +178,6 @@ impl Window {
                     dead_letter,
                     ack,
                     failed: None,
-                    connects,
                     deadline: Instant::now() + self.target.confirm_timeout,
                 });
             }
@@ -198,7 +218,7 @@ impl Window {
             return Err(target.failure(&e, published).await.into_failure(published));
         }
         let ack = target
-            .wait(&mut front.ack, front.connects, front.deadline, published)
+            .wait(&mut front.ack, front.deadline, published)
             .await
             .map_err(|e| e.into_failure(published))?;
         self.confirm_front(&ack, metrics, Instant::now());
@@ -261,7 +281,7 @@ impl Window {
 }
 
 /// Publishes one message; the ack is awaited later, in order.
-async fn publish(js: &Context, m: Message) -> Result<AckFuture, Failure> {
+async fn publish(js: &Context, m: Message) -> Result<AckFuture, PublishError> {
     let sent = match m.headers {
         None => js.publish(m.subject, m.payload).await,
         Some(headers) => {
@@ -269,14 +289,5 @@ async fn publish(js: &Context, m: Message) -> Result<AckFuture, Failure> {
             js.send_publish(m.subject, publish).await
         }
     };
-    match sent {
-        Ok(ack) => Ok(ack.into_future()),
-        Err(e) if e.kind() == PublishErrorKind::TimedOut => Err(Failure::Transient(
-            "the client could not send within confirm_timeout (disconnected?)".into(),
-        )),
-        Err(e) => Err(Failure::Permanent(NatsSinkError::Publish {
-            problem: format!("cannot publish: {e}"),
-            source: Some(Box::new(e)),
-        })),
-    }
+    sent.map(|ack| ack.into_future())
 }
