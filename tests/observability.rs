@@ -80,8 +80,8 @@ impl Running {
         Samples(samples)
     }
 
-    /// Stops the run as Ctrl-C would, and returns its whole stdout once it exited 0.
-    fn interrupt(mut self) -> String {
+    /// Stops the run as Ctrl-C would; returns its whole stdout and stderr once it exited 0.
+    fn interrupt(mut self) -> (String, String) {
         let pid = self.child.id().to_string();
         let status = std::process::Command::new("kill")
             .args(["-INT", &pid])
@@ -89,10 +89,10 @@ impl Running {
             .unwrap();
         assert!(status.success());
         let status = self.child.wait().unwrap();
-        let stderr: Vec<_> = self.stderr.try_iter().collect();
+        let stderr: Vec<_> = self.stderr.iter().collect();
         assert!(status.success(), "{status}; stderr: {stderr:?}");
         self.stdout_seen.extend(self.stdout.iter());
-        self.stdout_seen.join("\n")
+        (self.stdout_seen.join("\n"), stderr.join("\n"))
     }
 }
 
@@ -209,7 +209,7 @@ async fn core_counters_during_and_after_a_run_match_what_a_subscriber_received()
     );
     assert!(a > 0.0 && b > a, "live rows did not grow: {a} then {b}");
 
-    let out = run.interrupt();
+    let (out, _) = run.interrupt();
     let live = inserted_rows(&out, "live");
     assert!(live as f64 >= b, "{live} < {b}");
     let got = live_sub
@@ -261,7 +261,7 @@ async fn jetstream_acks_duplicates_and_latency_match_the_stream() {
 
     // `--progress always` writes update lines even to a pipe, before the summary.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let out = run.interrupt();
+    let (out, _) = run.interrupt();
     let progress = out
         .lines()
         .find(|l| l.starts_with("INSERT INTO live:") && l.contains("rows confirmed"))
@@ -305,11 +305,61 @@ async fn retries_are_counted_by_class_and_progress_says_why() {
     let after = run.scrape();
     let retries = after.sum("retries_total", "late");
     assert!(retries >= 2.0, "{retries}");
-    // Each retry was a transient failure of the same class; nothing permanent.
+    // Each retry was a connection failure; nothing else failed.
+    let connection = "sink=\"late\",class=\"connection\"";
+    assert_eq!(after.labelled("retries_total", connection), retries);
+    assert_eq!(after.labelled("errors_total", connection), retries);
     assert_eq!(after.sum("errors_total", "late"), retries);
     assert!(summary.contains(&format!("{retries} retries")), "{summary}");
     assert_eq!(after.get("rows_published_total", "late"), 100.0);
     run.interrupt();
+}
+
+#[tokio::test]
+async fn a_lost_connection_shows_in_the_gauge_and_counts_one_reconnect_logged_once() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let run = Running::start(&["--log-level", "connector_nats=info"], &keep_alive(&url));
+    let publishing = wait_for(&run, |m| m.get("rows_published_total", "live") > 0.0);
+    assert_eq!(publishing.get("connected", "live"), 1.0);
+
+    server.kill();
+    let down = wait_for(&run, |m| m.get("connected", "live") == 0.0);
+    assert_eq!(down.get("reconnects_total", "live"), 0.0);
+    std::thread::sleep(Duration::from_millis(500));
+    server.restart();
+    let back = wait_for(&run, |m| m.get("connected", "live") == 1.0);
+    assert_eq!(back.get("reconnects_total", "live"), 1.0);
+    assert!(back.labelled("retries_total", "sink=\"live\",class=\"connection\"") >= 1.0);
+    let rows = back.get("rows_published_total", "live");
+    wait_for(&run, |m| m.get("rows_published_total", "live") > rows);
+
+    let (_, stderr) = run.interrupt();
+    // One line for the loss, however many messages were in flight.
+    let lost = stderr.matches("nats_sink: connecting again").count();
+    assert_eq!(lost, 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("nats_sink: connected").count(),
+        2,
+        "{stderr}"
+    );
+}
+
+/// Scrapes until `ready` holds (10 s at most) and returns that scrape.
+fn wait_for(run: &Running, ready: impl Fn(&Samples) -> bool) -> Samples {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let samples = run.scrape();
+        if ready(&samples) {
+            return samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never got there: {:?}",
+            samples.0
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -23,7 +23,7 @@ use crate::config::ConnectionConfig;
 use crate::credentials::Gate;
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::SinkMetrics;
-use crate::retry::{Failure, Retry};
+use crate::retry::{Class, Failure, Retry};
 use crate::security;
 
 /// A connected client, what the server told it out of band, and how to connect again.
@@ -173,17 +173,21 @@ impl Connection {
             .saturating_add(Duration::from_secs(1));
         let client = match tokio::time::timeout(overall, options.connect(addrs)).await {
             Err(_) => {
-                return Err(Failure::Transient(format!(
-                    "cannot connect to NATS at {servers_display}: {}",
-                    security::timed_out(config.connect_timeout)
-                )));
+                return Err(Failure::Transient(
+                    Class::Connection,
+                    format!(
+                        "cannot connect to NATS at {servers_display}: {}",
+                        security::timed_out(config.connect_timeout)
+                    ),
+                ));
             }
             Ok(Err(e)) => {
                 let (problem, transient) = security::explain(&e, config, &who);
                 return Err(if transient {
-                    Failure::Transient(format!(
-                        "cannot connect to NATS at {servers_display}: {problem}"
-                    ))
+                    Failure::Transient(
+                        Class::Connection,
+                        format!("cannot connect to NATS at {servers_display}: {problem}"),
+                    )
                 } else {
                     Failure::Permanent(connect_error(problem, Some(e)))
                 });

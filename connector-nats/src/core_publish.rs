@@ -25,7 +25,7 @@ use crate::encode::EncodedBatch;
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
-use crate::retry::{Failure, Retry};
+use crate::retry::{Class, Failure, Retry};
 
 /// How often a round trip checks whether the connection was lost.
 const LOSS_POLL: Duration = Duration::from_millis(100);
@@ -117,7 +117,7 @@ impl CorePublisher {
         };
         // While disconnected the client's buffer fills and publishing waits.
         match tokio::time::timeout(self.confirm_timeout, sending).await {
-            Err(_) => return Err(Failure::Transient(self.unconfirmed())),
+            Err(_) => return Err(Failure::Transient(Class::Timeout, self.unconfirmed())),
             Ok(result) => result?,
         }
         self.round_trip().await?;
@@ -177,7 +177,7 @@ impl CorePublisher {
                 return Err(lost());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Failure::Transient(self.unconfirmed()));
+                return Err(Failure::Transient(Class::Timeout, self.unconfirmed()));
             }
             // Short slices, so that a lost connection is noticed without waiting for the
             // timeout.
@@ -206,6 +206,7 @@ impl CorePublisher {
 
 fn lost() -> Failure {
     Failure::Transient(
+        Class::Connection,
         "the connection to the server was lost while a batch was in flight; sending the batch again on a new connection".into(),
     )
 }
@@ -231,6 +232,7 @@ pub(crate) fn publish_failure(err: async_nats::PublishError, subject: &Subject) 
     let problem = match err.kind() {
         PublishErrorKind::Send => {
             return Failure::Transient(
+                Class::Connection,
                 "the connection to the server was lost before a message was sent".into(),
             );
         }

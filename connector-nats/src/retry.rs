@@ -21,11 +21,44 @@ const INITIAL_DELAY: Duration = Duration::from_millis(100);
 /// The longest single wait; a server that is back is noticed within this time.
 const MAX_DELAY: Duration = Duration::from_secs(180);
 
+/// The kind of a transient failure: the `class` label of the `retries` and `errors`
+/// series, so an operator can tell an outage from a full stream without reading logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// The servers cannot be reached, or the connection was lost.
+    Connection,
+    /// No confirmation (ack, round trip, API answer) within `confirm_timeout`, or the
+    /// client could not send within it.
+    Timeout,
+    /// The JetStream cluster has no leader or quorum for the stream right now.
+    NoLeader,
+    /// The stream or the server's storage is full (discard new).
+    StorageFull,
+    /// Part of an atomic batch did not reach the server.
+    IncompleteBatch,
+    /// The client holds too many unacknowledged publishes.
+    Backpressure,
+}
+
+impl Class {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Class::Connection => "connection",
+            Class::Timeout => "timeout",
+            Class::NoLeader => "no_leader",
+            Class::StorageFull => "storage_full",
+            Class::IncompleteBatch => "incomplete_batch",
+            Class::Backpressure => "backpressure",
+        }
+    }
+}
+
 /// What a failure means for the statement.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// Worth retrying: the reason is logged while retrying and reported if retrying stops.
-    Transient(String),
+    /// Worth retrying: its class, and the reason, logged while retrying and reported if
+    /// retrying stops.
+    Transient(Class, String),
     /// Retrying cannot help: the statement fails with this error.
     Permanent(NatsSinkError),
 }
@@ -85,9 +118,9 @@ impl Retry {
         failure: Failure,
         published: u64,
     ) -> Result<(), NatsSinkError> {
-        let reason = match failure {
+        let (class, reason) = match failure {
             Failure::Permanent(err) => return Err(err),
-            Failure::Transient(reason) => reason,
+            Failure::Transient(class, reason) => (class, reason),
         };
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
@@ -105,7 +138,7 @@ impl Retry {
         }
         self.attempts += 1;
         self.total += 1;
-        self.metrics.retrying("transient", &reason);
+        self.metrics.retrying(class.label(), &reason);
         warn!(
             attempt = self.attempts,
             retry_in = ?delay,
@@ -154,7 +187,7 @@ mod tests {
             Some(Duration::from_secs(1)),
             SinkMetrics::new("retry_unit_test"),
         );
-        let transient = || Failure::Transient("the server is down".into());
+        let transient = || Failure::Transient(Class::Connection, "the server is down".into());
         let started = Instant::now();
         while retry.wait(transient(), 7).await.is_ok() {}
         // The last wait is cut short at the timeout rather than overshooting it.

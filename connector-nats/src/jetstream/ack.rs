@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::connection::Connection;
 use crate::error::{NatsSinkError, Result as SinkResult};
 use crate::jetstream::classify::{AckFailure, classify};
-use crate::retry::{Failure, Retry};
+use crate::retry::{Class, Failure, Retry};
 
 /// How often a wait for an ack checks whether the connection was lost or the server
 /// reported an error.
@@ -98,6 +98,7 @@ impl Target {
             }
             if self.connection.lost() {
                 return Err(AckError::Failed(Failure::Transient(
+                    Class::Connection,
                     "the connection dropped while messages waited for their acks; sending again from the first unconfirmed row".into(),
                 )));
             }
@@ -110,10 +111,13 @@ impl Target {
                 )));
             }
             if Instant::now() >= deadline {
-                return Err(AckError::Failed(Failure::Transient(format!(
-                    "no ack from stream '{}' within {:?} (confirm_timeout)",
-                    self.stream, self.confirm_timeout
-                ))));
+                return Err(AckError::Failed(Failure::Transient(
+                    Class::Timeout,
+                    format!(
+                        "no ack from stream '{}' within {:?} (confirm_timeout)",
+                        self.stream, self.confirm_timeout
+                    ),
+                )));
             }
         }
     }
@@ -122,21 +126,27 @@ impl Target {
     /// still exists (it did at the start).
     pub(crate) async fn failure(&self, err: &PublishError, published: u64) -> AckError {
         AckError::Failed(match classify(err, &self.stream, self.connection.lost()) {
-            AckFailure::Transient(reason) => Failure::Transient(reason),
+            AckFailure::Transient(class, reason) => Failure::Transient(class, reason),
             AckFailure::Permanent(problem) => refused(problem, published),
             AckFailure::AlreadyStored => return AckError::AlreadyStored,
             AckFailure::NoResponders => {
                 match tokio::time::timeout(STATE_CHECK_TIMEOUT, self.js.get_stream(&self.stream))
                     .await
                 {
-                    Err(_) => Failure::Transient(format!(
-                        "stream '{}' did not answer, and neither did the JetStream API within {STATE_CHECK_TIMEOUT:?} (a leader election?)",
-                        self.stream
-                    )),
-                    Ok(Ok(_)) => Failure::Transient(format!(
-                        "stream '{}' did not answer (no responders: a leader election?)",
-                        self.stream
-                    )),
+                    Err(_) => Failure::Transient(
+                        Class::NoLeader,
+                        format!(
+                            "stream '{}' did not answer, and neither did the JetStream API within {STATE_CHECK_TIMEOUT:?} (a leader election?)",
+                            self.stream
+                        ),
+                    ),
+                    Ok(Ok(_)) => Failure::Transient(
+                        Class::NoLeader,
+                        format!(
+                            "stream '{}' did not answer (no responders: a leader election?)",
+                            self.stream
+                        ),
+                    ),
                     Ok(Err(e)) => match e.kind() {
                         GetStreamErrorKind::JetStream(api)
                             if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
@@ -149,10 +159,13 @@ impl Target {
                                 published,
                             )
                         }
-                        _ => Failure::Transient(format!(
-                            "stream '{}' did not answer and its state cannot be read: {e}",
-                            self.stream
-                        )),
+                        _ => Failure::Transient(
+                            Class::NoLeader,
+                            format!(
+                                "stream '{}' did not answer and its state cannot be read: {e}",
+                                self.stream
+                            ),
+                        ),
                     },
                 }
             }

@@ -31,7 +31,7 @@ use crate::error::Result;
 use crate::jetstream::ack::{AckError, AckFuture, Target};
 use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
-use crate::retry::{Failure, Retry};
+use crate::retry::{Class, Failure, Retry};
 
 /// The exactly-once publisher of one statement.
 pub(crate) struct Atomic {
@@ -157,6 +157,7 @@ impl Atomic {
         // saves queueing a batch on a client that will never send it.
         if self.target.connection.lost() {
             return Err(Failure::Transient(
+                Class::Connection,
                 "the connection to the server was lost; sending the batch again on a new one"
                     .into(),
             ));
@@ -175,10 +176,13 @@ impl Atomic {
         match tokio::time::timeout(self.target.confirm_timeout, sending).await {
             Ok(sent) => sent?,
             Err(_) => {
-                return Err(Failure::Transient(format!(
-                    "the client could not send the batch within {:?} (confirm_timeout; disconnected?)",
-                    self.target.confirm_timeout
-                )));
+                return Err(Failure::Transient(
+                    Class::Timeout,
+                    format!(
+                        "the client could not send the batch within {:?} (confirm_timeout; disconnected?)",
+                        self.target.confirm_timeout
+                    ),
+                ));
             }
         }
         let headers = batch_headers(last, &batch_id, messages.len(), true);

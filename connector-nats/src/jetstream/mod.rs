@@ -24,7 +24,7 @@ use crate::connection::Connection;
 use crate::encode::EncodedBatch;
 use crate::error::{NatsSinkError, Result};
 use crate::outgoing::Limit;
-use crate::retry::{Failure, Retry};
+use crate::retry::{Class, Failure, Retry};
 
 /// The oldest nats-server with atomic batch publish.
 const ATOMIC_SINCE: (u64, u64) = (2, 12);
@@ -62,6 +62,7 @@ pub(crate) async fn setup(
                 // Without a connection any check fails; it is made again on a new one.
                 let failure = match failure {
                     Failure::Permanent(_) if connection.lost() => Failure::Transient(
+                        Class::Connection,
                         "the connection to the server was lost during the start checks".into(),
                     ),
                     failure => failure,
@@ -107,9 +108,9 @@ async fn check(
                 AccountErrorKind::JetStreamUnavailable => fail(
                     "JetStream is not enabled on the server (or for this account): start nats-server with -js (or a jetstream {} block), or drop 'stream' to publish to core NATS".into(),
                 ),
-                AccountErrorKind::TimedOut => Failure::Transient("the JetStream API did not answer".into()),
+                AccountErrorKind::TimedOut => Failure::Transient(Class::Timeout, "the JetStream API did not answer".into()),
                 AccountErrorKind::JetStream(api) if api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE => {
-                    Failure::Transient(format!("JetStream is not available yet: {api}"))
+                    Failure::Transient(Class::NoLeader, format!("JetStream is not available yet: {api}"))
                 }
                 _ => fail(format!("cannot use JetStream: {e}")),
             });
@@ -132,11 +133,15 @@ async fn check(
                         ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER
                     ) =>
                 {
-                    Failure::Transient(format!("the stream has no leader yet: {api}"))
+                    Failure::Transient(
+                        Class::NoLeader,
+                        format!("the stream has no leader yet: {api}"),
+                    )
                 }
-                GetStreamErrorKind::Request => {
-                    Failure::Transient(format!("cannot read the stream's configuration: {e}"))
-                }
+                GetStreamErrorKind::Request => Failure::Transient(
+                    Class::Timeout,
+                    format!("cannot read the stream's configuration: {e}"),
+                ),
                 _ => fail(format!("cannot read the stream's configuration: {e}")),
             });
         }

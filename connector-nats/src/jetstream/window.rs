@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::jetstream::ack::{AckFuture, Target};
 use crate::metrics::SinkMetrics;
 use crate::outgoing::{Message, Messages, Planned};
-use crate::retry::{Failure, Retry};
+use crate::retry::{Class, Failure, Retry};
 
 /// A batch whose rows are not all confirmed yet.
 struct Pending {
@@ -155,6 +155,7 @@ impl Window {
                 // that will never send.
                 if self.target.connection.lost_at(row) {
                     return Err(Failure::Transient(
+                        Class::Connection,
                         "the connection to the server was lost; sending again from the first unconfirmed row".into(),
                     ));
                 }
@@ -162,6 +163,7 @@ impl Window {
                     Ok(ack) => ack,
                     Err(e) if e.kind() == PublishErrorKind::TimedOut => {
                         return Err(Failure::Transient(
+                            Class::Timeout,
                             "the client could not send within confirm_timeout (disconnected?)"
                                 .into(),
                         ));
