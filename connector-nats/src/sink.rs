@@ -177,22 +177,17 @@ fn error_class(err: &DataFusionError) -> &'static str {
 
 impl NatsSink {
     /// Publishes every row of `data`; returns the number confirmed.
-    async fn publish_all(&self, mut data: SendableRecordBatchStream) -> Result<u64> {
+    async fn publish_all(&self, data: SendableRecordBatchStream) -> Result<u64> {
         let metrics = &self.metrics;
         let connection_config = ConnectionConfig::from_options(&self.options)?;
         let mut retry = Retry::new(connection_config.retry_timeout, metrics.clone());
         let connection = Connection::open(&connection_config, &mut retry, 0, metrics).await?;
         let (mut delivery, mut captures) =
             Delivery::start(connection, &self.config, &mut retry).await?;
-        let mut encoder = self.encoder.clone();
+        let mut encoded_batches = encode_ahead(data, self.encoder.clone(), metrics.clone());
         let mut rows_before = 0u64;
-        while let Some(batch) = data.next().await {
-            let batch = batch?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            metrics.batch_received();
-            let mut encoded = encoder.encode(&batch, rows_before)?;
+        while let Some(encoded) = encoded_batches.next().await {
+            let mut encoded = encoded?;
             if let Some(captures) = captures.as_mut() {
                 captures.check(&mut encoded);
             }
@@ -222,6 +217,73 @@ impl NatsSink {
             "nats_sink: all rows published and confirmed"
         );
         Ok(metrics.published())
+    }
+}
+
+/// The query's batches, encoded ahead of delivery: a task pulls each batch from the
+/// query and encodes it on a blocking thread while the previous one is published, so
+/// the encoding runs on another core (the measurements are in `benches/README.md`). At
+/// most one encoded batch waits, so memory stays bounded; a failure ends the stream after
+/// the batches before it. The task stops when the stream is dropped.
+fn encode_ahead(
+    mut data: SendableRecordBatchStream,
+    mut encoder: RowEncoder,
+    metrics: SinkMetrics,
+) -> EncodedBatches {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let mut rows_before = 0u64;
+        while let Some(batch) = data.next().await {
+            let batch = match batch {
+                Ok(batch) if batch.num_rows() == 0 => continue,
+                Ok(batch) => batch,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    break;
+                }
+            };
+            metrics.batch_received();
+            let first = rows_before;
+            rows_before += batch.num_rows() as u64;
+            let encoding = tokio::task::spawn_blocking(move || {
+                let encoded = encoder.encode(&batch, first);
+                (encoder, encoded)
+            });
+            let encoded = match encoding.await {
+                Ok((back, encoded)) => {
+                    encoder = back;
+                    encoded.map_err(DataFusionError::from)
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
+                    break;
+                }
+            };
+            let failed = encoded.is_err();
+            if tx.send(encoded).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    EncodedBatches { rx, task }
+}
+
+/// What [`encode_ahead`] returns: the encoded batches in query order.
+struct EncodedBatches {
+    rx: tokio::sync::mpsc::Receiver<Result<EncodedBatch>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EncodedBatches {
+    async fn next(&mut self) -> Option<Result<EncodedBatch>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for EncodedBatches {
+    /// The statement failed or was cancelled: stop pulling from the query.
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
