@@ -21,7 +21,7 @@ use crate::config::{SinkConfig, SubjectSpec};
 use crate::error::{NatsSinkError, Result};
 use crate::json_form;
 use crate::options::{MSG_ID_FIELD, Options, REPLY_TO_FIELD, SUBJECT_FIELD};
-use crate::subject;
+use crate::subject::{self, ColumnSubjects};
 use crate::subject_rules::SubjectRules;
 
 /// Where each row's subject comes from, resolved against the schema.
@@ -55,7 +55,7 @@ pub struct EncodedBatch {
     /// End offset of each row's payload in `payloads`; row `i` starts at `ends[i-1]`.
     ends: Vec<usize>,
     subjects: Subjects,
-    reply_to: Option<Vec<Option<Subject>>>,
+    reply_to: Option<ColumnSubjects>,
     /// Each row's message id, as text.
     msg_ids: Option<StringArray>,
     /// Rows that cannot be delivered, by row index.
@@ -73,7 +73,7 @@ pub struct Rejection {
 #[derive(Debug)]
 enum Subjects {
     Fixed(Subject),
-    PerRow(Vec<Option<Subject>>),
+    PerRow(ColumnSubjects),
 }
 
 impl RowEncoder {
@@ -165,21 +165,21 @@ impl RowEncoder {
         let subjects = match &self.subject {
             SubjectSource::Fixed(s) => Subjects::Fixed(s.clone()),
             SubjectSource::Column { index, name } => {
-                let read = subject::read_column(
+                let mut read = subject::read_column(
                     name,
                     batch.column(*index),
                     false,
                     Some(&self.subject_rules),
                 );
-                reject_problems(read.problems, true);
-                Subjects::PerRow(read.subjects)
+                reject_problems(std::mem::take(&mut read.problems), true);
+                Subjects::PerRow(read)
             }
         };
         let reply_to = self.reply_to.as_ref().map(|(index, name)| {
-            let read =
+            let mut read =
                 subject::read_column(name, batch.column(*index), true, Some(&self.reply_rules));
-            reject_problems(read.problems, false);
-            read.subjects
+            reject_problems(std::mem::take(&mut read.problems), false);
+            read
         });
         let msg_ids = match &self.msg_id {
             Some((index, name)) => {
@@ -351,7 +351,7 @@ impl EncodedBatch {
     pub fn subject(&self, i: usize) -> Option<&Subject> {
         match &self.subjects {
             Subjects::Fixed(s) => Some(s),
-            Subjects::PerRow(v) => v[i].as_ref(),
+            Subjects::PerRow(rows) => rows.get(i),
         }
     }
 
@@ -386,7 +386,7 @@ impl EncodedBatch {
 
     /// Row `i`'s reply subject, if it has one.
     pub fn reply_to(&self, i: usize) -> Option<&Subject> {
-        self.reply_to.as_ref().and_then(|r| r[i].as_ref())
+        self.reply_to.as_ref().and_then(|r| r.get(i))
     }
 
     /// Total payload bytes of the batch.

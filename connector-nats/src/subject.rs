@@ -68,12 +68,42 @@ pub struct RowProblem {
     pub value: Option<String>,
 }
 
-/// Every row's subject from a column; rows with a problem have `None` and are listed in
+/// Every row's subject from a column; rows with a problem have none and are listed in
 /// `problems`, in row order.
+///
+/// Each distinct subject is kept once and rows refer to it by index: a `Subject` per row
+/// would cost an atomic reference count per row to make and another to drop.
 #[derive(Debug, Default)]
 pub struct ColumnSubjects {
-    pub subjects: Vec<Option<Subject>>,
+    distinct: Vec<Subject>,
+    /// Per row, an index into `distinct`, or [`NO_SUBJECT`].
+    rows: Vec<u32>,
     pub problems: Vec<RowProblem>,
+}
+
+const NO_SUBJECT: u32 = u32::MAX;
+
+impl ColumnSubjects {
+    /// Row `i`'s subject; `None` for a row with a problem (or a null, when allowed).
+    pub fn get(&self, i: usize) -> Option<&Subject> {
+        self.distinct.get(self.rows[i] as usize)
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds `subject` as a new distinct value; returns its index.
+    fn add(&mut self, subject: Subject) -> u32 {
+        self.distinct.push(subject);
+        (self.distinct.len() - 1) as u32
+    }
 }
 
 /// Reads every row's subject from `column`. With `nullable`, a null gives `None` (used for
@@ -100,14 +130,17 @@ pub fn read_column(
             // Resolve each dictionary value at most once; a bad value is a problem only for
             // the rows that use it.
             let (keys, values_array) = dictionary_parts(column, key);
-            let values: Vec<Option<Result<Subject, String>>> = (0..values_array.len())
-                .map(|i| string_at(&values_array, i).map(|v| reader.make_subject(v)))
+            let values: Vec<Option<Result<u32, String>>> = (0..values_array.len())
+                .map(|i| {
+                    string_at(&values_array, i)
+                        .map(|v| reader.make_subject(v).map(|s| reader.out.add(s)))
+                })
                 .collect();
             for (index, key) in keys.iter().enumerate() {
                 match key.and_then(|k| values[k].as_ref().map(|v| (k, v))) {
-                    Some((_, Ok(subject))) => reader.out.subjects.push(Some(subject.clone())),
+                    Some((_, Ok(subject))) => reader.out.rows.push(*subject),
                     Some((k, Err(problem))) => {
-                        reader.out.subjects.push(None);
+                        reader.out.rows.push(NO_SUBJECT);
                         reader.out.problems.push(RowProblem {
                             index,
                             problem: problem.clone(),
@@ -131,35 +164,37 @@ struct SubjectReader<'a> {
     name: &'a str,
     nullable: bool,
     rules: Option<&'a SubjectRules>,
-    cache: HashMap<&'a str, Subject, foldhash::fast::RandomState>,
+    /// Index in `out.distinct` of each value seen.
+    cache: HashMap<&'a str, u32, foldhash::fast::RandomState>,
     out: ColumnSubjects,
 }
 
 impl<'a> SubjectReader<'a> {
     fn read(&mut self, values: impl Iterator<Item = Option<&'a str>>) {
-        self.out.subjects.reserve(values.size_hint().0);
+        self.out.rows.reserve(values.size_hint().0);
         // Consecutive rows often share a subject; skip the hash lookup for them.
-        let mut last: Option<(&str, Subject)> = None;
+        let mut last: Option<(&str, u32)> = None;
         for (index, value) in values.enumerate() {
             let Some(value) = value else {
                 self.null(index);
                 continue;
             };
-            if let Some((text, subject)) = &last
-                && *text == value
+            if let Some((text, subject)) = last
+                && text == value
             {
-                self.out.subjects.push(Some(subject.clone()));
+                self.out.rows.push(subject);
                 continue;
             }
             let subject = match self.cache.get(value) {
-                Some(subject) => subject.clone(),
+                Some(subject) => *subject,
                 None => match self.make_subject(value) {
                     Ok(subject) => {
-                        self.cache.insert(value, subject.clone());
+                        let subject = self.out.add(subject);
+                        self.cache.insert(value, subject);
                         subject
                     }
                     Err(problem) => {
-                        self.out.subjects.push(None);
+                        self.out.rows.push(NO_SUBJECT);
                         self.out.problems.push(RowProblem {
                             index,
                             problem,
@@ -169,14 +204,14 @@ impl<'a> SubjectReader<'a> {
                     }
                 },
             };
-            last = Some((value, subject.clone()));
-            self.out.subjects.push(Some(subject));
+            last = Some((value, subject));
+            self.out.rows.push(subject);
         }
     }
 
     /// A null: no subject, and a problem unless nulls are allowed.
     fn null(&mut self, index: usize) {
-        self.out.subjects.push(None);
+        self.out.rows.push(NO_SUBJECT);
         if !self.nullable {
             self.out.problems.push(RowProblem {
                 index,
@@ -278,10 +313,9 @@ mod tests {
         );
     }
 
-    fn texts(subjects: Vec<Option<Subject>>) -> Vec<Option<String>> {
-        subjects
-            .into_iter()
-            .map(|s| s.map(|s| s.to_string()))
+    fn texts(subjects: ColumnSubjects) -> Vec<Option<String>> {
+        (0..subjects.len())
+            .map(|i| subjects.get(i).map(|s| s.to_string()))
             .collect()
     }
 
@@ -302,10 +336,7 @@ mod tests {
         ];
         for column in columns {
             assert!(is_string_type(column.data_type()));
-            assert_eq!(
-                texts(read_column("s", &column, false, None).subjects),
-                expected
-            );
+            assert_eq!(texts(read_column("s", &column, false, None)), expected);
         }
     }
 
@@ -318,7 +349,7 @@ mod tests {
         assert!(read.problems[0].problem.contains("column 'subj' is null"));
         let nullable = read_column("r", &column, true, None);
         assert!(nullable.problems.is_empty());
-        assert_eq!(texts(nullable.subjects), vec![Some("a".into()), None]);
+        assert_eq!(texts(nullable), vec![Some("a".into()), None]);
     }
 
     #[test]
@@ -335,7 +366,7 @@ mod tests {
         );
         assert_eq!(problem.value.as_deref(), Some("bad subject"));
         assert_eq!(
-            texts(read.subjects),
+            texts(read),
             vec![Some("ok".into()), None, Some("ok".into()), None]
         );
     }
@@ -361,7 +392,7 @@ mod tests {
         let column: ArrayRef = Arc::new(dict.slice(0, 1));
         let read = read_column("s", &column, false, None);
         assert!(read.problems.is_empty());
-        assert_eq!(texts(read.subjects), vec![Some("ok".into())]);
+        assert_eq!(texts(read), vec![Some("ok".into())]);
     }
 
     #[test]
