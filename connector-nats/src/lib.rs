@@ -14,7 +14,8 @@
 //! `connection` (connect, a lost connection, out-of-band events), `credentials` (what the
 //! client presents, once), `retry` (backoff), `core_publish` (core
 //! NATS with round-trip confirmation), `jetstream` (stream checks, pipelined acks,
-//! atomic batches), `metrics` and `sink` (DataFusion).
+//! atomic batches), `metrics` (per execution, DataFusion), `telemetry` (Prometheus
+//! series per sink) and `sink` (DataFusion).
 
 use std::collections::HashMap;
 use std::sync::Arc;
