@@ -17,18 +17,25 @@ use nats_testkit::NatsServer;
 use streamsql::Engine;
 use tokio::sync::Mutex;
 
-const ROWS: u64 = 200_000;
+/// Rows per iteration when benchmarking; `cargo test` runs each bench once with fewer.
+const ROWS: u64 = 1_000_000;
+const TEST_MODE_ROWS: u64 = 10_000;
+
+fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
 
 /// About 200 bytes of JSON per row; 100 distinct subjects.
-fn query() -> String {
+fn query(rows: u64) -> String {
     common::orders_query(
         "orders",
-        "placed through the web shop, standard delivery",
-        ROWS,
+        "placed through the web shop, standard delivery, gift wrapped at the warehouse",
+        rows,
     )
 }
 
 fn bench_core_publish(c: &mut Criterion) {
+    let rows = if bench_mode() { ROWS } else { TEST_MODE_ROWS };
     // FACTS.md: a current-thread runtime publishes fastest on 2 cores.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -38,12 +45,12 @@ fn bench_core_publish(c: &mut Criterion) {
     let url = server.url();
 
     let mut engine = Engine::new();
-    let messages = runtime.block_on(common::prebuilt_messages(&mut engine, &query()));
-    assert_eq!(messages.len() as u64, ROWS);
+    let messages = runtime.block_on(common::prebuilt_messages(&mut engine, &query(rows)));
+    assert_eq!(messages.len() as u64, rows);
     let total_bytes: usize = messages.iter().map(|(_, p)| p.len()).sum();
     println!(
-        "{ROWS} rows, {} bytes of JSON per row on average",
-        total_bytes as u64 / ROWS
+        "{rows} rows, {} bytes of JSON per row on average",
+        total_bytes as u64 / rows
     );
     runtime
         .block_on(engine.execute(&format!(
@@ -56,8 +63,8 @@ fn bench_core_publish(c: &mut Criterion) {
     let client = runtime.block_on(nats_testkit::connect(&url));
     let messages = Arc::new(messages);
 
-    let mut group = c.benchmark_group(format!("core_publish_{ROWS}_rows"));
-    group.throughput(Throughput::Elements(ROWS));
+    let mut group = c.benchmark_group(format!("core_publish_{rows}_rows"));
+    group.throughput(Throughput::Elements(rows));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
     group.bench_function("baseline_raw_async_nats", |b| {
@@ -78,7 +85,7 @@ fn bench_core_publish(c: &mut Criterion) {
             }
         })
     });
-    let insert = format!("INSERT INTO bench_sink {}", query());
+    let insert = format!("INSERT INTO bench_sink {}", query(rows));
     group.bench_function("engine_insert_select", |b| {
         b.to_async(&runtime).iter_custom(|iters| {
             let (engine, insert) = (engine.clone(), insert.clone());
@@ -96,7 +103,7 @@ fn bench_core_publish(c: &mut Criterion) {
 
     // Back-to-back pairs: this machine's speed drifts over minutes, so the ratio of each
     // pair is the figure to report.
-    if std::env::args().any(|a| a == "--bench") {
+    if bench_mode() {
         let mut ratios = Vec::new();
         for _ in 0..PAIRS {
             let raw = runtime.block_on(async {
@@ -119,8 +126,8 @@ fn bench_core_publish(c: &mut Criterion) {
             ratios.push(raw.as_secs_f64() / engine_time.as_secs_f64());
             println!(
                 "pair: raw {:.0} msg/s, engine {:.0} rows/s, ratio {:.2}",
-                ROWS as f64 / raw.as_secs_f64(),
-                ROWS as f64 / engine_time.as_secs_f64(),
+                rows as f64 / raw.as_secs_f64(),
+                rows as f64 / engine_time.as_secs_f64(),
                 ratios.last().unwrap()
             );
         }
