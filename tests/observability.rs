@@ -260,12 +260,8 @@ async fn jetstream_acks_duplicates_and_latency_match_the_stream() {
     assert_eq!(m.get("in_flight_messages", "js"), 0.0);
 
     // `--progress always` writes update lines even to a pipe, before the summary.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (out, _) = run.interrupt();
-    let progress = out
-        .lines()
-        .find(|l| l.starts_with("INSERT INTO live:") && l.contains("rows confirmed"))
-        .unwrap_or_else(|| panic!("no progress line: {out}"));
+    let progress = run.wait_for_line("INSERT INTO live:", Duration::from_secs(15));
+    run.interrupt();
     assert!(
         progress.contains("rows/s") && progress.contains("in flight"),
         "{progress}"
@@ -305,11 +301,10 @@ async fn retries_are_counted_by_class_and_progress_says_why() {
     let after = run.scrape();
     let retries = after.sum("retries_total", "late");
     assert!(retries >= 2.0, "{retries}");
-    // Each retry was a connection failure; nothing else failed.
+    // Each retry was a connection failure, and the statement did not fail.
     let connection = "sink=\"late\",class=\"connection\"";
     assert_eq!(after.labelled("retries_total", connection), retries);
-    assert_eq!(after.labelled("errors_total", connection), retries);
-    assert_eq!(after.sum("errors_total", "late"), retries);
+    assert_eq!(after.sum("errors_total", "late"), 0.0);
     assert!(summary.contains(&format!("{retries} retries")), "{summary}");
     assert_eq!(after.get("rows_published_total", "late"), 100.0);
     run.interrupt();
@@ -328,7 +323,10 @@ async fn a_lost_connection_shows_in_the_gauge_and_counts_one_reconnect_logged_on
     assert_eq!(down.get("reconnects_total", "live"), 0.0);
     std::thread::sleep(Duration::from_millis(500));
     server.restart();
-    let back = wait_for(&run, |m| m.get("connected", "live") == 1.0);
+    // Both are set just after the new connection is made, not atomically together.
+    let back = wait_for(&run, |m| {
+        m.get("connected", "live") == 1.0 && m.get("reconnects_total", "live") >= 1.0
+    });
     assert_eq!(back.get("reconnects_total", "live"), 1.0);
     assert!(back.labelled("retries_total", "sink=\"live\",class=\"connection\"") >= 1.0);
     let rows = back.get("rows_published_total", "live");

@@ -38,7 +38,9 @@ pub(crate) struct Connection {
 impl Connection {
     /// Connects, retrying while the servers cannot be reached. `published` is the count
     /// of confirmed rows, for a `retry_timeout` error; the connection's state and
-    /// reconnects go to `metrics`.
+    /// reconnects go to `metrics`. Connecting does not end a retry episode: only a
+    /// confirmed publish does, so a server that accepts and then drops connections is
+    /// still bounded by `retry_timeout`.
     pub(crate) async fn open(
         config: &ConnectionConfig,
         retry: &mut Retry,
@@ -47,10 +49,7 @@ impl Connection {
     ) -> Result<Self> {
         loop {
             match Self::try_open(config, metrics).await {
-                Ok(connection) => {
-                    retry.succeeded();
-                    return Ok(connection);
-                }
+                Ok(connection) => return Ok(connection),
                 Err(failure) => retry.wait(failure, published).await?,
             }
         }

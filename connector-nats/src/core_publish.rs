@@ -67,7 +67,11 @@ impl CorePublisher {
             .map(|i| (i, messages.plan(batch, i, rows_before + i as u64 + 1)))
             .collect();
         // The whole batch is unconfirmed until its round trip returns.
-        metrics.in_flight(planned.len());
+        let sent = planned
+            .iter()
+            .filter(|(_, plan)| !matches!(plan, Planned::Skip))
+            .count();
+        metrics.in_flight(sent);
         loop {
             let published = metrics.published();
             let started = Instant::now();

@@ -10,7 +10,7 @@
 //! Modules, one concern each: `options` (declaration, parsing, redaction), `template`
 //! (`${VAR}`), `subject` (rules and column reading), `subject_rules`
 //! (the subject space rows may publish to), `security` (auth and TLS), `json_form` (types and value checks),
-//! `encode` (batch -> messages), `outgoing` (row -> message, dead letter or skip),
+//! `encode` (batch -> messages), `encode_ahead` (encoding on another thread), `outgoing` (row -> message, dead letter or skip),
 //! `connection` (connect, a lost connection, out-of-band events), `credentials` (what the
 //! client presents, once), `retry` (backoff), `core_publish` (core
 //! NATS with round-trip confirmation), `jetstream` (stream checks, pipelined acks,
@@ -28,6 +28,7 @@ mod connection;
 mod core_publish;
 mod credentials;
 mod encode;
+mod encode_ahead;
 mod error;
 mod factory;
 mod jetstream;

@@ -136,7 +136,6 @@ impl SinkMetrics {
     /// A transient failure of `class` is being retried because of `reason`.
     pub(crate) fn retrying(&self, class: &'static str, reason: &str) {
         self.retries.add(1);
-        self.series.failed(class);
         self.series.retried(class);
         *self.retrying.reason.lock().expect("not poisoned") = Some(reason.to_string());
     }

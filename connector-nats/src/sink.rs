@@ -19,13 +19,13 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
-use futures::StreamExt;
 use tracing::info;
 
 use crate::config::{ConnectionConfig, Mode, SinkConfig};
 use crate::connection::Connection;
 use crate::core_publish::CorePublisher;
 use crate::encode::{EncodedBatch, RowEncoder};
+use crate::encode_ahead::EncodedBatches;
 use crate::jetstream::{self, ack::Target, atomic::Atomic, window::Window};
 use crate::metrics::SinkMetrics;
 use crate::options::Options;
@@ -154,14 +154,24 @@ impl DataSink for NatsSink {
         data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
+        let _reset = ResetGauges(&self.metrics);
         let result = self.publish_all(data).await;
-        let metrics = &self.metrics;
-        metrics.in_flight(0);
-        metrics.connected(false);
         if let Err(e) = &result {
-            metrics.failed(error_class(e));
+            self.metrics.failed(error_class(e));
         }
         result
+    }
+}
+
+/// Sets the sink's gauges back when an execution ends, also when its future is dropped
+/// (cancelled), so the process-wide series do not keep a finished statement's values.
+struct ResetGauges<'a>(&'a SinkMetrics);
+
+impl Drop for ResetGauges<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight(0);
+        self.0.connected(false);
+        self.0.recovered();
     }
 }
 
@@ -184,7 +194,8 @@ impl NatsSink {
         let connection = Connection::open(&connection_config, &mut retry, 0, metrics).await?;
         let (mut delivery, mut captures) =
             Delivery::start(connection, &self.config, &mut retry).await?;
-        let mut encoded_batches = encode_ahead(data, self.encoder.clone(), metrics.clone());
+        let mut encoded_batches =
+            EncodedBatches::spawn(data, self.encoder.clone(), metrics.clone());
         let mut rows_before = 0u64;
         while let Some(encoded) = encoded_batches.next().await {
             let mut encoded = encoded?;
@@ -217,73 +228,6 @@ impl NatsSink {
             "nats_sink: all rows published and confirmed"
         );
         Ok(metrics.published())
-    }
-}
-
-/// The query's batches, encoded ahead of delivery: a task pulls each batch from the
-/// query and encodes it on a blocking thread while the previous one is published, so
-/// the encoding runs on another core (the measurements are in `benches/README.md`). At
-/// most one encoded batch waits, so memory stays bounded; a failure ends the stream after
-/// the batches before it. The task stops when the stream is dropped.
-fn encode_ahead(
-    mut data: SendableRecordBatchStream,
-    mut encoder: RowEncoder,
-    metrics: SinkMetrics,
-) -> EncodedBatches {
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(async move {
-        let mut rows_before = 0u64;
-        while let Some(batch) = data.next().await {
-            let batch = match batch {
-                Ok(batch) if batch.num_rows() == 0 => continue,
-                Ok(batch) => batch,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    break;
-                }
-            };
-            metrics.batch_received();
-            let first = rows_before;
-            rows_before += batch.num_rows() as u64;
-            let encoding = tokio::task::spawn_blocking(move || {
-                let encoded = encoder.encode(&batch, first);
-                (encoder, encoded)
-            });
-            let encoded = match encoding.await {
-                Ok((back, encoded)) => {
-                    encoder = back;
-                    encoded.map_err(DataFusionError::from)
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
-                    break;
-                }
-            };
-            let failed = encoded.is_err();
-            if tx.send(encoded).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    EncodedBatches { rx, task }
-}
-
-/// What [`encode_ahead`] returns: the encoded batches in query order.
-struct EncodedBatches {
-    rx: tokio::sync::mpsc::Receiver<Result<EncodedBatch>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl EncodedBatches {
-    async fn next(&mut self) -> Option<Result<EncodedBatch>> {
-        self.rx.recv().await
-    }
-}
-
-impl Drop for EncodedBatches {
-    /// The statement failed or was cancelled: stop pulling from the query.
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

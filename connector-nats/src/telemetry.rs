@@ -123,7 +123,7 @@ pub fn register(registry: &mut Registry) {
     );
     r.register(
         "errors",
-        "Failures by error class: transient ones (retried) and permanent ones (the statement failed)",
+        "Statements that failed, by error class",
         f.errors.clone(),
     );
     r.register_with_unit(
@@ -189,7 +189,7 @@ impl SinkSeries {
         families().retries.get_or_create(&labels).inc();
     }
 
-    /// A failure of `class`, transient or permanent.
+    /// A statement failed with an error of `class`.
     pub(crate) fn failed(&self, class: &'static str) {
         let labels = self.class_labels(class);
         families().errors.get_or_create(&labels).inc();

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,12 +15,16 @@ use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tracing::{debug, warn};
 
 /// The OpenMetrics text format, which `prometheus_client` writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// A client that does not send its request within this is dropped, so idle
+/// connections cannot pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Starts serving on `addr` (port 0 picks a free port); returns the bound address.
 /// Fails at once, naming the address, when it cannot listen there.
@@ -36,7 +41,7 @@ pub(super) fn serve(addr: &str) -> Result<SocketAddr, String> {
     connector_nats::telemetry::register(&mut registry);
     let registry = Arc::new(registry);
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
+        .enable_all()
         .build()
         .map_err(|e| format!("cannot start the metrics server: {e}"))?;
     std::thread::Builder::new()
@@ -60,7 +65,9 @@ async fn accept(listener: TcpListener, registry: Arc<Registry>) {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
+                // E.g. out of file descriptors: back off rather than spin a core.
                 debug!("metrics server: accepting a connection failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -71,6 +78,8 @@ async fn accept(listener: TcpListener, registry: Arc<Registry>) {
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -70,7 +70,11 @@ impl ProgressLine {
 
     fn show(&self, now: &InsertProgress) {
         let mut state = self.state.lock().expect("not poisoned");
-        let text = format_progress(now, rate(state.last, now));
+        let mut text = format_progress(now, rate(state.last, now));
+        if self.terminal {
+            // A wrapped line could not be redrawn in place.
+            fit(&mut text, terminal_width());
+        }
         state.last = Some((now.elapsed, now.rows));
         let mut stdout = std::io::stdout().lock();
         // Progress is best effort: a closed stdout shows up when the summary is written.
@@ -93,6 +97,28 @@ impl ProgressLine {
             let _ = stdout.flush();
         }
         state.last = None;
+    }
+}
+
+/// The terminal's width from `COLUMNS` (shells export it), else the classic 80.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c| c > 0)
+        .unwrap_or(80)
+}
+
+/// Cuts `text` to fewer than `width` characters, marking the cut with `…`.
+fn fit(text: &mut String, width: usize) {
+    let max = width.saturating_sub(1).max(2);
+    if text.chars().count() > max {
+        let end = text
+            .char_indices()
+            .nth(max - 1)
+            .map_or(text.len(), |(i, _)| i);
+        text.truncate(end);
+        text.push('…');
     }
 }
 
@@ -149,6 +175,17 @@ mod tests {
             "INSERT INTO orders: 12000 rows confirmed, 0 rows/s, 1024 in flight, 9s, \
              retrying: cannot connect to NATS"
         );
+    }
+
+    #[test]
+    fn a_long_line_is_cut_to_the_terminal_width() {
+        let mut text = "INSERT INTO orders: retrying: cannot connect".to_string();
+        fit(&mut text, 20);
+        assert_eq!(text, "INSERT INTO orders…");
+        assert_eq!(text.chars().count(), 19);
+        let mut short = "short".to_string();
+        fit(&mut short, 80);
+        assert_eq!(short, "short");
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl Atomic {
                 Planned::Skip => skipped += 1,
             }
         }
+        metrics.in_flight(messages.len() + dead_letters.len());
         loop {
             let started = Instant::now();
             let attempt = async {
@@ -121,7 +122,10 @@ impl Atomic {
             match attempt.await {
                 Ok(committed) => {
                     retry.succeeded();
-                    metrics.acked(started.elapsed());
+                    metrics.in_flight(0);
+                    if !messages.is_empty() {
+                        metrics.acked(started.elapsed());
+                    }
                     metrics.dead_lettered(dead_letters.len());
                     metrics.skipped(skipped);
                     for (i, _) in &messages {

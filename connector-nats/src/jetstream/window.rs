@@ -106,11 +106,16 @@ impl Window {
         loop {
             let step = match self.fill(metrics.published(), metrics).await {
                 Err(failure) => Err(failure),
-                Ok(()) if self.in_flight.is_empty() => return Ok(()),
+                Ok(()) if self.in_flight.is_empty() => {
+                    retry.succeeded();
+                    return Ok(());
+                }
                 // Nothing left to send: take the acks that are in, and leave the rest
                 // for later unless draining.
                 Ok(()) if !drain && !self.has_unsent() => {
-                    self.take_ready(metrics);
+                    if self.take_ready(metrics) {
+                        retry.succeeded();
+                    }
                     return Ok(());
                 }
                 Ok(()) => self.await_front(metrics).await,
@@ -191,15 +196,19 @@ impl Window {
         Ok(())
     }
 
-    /// Processes acks that have arrived, without waiting.
-    fn take_ready(&mut self, metrics: &SinkMetrics) {
+    /// Processes acks that have arrived, without waiting; true if there was any.
+    fn take_ready(&mut self, metrics: &SinkMetrics) -> bool {
         let now = Instant::now();
+        let mut confirmed = false;
         while let Some(front) = self.in_flight.front_mut() {
             if front.failed.is_some() {
                 break;
             }
             match (&mut front.ack).now_or_never() {
-                Some(Ok(ack)) => self.confirm_front(&ack, metrics, now),
+                Some(Ok(ack)) => {
+                    self.confirm_front(&ack, metrics, now);
+                    confirmed = true;
+                }
                 // Handled by the next wait.
                 Some(Err(e)) => {
                     front.failed = Some(e);
@@ -209,6 +218,7 @@ impl Window {
             }
         }
         self.release(metrics);
+        confirmed
     }
 
     /// Waits for the oldest ack, then takes any others that are in.
