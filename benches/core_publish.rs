@@ -73,13 +73,7 @@ fn bench_core_publish(c: &mut Criterion) {
             async move {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    for (subject, payload) in messages.iter() {
-                        client
-                            .publish(subject.clone(), payload.clone())
-                            .await
-                            .unwrap();
-                    }
-                    nats_testkit::round_trip(&client).await;
+                    publish_raw(&client, &messages).await;
                 }
                 start.elapsed()
             }
@@ -108,13 +102,7 @@ fn bench_core_publish(c: &mut Criterion) {
         for _ in 0..PAIRS {
             let raw = runtime.block_on(async {
                 let start = Instant::now();
-                for (subject, payload) in messages.iter() {
-                    client
-                        .publish(subject.clone(), payload.clone())
-                        .await
-                        .unwrap();
-                }
-                nats_testkit::round_trip(&client).await;
+                publish_raw(&client, &messages).await;
                 start.elapsed()
             });
             let engine_time = runtime.block_on(async {
@@ -138,6 +126,21 @@ fn bench_core_publish(c: &mut Criterion) {
         );
     }
     drop(server);
+}
+
+/// The baseline: every pre-built message, then one round trip so the server has
+/// processed them all.
+async fn publish_raw(
+    client: &async_nats::Client,
+    messages: &[(async_nats::Subject, bytes::Bytes)],
+) {
+    for (subject, payload) in messages {
+        client
+            .publish(subject.clone(), payload.clone())
+            .await
+            .unwrap();
+    }
+    nats_testkit::round_trip(client).await;
 }
 
 /// Raw/engine pairs run after criterion's measurements.
