@@ -21,10 +21,6 @@ use tokio::sync::Mutex;
 const ROWS: u64 = 1_000_000;
 const TEST_MODE_ROWS: u64 = 10_000;
 
-fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
-}
-
 /// About 200 bytes of JSON per row; 100 distinct subjects.
 fn query(rows: u64) -> String {
     common::orders_query(
@@ -35,12 +31,8 @@ fn query(rows: u64) -> String {
 }
 
 fn bench_core_publish(c: &mut Criterion) {
-    let rows = if bench_mode() { ROWS } else { TEST_MODE_ROWS };
-    // FACTS.md: a current-thread runtime publishes fastest on 2 cores.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rows = common::rows(ROWS, TEST_MODE_ROWS);
+    let runtime = common::runtime();
     let server = NatsServer::start();
     let url = server.url();
 
@@ -97,7 +89,7 @@ fn bench_core_publish(c: &mut Criterion) {
 
     // Back-to-back pairs: this machine's speed drifts over minutes, so the ratio of each
     // pair is the figure to report.
-    if bench_mode() {
+    if common::bench_mode() {
         let mut ratios = Vec::new();
         for _ in 0..PAIRS {
             let raw = runtime.block_on(async {

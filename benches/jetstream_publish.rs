@@ -51,11 +51,6 @@ const PAIRS: usize = 5;
 const RAW: &str = "raw_async_nats";
 const ENGINE: &str = "engine_insert";
 
-/// `cargo bench` passes `--bench`; criterion's test mode (`cargo test --benches`) does not.
-fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
-}
-
 /// About 200 bytes of JSON per row; 100 distinct subjects under `bench.>`.
 fn query(rows: u64) -> String {
     common::orders_query(
@@ -151,12 +146,8 @@ struct Setup {
 
 impl Setup {
     fn new() -> (Setup, NatsServer) {
-        let rows = if bench_mode() { ROWS } else { TEST_MODE_ROWS };
-        // FACTS.md: a current-thread runtime publishes fastest on 2 cores.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rows = common::rows(ROWS, TEST_MODE_ROWS);
+        let runtime = common::runtime();
         let server = NatsServer::start();
         let url = server.url();
         let mut engine = Engine::new();
@@ -410,7 +401,7 @@ fn bench_jetstream(c: &mut Criterion) {
     }
     group.finish();
 
-    if bench_mode() {
+    if common::bench_mode() {
         s.runtime.block_on(s.measure_pairs());
     }
     setup.print_summary();

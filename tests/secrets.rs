@@ -225,9 +225,7 @@ async fn tls_client_key_never_shown() {
         .tls(&pki)
         .tls_verify_clients(true)
         .start();
-    let options = nats_testkit::connect_options()
-        .add_root_certificates(pki.ca_file())
-        .add_client_certificate(pki.client_cert_file(), pki.client_key_file());
+    let options = nats_testkit::mutual_tls_options(&pki);
     let subscriber = nats_testkit::connect_with(&server.url(), options).await;
     let [ca, cert, key, other_cert, other_key] = [
         pki.ca_file(),

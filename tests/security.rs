@@ -281,9 +281,7 @@ async fn mutual_tls_needs_a_client_certificate_the_server_trusts() {
         .start();
     let url = server.tls_url();
     let ca = format!("tls_ca_file = '{}'", path(&pki.ca_file()));
-    let subscriber = nats_testkit::connect_options()
-        .add_root_certificates(pki.ca_file())
-        .add_client_certificate(pki.client_cert_file(), pki.client_key_file());
+    let subscriber = nats_testkit::mutual_tls_options(&pki);
     let client_cert = format!(
         "{ca}, tls_cert_file = '{}', tls_key_file = '{}'",
         path(&pki.client_cert_file()),

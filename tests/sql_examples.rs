@@ -293,9 +293,7 @@ async fn mutual_tls_example_presents_a_client_certificate() {
         .tls(&pki)
         .tls_verify_clients(true)
         .start();
-    let options = nats_testkit::connect_options()
-        .add_root_certificates(pki.ca_file())
-        .add_client_certificate(pki.client_cert_file(), pki.client_key_file());
+    let options = nats_testkit::mutual_tls_options(&pki);
     let subscriber = nats_testkit::connect_with(&server.tls_url(), options).await;
 
     let envs = [

@@ -1,5 +1,6 @@
 //! What the end-to-end benches share: the messages the sink would publish for a query,
-//! built once with the sink's own encoder, for the raw-client baselines.
+//! built once with the sink's own encoder, for the raw-client baselines; the runtime;
+//! and the row count for benchmarking or for criterion's test mode.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,4 +45,22 @@ pub fn orders_query(prefix: &str, note: &str, rows: u64) -> String {
                 concat('order ', value, ' {note}') AS note \
          FROM generate_series(1, {rows})"
     )
+}
+
+/// `cargo bench` passes `--bench`; criterion's test mode (`cargo test --benches`) does not.
+pub fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// `bench` rows when benchmarking, `test` when `cargo test` runs the bench once.
+pub fn rows(bench: u64, test: u64) -> u64 {
+    if bench_mode() { bench } else { test }
+}
+
+/// FACTS.md: a current-thread runtime publishes fastest on 2 cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }

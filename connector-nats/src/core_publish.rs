@@ -91,13 +91,20 @@ impl CorePublisher {
         }
         metrics.in_flight(0);
         retry.succeeded();
+        let (mut rows, mut bytes, mut dead_lettered) = (0, 0, 0);
         for (i, plan) in &planned {
             match plan {
-                Planned::Send(_) => metrics.published_row(batch.payload_len(*i)),
-                Planned::DeadLetter(_) => metrics.dead_lettered(1),
-                Planned::Skip => metrics.skipped(1),
+                Planned::Send(_) => {
+                    rows += 1;
+                    bytes += batch.payload_len(*i);
+                }
+                Planned::DeadLetter(_) => dead_lettered += 1,
+                Planned::Skip => {}
             }
         }
+        metrics.published_rows(rows, bytes);
+        metrics.dead_lettered(dead_lettered);
+        metrics.skipped(planned.len() - rows - dead_lettered);
         Ok(())
     }
 

@@ -34,6 +34,14 @@ pub fn connect_options() -> ConnectOptions {
         .subscription_capacity(SUBSCRIPTION_CAPACITY)
 }
 
+/// [`connect_options`] for a mutual-TLS server made with `pki`: trusting its CA and
+/// presenting its client certificate.
+pub fn mutual_tls_options(pki: &crate::Pki) -> ConnectOptions {
+    connect_options()
+        .add_root_certificates(pki.ca_file())
+        .add_client_certificate(pki.client_cert_file(), pki.client_key_file())
+}
+
 /// Connects a test client to `url`.
 ///
 /// # Panics

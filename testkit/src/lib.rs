@@ -49,7 +49,8 @@ mod tls;
 
 pub use builder::ServerBuilder;
 pub use client::{
-    SUBSCRIPTION_CAPACITY, connect, connect_options, connect_with, connect_with_user, round_trip,
+    SUBSCRIPTION_CAPACITY, connect, connect_options, connect_with, connect_with_user,
+    mutual_tls_options, round_trip,
 };
 pub use cluster::NatsCluster;
 pub use collector::{Collector, payload_json};

@@ -128,9 +128,8 @@ impl Atomic {
                     }
                     metrics.dead_lettered(dead_letters.len());
                     metrics.skipped(skipped);
-                    for (i, _) in &messages {
-                        metrics.published_row(batch.payload_len(*i));
-                    }
+                    let bytes = messages.iter().map(|(i, _)| batch.payload_len(*i)).sum();
+                    metrics.published_rows(messages.len(), bytes);
                     if let Committed::OneByOne { duplicates } = committed {
                         metrics.duplicates(duplicates as usize);
                     }

@@ -247,7 +247,7 @@ impl Window {
             metrics.dead_lettered(1);
         } else {
             let pending = &self.pending[(front.batch_seq - self.first_seq) as usize];
-            metrics.published_row(pending.batch.payload_len(front.row));
+            metrics.published_rows(1, pending.batch.payload_len(front.row));
             if ack.duplicate {
                 metrics.duplicates(1);
             }
