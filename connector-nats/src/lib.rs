@@ -7,15 +7,17 @@
 //! - an engine with its own DDL: [`validate_options`] and [`sink_table`], with the options
 //!   declared in [`options::OPTIONS`].
 //!
-//! Modules, one concern each: `options` (declaration, parsing, redaction), `template`
-//! (`${VAR}`), `subject` (rules and column reading), `subject_rules`
-//! (the subject space rows may publish to), `security` (auth and TLS), `json_form` (types and value checks),
-//! `encode` (batch -> messages), `encode_ahead` (encoding on another thread), `outgoing` (row -> message, dead letter or skip),
-//! `connection` (connect, a lost connection, out-of-band events), `credentials` (what the
-//! client presents, once), `retry` (backoff), `core_publish` (core
-//! NATS with round-trip confirmation), `jetstream` (stream checks, pipelined acks,
-//! atomic batches), `metrics` (per execution, DataFusion), `telemetry` (Prometheus
-//! series per sink) and `sink` (DataFusion).
+//! One folder per stage, each readable alone:
+//! - `options/`: the option declaration (names, kinds, defaults, docs), values, `${VAR}`
+//!   substitution (`env_vars`), redaction, and the typed configuration (`config`);
+//! - `subject/`: reading subjects from Arrow columns, and the subject space rows may use;
+//! - `encode/`: a batch into one JSON buffer and per-row messages, value checks, and
+//!   encoding one batch ahead on a blocking thread;
+//! - `connect/`: connecting (auth, TLS), the connect-once guard, a lost connection and the
+//!   server's out-of-band errors;
+//! - `deliver/`: what each row becomes, the retry driver, core NATS and JetStream;
+//! - `metrics/`: per-execution DataFusion metrics and the process-wide Prometheus series;
+//! - `sink.rs` and `factory.rs`: the DataFusion table, sink and factory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,32 +25,23 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 
-mod config;
-mod connection;
-mod core_publish;
-mod credentials;
+mod connect;
+mod deliver;
 mod encode;
-mod encode_ahead;
 mod error;
 mod factory;
-mod jetstream;
-mod json_form;
 pub mod metrics;
 pub mod options;
-mod outgoing;
-mod retry;
-mod security;
 mod sink;
 pub mod subject;
-pub mod subject_rules;
-pub mod telemetry;
-mod template;
-mod values;
 
+/// The Prometheus series, under the name the engine has used so far.
+pub use metrics::prometheus as telemetry;
+
+pub use deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_ROW, DEAD_LETTER_SUBJECT};
 pub use encode::{EncodedBatch, Rejection, RowEncoder};
 pub use error::NatsSinkError;
 pub use factory::{FILE_TYPE, NatsSinkFactory, register};
-pub use outgoing::{DEAD_LETTER_REASON, DEAD_LETTER_ROW, DEAD_LETTER_SUBJECT};
 pub use sink::{NatsSink, NatsSinkTable};
 
 /// The connector's name in SQL (`connector = 'nats_sink'`).

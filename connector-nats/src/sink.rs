@@ -21,16 +21,16 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use tracing::info;
 
-use crate::config::{ConnectionConfig, Mode, SinkConfig};
-use crate::connection::Connection;
-use crate::core_publish::CorePublisher;
+use crate::connect::Connection;
+use crate::deliver::core::CorePublisher;
+use crate::deliver::jetstream::{self, atomic::Atomic, stream::Target, window::Window};
+use crate::deliver::retry::Retry;
+use crate::deliver::rows::{Limit, Messages};
+use crate::encode::ahead::EncodedBatches;
 use crate::encode::{EncodedBatch, RowEncoder};
-use crate::encode_ahead::EncodedBatches;
-use crate::jetstream::{self, ack::Target, atomic::Atomic, window::Window};
 use crate::metrics::SinkMetrics;
 use crate::options::Options;
-use crate::outgoing::{Limit, Messages};
-use crate::retry::Retry;
+use crate::options::config::{ConnectionConfig, Mode, SinkConfig};
 
 /// A table that publishes the rows inserted into it.
 #[derive(Debug)]

@@ -108,7 +108,7 @@ pub fn assert_traced_a_connect(output: &Output, run: &str, connected: bool) {
         " TRACE async_nats::connection: write operation: CONNECT",
     ];
     if connected {
-        needles.push(" INFO connector_nats::connection: nats_sink: connected");
+        needles.push(" INFO connector_nats::connect: nats_sink: connected");
     }
     for needle in needles {
         assert!(

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_nats::{Auth, AuthError, ConnectOptions};
 use nkeys::KeyPair;
 
-use crate::config::Secret;
+use crate::options::config::Secret;
 
 /// Credentials loaded and checked (see `security`); no `Debug`, they are secret.
 pub(crate) enum Credentials {

@@ -21,12 +21,12 @@ use async_nats::jetstream::publish::PublishAck;
 use futures::FutureExt;
 use tokio::time::Instant;
 
+use crate::deliver::jetstream::stream::{AckFuture, Target};
+use crate::deliver::retry::{Class, Failure, Retry};
+use crate::deliver::rows::{Message, Messages, Planned};
 use crate::encode::EncodedBatch;
 use crate::error::Result;
-use crate::jetstream::ack::{AckFuture, Target};
 use crate::metrics::SinkMetrics;
-use crate::outgoing::{Message, Messages, Planned};
-use crate::retry::{Class, Failure, Retry};
 
 /// A batch whose rows are not all confirmed yet.
 struct Pending {

@@ -6,9 +6,9 @@
 //! to create or change. It also reads the stream's message size limit and duplicate
 //! window, which decide which rows are oversize and how long message ids deduplicate.
 
-pub(crate) mod ack;
 pub(crate) mod atomic;
 pub(crate) mod classify;
+pub(crate) mod stream;
 pub(crate) mod window;
 
 use std::collections::HashMap;
@@ -19,12 +19,12 @@ use async_nats::jetstream::context::{AccountErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::{self, Context, ErrorCode};
 use tracing::{info, warn};
 
-use crate::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec};
-use crate::connection::Connection;
+use crate::connect::Connection;
+use crate::deliver::retry::{Class, Failure, Retry};
+use crate::deliver::rows::Limit;
 use crate::encode::EncodedBatch;
 use crate::error::{NatsSinkError, Result};
-use crate::outgoing::Limit;
-use crate::retry::{Class, Failure, Retry};
+use crate::options::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec};
 
 /// The oldest nats-server with atomic batch publish.
 const ATOMIC_SINCE: (u64, u64) = (2, 12);

@@ -5,6 +5,8 @@
 //! executed plan (its progress line and summary) without knowing this crate's types.
 //! Every event also goes to the sink's process-wide Prometheus series (`telemetry`).
 
+pub mod prometheus;
+
 use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use datafusion::physical_plan::metrics::{
     MetricsSet,
 };
 
-use crate::telemetry::SinkSeries;
+use crate::metrics::prometheus::SinkSeries;
 
 /// The metric names, for hosts that read them from a plan.
 pub mod names {

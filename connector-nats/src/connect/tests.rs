@@ -7,8 +7,8 @@ use nats_testkit::{Collector, NatsServer};
 use tokio::task::block_in_place;
 
 use super::*;
-use crate::config::{Auth, Tls};
 use crate::metrics::SinkMetrics;
+use crate::options::config::{Auth, Tls};
 
 /// Two independent servers (no cluster: nothing published on one can reach the other
 /// except through a client that connects to it). The connected one is SIGKILLed while

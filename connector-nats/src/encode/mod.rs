@@ -7,6 +7,9 @@
 //! an error here: it is marked with a [`Rejection`], and the sink's `on_error` policy
 //! decides what happens to it.
 
+pub(crate) mod ahead;
+pub(crate) mod json_form;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -17,12 +20,11 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
 use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 
-use crate::config::{SinkConfig, SubjectSpec};
 use crate::error::{NatsSinkError, Result};
-use crate::json_form;
+use crate::options::config::{SinkConfig, SubjectSpec};
 use crate::options::{MSG_ID_FIELD, Options, REPLY_TO_FIELD, SUBJECT_FIELD};
+use crate::subject::rules::SubjectRules;
 use crate::subject::{self, ColumnSubjects};
-use crate::subject_rules::SubjectRules;
 
 /// Where each row's subject comes from, resolved against the schema.
 #[derive(Debug, Clone)]
@@ -396,5 +398,4 @@ impl EncodedBatch {
 }
 
 #[cfg(test)]
-#[path = "encode_tests.rs"]
 mod tests;

@@ -11,10 +11,10 @@ use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{Context, ErrorCode};
 use tokio::time::Instant;
 
-use crate::connection::Connection;
+use crate::connect::Connection;
+use crate::deliver::jetstream::classify::{AckFailure, classify};
+use crate::deliver::retry::{Class, Failure, Retry};
 use crate::error::{NatsSinkError, Result as SinkResult};
-use crate::jetstream::classify::{AckFailure, classify};
-use crate::retry::{Class, Failure, Retry};
 
 /// How often a wait for an ack checks whether the connection was lost or the server
 /// reported an error.

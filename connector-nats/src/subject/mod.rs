@@ -4,6 +4,8 @@
 //! and turned into an `async_nats::Subject` once, and rows share clones of it (FACTS.md:
 //! building a subject per row cost 8-13% of throughput).
 
+pub mod rules;
+
 use std::collections::HashMap;
 
 use async_nats::Subject;
@@ -12,7 +14,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type};
 use datafusion::arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 
-use crate::subject_rules::SubjectRules;
+use crate::subject::rules::SubjectRules;
 
 /// The longest subject accepted. The server refuses a protocol line over 4096 bytes
 /// (`max_control_line`) and closes the connection; a subject and a reply subject of this

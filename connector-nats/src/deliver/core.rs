@@ -20,12 +20,12 @@ use async_nats::{Subject, Subscriber};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::connection::Connection;
+use crate::connect::Connection;
+use crate::deliver::retry::{Class, Failure, Retry};
+use crate::deliver::rows::{Message, Messages, Planned};
 use crate::encode::EncodedBatch;
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::SinkMetrics;
-use crate::outgoing::{Message, Messages, Planned};
-use crate::retry::{Class, Failure, Retry};
 
 /// How often a round trip checks whether the connection was lost.
 const LOSS_POLL: Duration = Duration::from_millis(100);

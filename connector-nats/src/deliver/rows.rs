@@ -6,9 +6,9 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::config::{OnError, SinkConfig};
 use crate::encode::EncodedBatch;
 use crate::error::NatsSinkError;
+use crate::options::config::{OnError, SinkConfig};
 
 /// Headers a dead letter carries: why the row could not be delivered, the subject it was
 /// meant for, and its position in the statement (from 1).

@@ -12,6 +12,9 @@
 //! reports some refusals, such as a publish permission violation, only as an
 //! asynchronous `-ERR` ([`Connection::server_error`]).
 
+pub(crate) mod credentials;
+pub(crate) mod security;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,12 +22,11 @@ use async_nats::connection::State;
 use async_nats::{Client, Event, ServerAddr};
 use tracing::{debug, info, warn};
 
-use crate::config::ConnectionConfig;
-use crate::credentials::Gate;
+use crate::connect::credentials::Gate;
+use crate::deliver::retry::{Class, Failure, Retry};
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::SinkMetrics;
-use crate::retry::{Class, Failure, Retry};
-use crate::security;
+use crate::options::config::ConnectionConfig;
 
 /// A connected client, what the server told it out of band, and how to connect again.
 pub(crate) struct Connection {
@@ -226,5 +228,4 @@ impl Connection {
 }
 
 #[cfg(test)]
-#[path = "connection_tests.rs"]
 mod tests;

@@ -12,7 +12,7 @@ use std::error::Error as _;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
-use crate::retry::Class;
+use crate::deliver::retry::Class;
 
 /// The class of a failed publish or ack.
 #[derive(Debug)]

@@ -1,8 +1,8 @@
 //! One test per option rule.
 
 use super::*;
-use crate::config::{ConnectionConfig, SinkConfig};
-use crate::values::{parse_headers, parse_servers};
+use crate::options::config::{ConnectionConfig, SinkConfig};
+use crate::options::values::{parse_headers, parse_servers};
 
 fn opts(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs

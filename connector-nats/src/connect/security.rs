@@ -18,16 +18,16 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::{KeyPair, KeyPairType};
 
-use crate::config::{Auth, ConnectionConfig, Secret, Seed, Tls};
-use crate::credentials::Credentials;
+use crate::connect::credentials::Credentials;
 use crate::error::{NatsSinkError, Result};
+use crate::options::config::{Auth, ConnectionConfig, Secret, Seed, Tls};
 use crate::options::{
     CREDENTIALS_FILE, JWT, NKEY_SEED, NKEY_SEED_FILE, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE,
 };
 
 /// The configured credentials, read and checked, and a description of the identity for
 /// error messages (no secret in it: user names and public keys only). async-nats gets
-/// them through a [`Gate`](crate::credentials::Gate).
+/// them through a [`Gate`](crate::connect::credentials::Gate).
 pub(crate) fn credentials(auth: &Auth) -> Result<(Credentials, String)> {
     Ok(match auth {
         Auth::None => (Credentials::None, "no credentials".into()),

@@ -25,13 +25,13 @@ use async_nats::jetstream::publish::PublishAck;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::core_publish::publish_failure;
+use crate::deliver::core::publish_failure;
+use crate::deliver::jetstream::stream::{AckError, AckFuture, Target};
+use crate::deliver::retry::{Class, Failure, Retry};
+use crate::deliver::rows::{Message, Messages, Planned};
 use crate::encode::EncodedBatch;
 use crate::error::Result;
-use crate::jetstream::ack::{AckError, AckFuture, Target};
 use crate::metrics::SinkMetrics;
-use crate::outgoing::{Message, Messages, Planned};
-use crate::retry::{Class, Failure, Retry};
 
 /// The exactly-once publisher of one statement.
 pub(crate) struct Atomic {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
+use crate::options::values::{parse_headers, parse_servers, redact_userinfo};
 use crate::options::{
     ALLOW_SYSTEM_SUBJECTS, ATOMIC_BATCH_SIZE, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, CREDENTIALS_FILE,
     DEAD_LETTER_SUBJECT, DELIVERY, EXPECTED_STREAM, HEADERS, JWT, MAX_IN_FLIGHT, MSG_ID_FIELD,
@@ -15,8 +16,7 @@ use crate::options::{
     REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT, SUBJECT_FIELD, SUBJECT_PREFIX, TLS,
     TLS_CA_FILE, TLS_CERT_FILE, TLS_FIRST, TLS_KEY_FILE, TOKEN, USERNAME, tls_conflict,
 };
-use crate::subject_rules::SubjectRules;
-use crate::values::{parse_headers, parse_servers, redact_userinfo};
+use crate::subject::rules::SubjectRules;
 
 /// A secret value: `Debug` shows `***`, and there is no `Display`.
 #[derive(Clone)]

@@ -5,13 +5,16 @@
 //! `connectors` listing all read it. The value parsers here are shared with `config`,
 //! which builds the typed configurations from a validated [`Options`] map.
 
+pub(crate) mod config;
+pub(crate) mod env_vars;
+pub(crate) mod values;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
-use crate::template;
-use crate::values::{
+use crate::options::values::{
     ValueKind, parse_bool, parse_choice, parse_count, parse_duration, redact_userinfo,
 };
 
@@ -176,9 +179,9 @@ impl Options {
             if connection_only && spec.scope == OptionScope::Sink {
                 return Err(NatsSinkError::NotAConnectionOption { option: key });
             }
-            template::check_syntax(spec.name, value)?;
+            env_vars::check_syntax(spec.name, value)?;
             // A value with `${VAR}` is checked once it is resolved.
-            if !template::has_variables(value) {
+            if !env_vars::has_variables(value) {
                 spec.kind.check(spec.name, value)?;
             }
             map.insert(spec.name, value.clone());
@@ -207,8 +210,8 @@ impl Options {
         let Some(raw) = self.raw(name) else {
             return Ok(None);
         };
-        let value = template::resolve(name, raw)?;
-        if template::has_variables(raw)
+        let value = env_vars::resolve(name, raw)?;
+        if env_vars::has_variables(raw)
             && let Some(spec) = spec(name)
         {
             spec.kind.check(name, &value)?;
@@ -385,5 +388,4 @@ fn unknown_option(key: &str) -> NatsSinkError {
 }
 
 #[cfg(test)]
-#[path = "options_tests.rs"]
 mod tests;

@@ -10,7 +10,7 @@ use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, UnionFields};
 
 use super::*;
-use crate::outgoing::{Limit, Messages};
+use crate::deliver::rows::{Limit, Messages};
 
 fn options(pairs: &[(&str, &str)]) -> Options {
     let map: HashMap<String, String> = pairs

@@ -1,0 +1,6 @@
+//! Delivery: what each row becomes, publishing it, and confirming it.
+
+pub(crate) mod core;
+pub(crate) mod jetstream;
+pub(crate) mod retry;
+pub(crate) mod rows;
