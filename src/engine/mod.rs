@@ -28,6 +28,7 @@ mod progress;
 mod tests;
 #[cfg(test)]
 mod tests_with;
+mod unbounded_latency;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 
 pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome};
 pub use self::progress::{InsertProgress, Progress};
+use self::unbounded_latency::UnboundedLatency;
 use crate::connectors::NatsSinkConnector;
 use crate::error::{EngineError, StatementAt};
 use crate::registry::Registry;
@@ -112,7 +114,8 @@ impl Engine {
         let config = SessionConfig::new().with_information_schema(true);
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
-            .with_default_features();
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(UnboundedLatency));
         // Connectors with a DataFusion factory also work through plain
         // `CREATE EXTERNAL TABLE ... STORED AS <NAME>`.
         for connector in registry.iter() {
