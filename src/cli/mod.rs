@@ -25,7 +25,8 @@ pub use progress::{ProgressMode, format_progress};
 #[derive(Debug, Parser)]
 #[command(name = "streamsql", version, about)]
 pub struct Cli {
-    /// Log filter for stderr logs, e.g. `info` or `streamsql=debug,connector_nats=trace`.
+    /// Log filter for stderr logs, e.g. `info` or `warn,streamsql=debug` (per-crate
+    /// targets: see the README's Logs section).
     /// Overrides RUST_LOG; without either, warnings and errors are logged (async-nats's
     /// own logs only with an explicit filter).
     #[arg(long, global = true, value_name = "FILTER")]

@@ -41,14 +41,15 @@ pub struct RunArgs {
 
 pub(super) fn run(args: RunArgs) -> Result<ExitCode, String> {
     let script = read_script(&args.file)?;
-    if let Some(addr) = &args.metrics_addr {
-        metrics::serve(addr)?;
-    }
     let shutdown = Shutdown::new();
+    let engine = Engine::with_shutdown(shutdown.clone());
+    if let Some(addr) = &args.metrics_addr {
+        metrics::serve(addr, engine.registry())?;
+    }
     signals::install(shutdown.clone())?;
     let runtime = runtime(args.threads)?;
     let progress = ProgressLine::for_mode(args.progress);
-    runtime.block_on(run_script(&script, shutdown, progress))
+    runtime.block_on(run_script(&script, engine, progress))
 }
 
 fn read_script(file: &str) -> Result<String, String> {
@@ -65,11 +66,11 @@ fn read_script(file: &str) -> Result<String, String> {
 
 async fn run_script(
     script: &str,
-    shutdown: Shutdown,
+    mut engine: Engine,
     progress: Option<ProgressLine>,
 ) -> Result<ExitCode, String> {
     let statements = Engine::parse_script(script).map_err(|e| e.to_string())?;
-    let mut engine = Engine::with_shutdown(shutdown.clone());
+    let shutdown = engine.shutdown().clone();
     if let Some(line) = &progress {
         engine.set_progress(line.progress());
     }

@@ -293,8 +293,8 @@ impl Engine {
                     tokio::select! {
                         done = &mut collect => break done,
                         _ = ticks.tick() => {
-                            let plan = physical.as_ref();
-                            if let Some(now) = InsertProgress::from_plan(&table_name, plan, started.elapsed()) {
+                            if let Some(delivery) = self.registry.delivery(physical.as_ref()) {
+                                let now = InsertProgress::new(&table_name, &delivery, started.elapsed());
                                 (progress.report)(&now);
                             }
                         }
@@ -316,7 +316,11 @@ impl Engine {
             rows,
             elapsed,
             stopped_by_signal: self.shutdown.is_triggered(),
-            delivery: DeliveryCounts::from_plan(physical.as_ref()),
+            delivery: self
+                .registry
+                .delivery(physical.as_ref())
+                .as_ref()
+                .map(DeliveryCounts::from),
         };
         tracing::info!(table = %summary.table, rows, ?elapsed, "insert finished");
         Ok(Outcome::Insert(summary))

@@ -7,10 +7,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use connector_nats::metrics::names;
-use datafusion::physical_plan::ExecutionPlan;
-
-use crate::registry::{ConnectorKind, OptionMap, redact};
+use crate::registry::{ConnectorKind, DeliveryMetrics, OptionMap, redact};
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
@@ -60,7 +57,7 @@ pub struct InsertSummary {
     pub delivery: Option<DeliveryCounts>,
 }
 
-/// A sink's delivery counters, read by name from the executed plan's metrics.
+/// A sink's delivery counters, read from the executed plan's metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryCounts {
     pub bytes: u64,
@@ -71,18 +68,15 @@ pub struct DeliveryCounts {
     pub retries: u64,
 }
 
-impl DeliveryCounts {
-    /// The counters of the first plan node (depth first) that reports them.
-    pub fn from_plan(plan: &dyn ExecutionPlan) -> Option<Self> {
-        let metrics = super::progress::sink_metrics(plan)?;
-        let get = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
-        Some(DeliveryCounts {
-            bytes: get(names::PUBLISHED_BYTES),
-            duplicates: get(names::DUPLICATES),
-            skipped: get(names::SKIPPED),
-            dead_lettered: get(names::DEAD_LETTERED),
-            retries: get(names::RETRIES),
-        })
+impl From<&DeliveryMetrics> for DeliveryCounts {
+    fn from(d: &DeliveryMetrics) -> Self {
+        DeliveryCounts {
+            bytes: d.bytes,
+            duplicates: d.duplicates,
+            skipped: d.skipped,
+            dead_lettered: d.dead_lettered,
+            retries: d.retries,
+        }
     }
 }
 
