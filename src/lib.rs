@@ -14,7 +14,7 @@ pub mod shutdown;
 pub mod sources;
 pub mod sql;
 
-pub use engine::{Connection, Engine, InsertSummary, Outcome};
+pub use engine::{Connection, Engine, InsertSummary, Outcome, SignalStop};
 pub use error::{EngineError, StatementAt, root_message};
 pub use registry::{
     Connector, ConnectorKind, DeliveryMetrics, ENGINE_OPTIONS, OptionDoc, OptionMap, OptionScope,
