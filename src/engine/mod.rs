@@ -334,8 +334,9 @@ impl Engine {
                 }
             }
         };
-        // Read at the moment of the cancel, before the sink's future is dropped (which
-        // resets its in-flight and retrying gauges).
+        // Read at the moment of the cancel, before the sink's future is dropped: the
+        // NATS sink resets its in-flight and retrying gauges then (`ResetGauges` in
+        // connector-nats/src/sink.rs).
         let last_figures = || self.registry.delivery(physical.as_ref());
         let finished =
             stop::within_grace(self.shutdown.signal(), self.stop_grace, run, last_figures).await;

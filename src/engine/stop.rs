@@ -37,9 +37,9 @@ use super::outcome::SignalStop;
 use crate::shutdown::ShutdownSignal;
 
 /// How long a statement may keep running after the shutdown latch fired, by default:
-/// long enough to confirm a full window of rows in flight (1024 JetStream acks take
-/// well under a second even on a slow server), short enough for an operator's Ctrl-C
-/// or a supervisor's stop timeout.
+/// long enough for a sink to confirm the rows it has read when its server is healthy
+/// (a window of JetStream acks, or one round trip for core NATS), short enough for an
+/// operator's Ctrl-C or a supervisor's stop timeout.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `statement`; once `signal` fires, lets it finish for at most `grace`. When the
