@@ -1,5 +1,5 @@
 -- A continuous pipeline: an unbounded generated source, published as it is produced.
--- Stop it with Ctrl-C: the source stops, everything in flight is confirmed, a summary
+-- Stop it with Ctrl-C: reading the source stops, every row read is confirmed, a summary
 -- is printed and streamsql exits 0.
 
 CREATE TABLE clicks (id BIGINT, page VARCHAR, ts TIMESTAMP)

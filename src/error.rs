@@ -115,6 +115,18 @@ pub enum EngineError {
         source: DataFusionError,
     },
 
+    /// The shutdown signal came while the statement ran, and it had not finished
+    /// `grace` later, so it was cancelled. (An `INSERT` is not cancelled this way: it
+    /// ends with an [`InsertSummary`](crate::InsertSummary) that says what it confirmed.)
+    #[error(
+        "{at}: stopped on signal: not finished within the {}s grace period, so it was cancelled",
+        grace.as_secs_f64()
+    )]
+    Stopped {
+        at: StatementAt,
+        grace: std::time::Duration,
+    },
+
     /// DataFusion failed to plan or run the statement; `message` is the root cause.
     #[error("{at}: {message}")]
     DataFusion {
@@ -139,6 +151,7 @@ impl EngineError {
             | EngineError::TableExists { at, .. }
             | EngineError::Unsupported { at, .. }
             | EngineError::Connector { at, .. }
+            | EngineError::Stopped { at, .. }
             | EngineError::DataFusion { at, .. } => *at,
         }
     }

@@ -14,9 +14,10 @@ pub mod shutdown;
 pub mod sources;
 pub mod sql;
 
-pub use engine::{Connection, Engine, InsertSummary, Outcome};
+pub use engine::{Connection, Engine, InsertSummary, Outcome, SignalStop};
 pub use error::{EngineError, StatementAt, root_message};
 pub use registry::{
-    Connector, ConnectorKind, ENGINE_OPTIONS, OptionDoc, OptionMap, OptionScope, Registry,
+    Connector, ConnectorKind, DeliveryMetrics, ENGINE_OPTIONS, OptionDoc, OptionMap, OptionScope,
+    Registry,
 };
 pub use shutdown::{Shutdown, ShutdownSignal};

@@ -5,6 +5,11 @@
 //! specific to a system (NATS, ...) lives behind this trait. The engine-level keys
 //! `connector` and `connection` are declared here once, in [`ENGINE_OPTIONS`], and are
 //! removed before a connector sees the options.
+//!
+//! A sink may also tell the engine how delivery goes ([`Connector::delivery`], read from
+//! the metrics of its plan node) and publish process-wide Prometheus series
+//! ([`Connector::register_series`]); the engine's progress line, summary line and
+//! `/metrics` endpoint use only these, never a connector's own types.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +18,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableProvider, TableProviderFactory};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricsSet;
 
 /// Option keys to values, as written in SQL (keys lowercased). Sorted, so messages
 /// listing them are stable.
@@ -138,6 +145,28 @@ pub const ENGINE_OPTIONS: &[OptionDoc] = &[
     },
 ];
 
+/// How a sink's delivery stands, read from the metrics of its plan node while the
+/// statement runs or after it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryMetrics {
+    /// Rows the destination confirmed (for NATS JetStream: acknowledged).
+    pub confirmed: u64,
+    /// Payload bytes of the confirmed rows.
+    pub bytes: u64,
+    /// Confirmed rows the destination already had (stored once, counted in `confirmed`).
+    pub duplicates: u64,
+    /// Rows that could not be delivered and were skipped.
+    pub skipped: u64,
+    /// Rows that could not be delivered and went to a dead-letter destination.
+    pub dead_lettered: u64,
+    /// Retries after transient failures.
+    pub retries: u64,
+    /// Rows sent and not confirmed yet.
+    pub in_flight: u64,
+    /// Why the sink is retrying, while it is.
+    pub retrying: Option<String>,
+}
+
 /// A source or sink the engine can create tables from.
 pub trait Connector: Send + Sync + fmt::Debug {
     /// The name used in `connector = '...'` and `CREATE CONNECTION ... FROM ...`.
@@ -168,6 +197,17 @@ pub trait Connector: Send + Sync + fmt::Debug {
     fn table_factory(&self) -> Option<(String, Arc<dyn TableProviderFactory>)> {
         None
     }
+
+    /// The delivery figures in `metrics`, the metrics of one plan node, when that node
+    /// is this connector's sink; `None` for any other node (by default the connector
+    /// reports nothing).
+    fn delivery(&self, _metrics: &MetricsSet) -> Option<DeliveryMetrics> {
+        None
+    }
+
+    /// Adds the connector's process-wide Prometheus series to `registry` (served at
+    /// `streamsql run --metrics-addr`); by default it has none.
+    fn register_series(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// Connectors by name.
@@ -201,6 +241,26 @@ impl Registry {
     /// Registered connectors, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Connector>> {
         self.connectors.values()
+    }
+
+    /// The delivery figures of the first node of `plan` (depth first) that a registered
+    /// connector reports on; `None` when no node is a reporting sink.
+    pub fn delivery(&self, plan: &dyn ExecutionPlan) -> Option<DeliveryMetrics> {
+        if let Some(metrics) = plan.metrics()
+            && let Some(found) = self.iter().find_map(|c| c.delivery(&metrics))
+        {
+            return Some(found);
+        }
+        plan.children()
+            .into_iter()
+            .find_map(|child| self.delivery(child.as_ref()))
+    }
+
+    /// Adds every connector's Prometheus series to `registry`.
+    pub fn register_series(&self, registry: &mut prometheus_client::registry::Registry) {
+        for connector in self.iter() {
+            connector.register_series(registry);
+        }
     }
 }
 

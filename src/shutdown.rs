@@ -1,9 +1,9 @@
-//! The engine's shutdown signal: a one-way latch that sources observe.
+//! The engine's shutdown signal: a one-way latch.
 //!
-//! When it fires, every source ends its stream cleanly, so a running `INSERT` sees end
-//! of input, the sink confirms what is in flight and the statement completes with its
-//! row count. Nothing is aborted by the latch itself: aborting is the CLI's second
-//! signal.
+//! When it fires, the engine stops the running statement (`engine/stop.rs`): an
+//! `INSERT`'s input ends, so its sink confirms what it has read and the statement
+//! completes with its row count; a statement still running a grace period later is
+//! cancelled. Aborting the process at once is the CLI's second signal.
 
 use std::sync::Arc;
 
@@ -30,8 +30,8 @@ impl Shutdown {
         }
     }
 
-    /// Fires the latch; idempotent. Sources end their streams at their next batch, or
-    /// at once if they are waiting.
+    /// Fires the latch; idempotent. Inputs being read stop at once, also while they
+    /// wait for data.
     pub fn trigger(&self) {
         // send_replace stores the value even when no receiver exists yet.
         self.sender.send_replace(true);
@@ -42,7 +42,7 @@ impl Shutdown {
         *self.sender.borrow()
     }
 
-    /// A receiver for sources to observe.
+    /// A receiver to observe the latch.
     pub fn signal(&self) -> ShutdownSignal {
         ShutdownSignal {
             receiver: self.sender.subscribe(),
@@ -50,7 +50,7 @@ impl Shutdown {
     }
 }
 
-/// The observing side, held by sources.
+/// The observing side.
 #[derive(Debug, Clone)]
 pub struct ShutdownSignal {
     receiver: watch::Receiver<bool>,

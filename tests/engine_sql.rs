@@ -1,13 +1,14 @@
 //! The engine end to end without a NATS server: DataFusion statements pass through,
-//! the datagen source works bounded and unbounded (stopped by the shutdown latch),
-//! and errors read as documented.
+//! the datagen source works bounded and unbounded, the shutdown latch stops any
+//! statement (inputs stop being read; what is still running after the grace period is
+//! cancelled), and errors read as documented.
 
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::arrow::util::display::array_value_to_string;
-use streamsql::{Engine, EngineError, Outcome};
+use streamsql::{Engine, EngineError, InsertSummary, Outcome, SignalStop};
 
 /// The batches of the query outcome at `index`.
 fn batches(outcomes: &[Outcome], index: usize) -> &[RecordBatch] {
@@ -176,7 +177,8 @@ async fn unbounded_insert_ends_on_shutdown_with_every_row_counted() {
     let Outcome::Insert(insert) = &outcomes[2] else {
         panic!("not an insert: {:?}", outcomes[2]);
     };
-    assert!(insert.stopped_by_signal);
+    assert_eq!(insert.stopped, Some(SignalStop::Unbounded));
+    assert!(insert.completed(), "an unbounded insert ends this way");
     assert!(insert.rows > 0, "rows were produced before the signal");
     // The reported count is what the table holds.
     let held = engine
@@ -362,4 +364,128 @@ async fn insert_with_never_replaces_a_declared_sink() {
          INTO it without WITH, or use another name"
     );
     assert!(engine.context().table_exist("out").unwrap());
+}
+
+/// Runs `script` on `engine`, firing its shutdown latch after `after`.
+async fn execute_and_stop(engine: &mut Engine, script: &str, after: Duration) -> Vec<Outcome> {
+    let shutdown = engine.shutdown().clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        shutdown.trigger();
+    });
+    tokio::time::timeout(Duration::from_secs(20), engine.execute(script))
+        .await
+        .expect("the statement ends once shutdown fires")
+        .unwrap()
+}
+
+fn insert(outcome: &Outcome) -> &InsertSummary {
+    match outcome {
+        Outcome::Insert(insert) => insert,
+        other => panic!("not an insert: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bounded_insert_stops_reading_on_shutdown_and_says_it_did_not_complete() {
+    let mut engine = Engine::new();
+    const TOTAL: u64 = 10_000_000_000;
+    let outcomes = execute_and_stop(
+        &mut engine,
+        &format!(
+            "CREATE TABLE kept (v BIGINT);
+             INSERT INTO kept SELECT value FROM generate_series(1, {TOTAL});"
+        ),
+        Duration::from_millis(300),
+    )
+    .await;
+    let insert = insert(&outcomes[1]);
+    assert_eq!(insert.stopped, Some(SignalStop::Bounded));
+    assert!(!insert.completed());
+    assert!(insert.rows > 0 && insert.rows < TOTAL, "{}", insert.rows);
+    let held = engine
+        .context()
+        .sql("SELECT count(*) FROM kept")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        held[0].column(0).as_primitive::<Int64Type>().value(0) as u64,
+        insert.rows
+    );
+}
+
+#[tokio::test]
+async fn an_insert_whose_sink_cannot_finish_is_cancelled_after_the_grace_period() {
+    // Nothing listens on the port and there is no retry_timeout: the sink would retry
+    // the connection forever.
+    let url = format!("nats://127.0.0.1:{}", nats_testkit::free_port());
+    let mut engine = Engine::new();
+    let grace = Duration::from_millis(300);
+    engine.set_stop_grace(grace);
+    let started = std::time::Instant::now();
+    let outcomes = execute_and_stop(
+        &mut engine,
+        &format!(
+            "INSERT INTO nowhere SELECT value AS id FROM generate_series(1, 10)
+             WITH (connector = 'nats_sink', servers = '{url}', subject = 'a.b',
+                   connect_timeout = '200ms');"
+        ),
+        Duration::from_millis(700),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let insert = insert(&outcomes[0]);
+    let Some(SignalStop::Cancelled {
+        grace: had,
+        in_flight,
+        retrying,
+    }) = &insert.stopped
+    else {
+        panic!("not cancelled: {insert:?}");
+    };
+    assert_eq!((*had, *in_flight, insert.rows), (grace, 0, 0));
+    assert!(
+        retrying
+            .as_deref()
+            .is_some_and(|r| r.contains("cannot connect")),
+        "{retrying:?}"
+    );
+    assert!(insert.delivery.is_some_and(|d| d.retries >= 1));
+    assert!(!insert.completed());
+}
+
+#[tokio::test]
+async fn a_query_still_running_after_the_grace_period_is_cancelled() {
+    let mut engine = Engine::new();
+    engine.set_stop_grace(Duration::from_millis(200));
+    engine
+        .execute(
+            "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', rows_per_second = '100');",
+        )
+        .await
+        .unwrap();
+    let shutdown = engine.shutdown().clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shutdown.trigger();
+    });
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        engine.execute("SELECT id FROM gen;"),
+    )
+    .await
+    .expect("cancelled after the grace period")
+    .unwrap_err();
+    assert!(matches!(err, EngineError::Stopped { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "statement 1 (line 1): stopped on signal: not finished within the 0.2s grace period, so it was cancelled"
+    );
 }

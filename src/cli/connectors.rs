@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use crate::engine::Engine;
 use crate::registry::{ENGINE_OPTIONS, OptionDoc, Registry, redact};
-use crate::shutdown::Shutdown;
 
 pub(super) fn run() -> Result<ExitCode, String> {
-    let registry = Engine::builtin_registry(&Shutdown::new());
+    let registry = Engine::builtin_registry();
     print!("{}", listing(&registry));
     Ok(ExitCode::SUCCESS)
 }
@@ -83,7 +82,7 @@ mod tests {
 
     #[test]
     fn lists_every_connector_and_option() {
-        let text = listing(&Engine::builtin_registry(&Shutdown::new()));
+        let text = listing(&Engine::builtin_registry());
         assert!(text.contains("\nnats_sink (sink)\n"), "{text}");
         assert!(text.contains("\ndatagen (source)\n"), "{text}");
         let password = text

@@ -26,9 +26,13 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Starts serving on `addr` (port 0 picks a free port); returns the bound address.
-/// Fails at once, naming the address, when it cannot listen there.
-pub(super) fn serve(addr: &str) -> Result<SocketAddr, String> {
+/// Starts serving the series of the `connectors` on `addr` (port 0 picks a free port);
+/// returns the bound address. Fails at once, naming the address, when it cannot listen
+/// there.
+pub(super) fn serve(
+    addr: &str,
+    connectors: &crate::registry::Registry,
+) -> Result<SocketAddr, String> {
     let problem = |e: std::io::Error| {
         format!(
             "--metrics-addr '{addr}': cannot listen there: {e}; give a free HOST:PORT such as 127.0.0.1:9464"
@@ -38,7 +42,7 @@ pub(super) fn serve(addr: &str) -> Result<SocketAddr, String> {
     listener.set_nonblocking(true).map_err(problem)?;
     let bound = listener.local_addr().map_err(problem)?;
     let mut registry = Registry::default();
-    connector_nats::telemetry::register(&mut registry);
+    connectors.register_series(&mut registry);
     let registry = Arc::new(registry);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,8 +1,9 @@
 //! The `streamsql` command line: argument parsing, logging setup and dispatch.
 //!
-//! Exit codes: 0 success (also after a first Ctrl-C that stopped an unbounded
-//! insert cleanly), 1 an error (printed to stderr as `error: <message>`), 2 bad
-//! arguments (clap), 130 a second Ctrl-C aborted the run.
+//! Exit codes: 0 success (also after a first Ctrl-C that stopped an insert from an
+//! unbounded source with every row it read confirmed), 1 an error (printed to stderr
+//! as `error: <message>`), 2 bad arguments (clap), [`EXIT_STOPPED`] (3) the first
+//! Ctrl-C stopped the run before it completed, 130 a second Ctrl-C aborted the run.
 
 mod connectors;
 mod metrics;
@@ -19,13 +20,20 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 pub use print::{format_message, format_outcome};
+
+/// `streamsql run`'s exit code when the first SIGINT/SIGTERM stopped it before it
+/// completed: a bounded insert was stopped before the end of its input, a statement
+/// was cancelled after the grace period (rows read may be unconfirmed), or statements
+/// were left unrun after one that would have ended by itself.
+pub const EXIT_STOPPED: u8 = 3;
 pub use progress::{ProgressMode, format_progress};
 
 /// A streaming-SQL engine on DataFusion with a NATS sink.
 #[derive(Debug, Parser)]
 #[command(name = "streamsql", version, about)]
 pub struct Cli {
-    /// Log filter for stderr logs, e.g. `info` or `streamsql=debug,connector_nats=trace`.
+    /// Log filter for stderr logs, e.g. `info` or `warn,streamsql=debug` (per-crate
+    /// targets: see the README's Logs section).
     /// Overrides RUST_LOG; without either, warnings and errors are logged (async-nats's
     /// own logs only with an explicit filter).
     #[arg(long, global = true, value_name = "FILTER")]
@@ -117,7 +125,9 @@ mod tests {
     fn parses_run_and_sub() {
         let cli = Cli::parse_from(["streamsql", "--log-level", "debug", "run", "-"]);
         assert_eq!(cli.log_level.as_deref(), Some("debug"));
-        assert!(matches!(cli.command, Command::Run(ref a) if a.file == "-"));
+        assert!(matches!(cli.command, Command::Run(ref a) if a.file == "-" && a.stop_grace == 5.0));
+        let cli = Cli::parse_from(["streamsql", "run", "--stop-grace", "0.5", "x.sql"]);
+        assert!(matches!(cli.command, Command::Run(ref a) if a.stop_grace == 0.5));
         let cli = Cli::parse_from([
             "streamsql",
             "sub",

@@ -5,14 +5,17 @@ use std::fmt::Write as _;
 
 use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
 
-use crate::engine::{InsertSummary, Outcome};
+use crate::engine::{InsertSummary, Outcome, SignalStop};
 
 /// The lines `streamsql run` prints for one statement's outcome (no trailing newline).
 ///
 /// - query: an ASCII table, then `(N rows)`
 /// - insert: `INSERT INTO t: N rows published in 0.42s (2380 rows/s)` (`inserted` for
 ///   a table that is not a connector's), and after a stop on signal a second line
-///   `INSERT INTO t: stopped on signal; N rows confirmed before shutdown`
+///   `INSERT INTO t: stopped on signal; N rows confirmed before shutdown`, followed by
+///   `; the input was not read to its end` for a bounded input, or by
+///   `; cancelled: not finished within the 5s grace period, M rows in flight not
+///   confirmed (retrying: ...)` when the grace period ran out
 /// - connection: `CREATE CONNECTION name (connector)`; connector table:
 ///   `CREATE TABLE name (connector sink|source)`; other DDL: `OK: <statement>`
 pub fn format_outcome(outcome: &Outcome) -> String {
@@ -65,12 +68,46 @@ fn format_insert(summary: &InsertSummary) -> String {
             d.bytes, d.duplicates, d.skipped, d.dead_lettered, d.retries
         );
     }
-    if summary.stopped_by_signal {
-        let _ = write!(
-            line,
-            "\nINSERT INTO {}: stopped on signal; {} row{plural} confirmed before shutdown",
-            summary.table, summary.rows
-        );
+    if let Some(stop) = &summary.stopped {
+        let _ = write!(line, "\nINSERT INTO {}: stopped on signal; ", summary.table);
+        let cancelled = |line: &mut String, grace: &std::time::Duration| {
+            let _ = write!(
+                line,
+                "cancelled: not finished within the {}s grace period",
+                grace.as_secs_f64()
+            );
+        };
+        match stop {
+            SignalStop::Cancelled { grace, .. } if summary.delivery.is_none() => {
+                cancelled(&mut line, grace);
+                line.push_str("; its sink reports no count of rows written");
+            }
+            _ => {
+                let _ = write!(
+                    line,
+                    "{} row{plural} confirmed before shutdown",
+                    summary.rows
+                );
+            }
+        }
+        match stop {
+            SignalStop::Unbounded => {}
+            SignalStop::Bounded => line.push_str("; the input was not read to its end"),
+            SignalStop::Cancelled { .. } if summary.delivery.is_none() => {}
+            SignalStop::Cancelled {
+                grace,
+                in_flight,
+                retrying,
+            } => {
+                line.push_str("; ");
+                cancelled(&mut line, grace);
+                let rows = if *in_flight == 1 { "row" } else { "rows" };
+                let _ = write!(line, ", {in_flight} {rows} in flight not confirmed");
+                if let Some(reason) = retrying {
+                    let _ = write!(line, " (retrying: {reason})");
+                }
+            }
+        }
     }
     line
 }
@@ -119,7 +156,7 @@ mod tests {
             connector: Some("nats_sink".to_string()),
             rows: 1000,
             elapsed: Duration::from_millis(420),
-            stopped_by_signal: false,
+            stopped: None,
             delivery: None,
         };
         assert_eq!(
@@ -144,14 +181,58 @@ mod tests {
         let stopped = InsertSummary {
             connector: None,
             rows: 1,
-            stopped_by_signal: true,
-            ..summary
+            stopped: Some(SignalStop::Unbounded),
+            ..summary.clone()
         };
         assert_eq!(
-            format_outcome(&Outcome::Insert(stopped)),
+            format_outcome(&Outcome::Insert(stopped.clone())),
             "INSERT INTO nats_output: 1 row inserted in 0.42s (2 rows/s)\n\
              INSERT INTO nats_output: stopped on signal; 1 row confirmed before shutdown"
         );
+        let cut = InsertSummary {
+            stopped: Some(SignalStop::Bounded),
+            ..stopped.clone()
+        };
+        assert!(format_outcome(&Outcome::Insert(cut)).ends_with(
+            "stopped on signal; 1 row confirmed before shutdown; the input was not read to its end"
+        ));
+        let cancelled = SignalStop::Cancelled {
+            grace: Duration::from_millis(2500),
+            in_flight: 7,
+            retrying: Some("cannot connect".to_string()),
+        };
+        let with_counts = with_counts_summary(&summary);
+        let text = format_outcome(&Outcome::Insert(InsertSummary {
+            stopped: Some(cancelled.clone()),
+            ..with_counts
+        }));
+        assert!(
+            text.ends_with(
+                "\nINSERT INTO nats_output: stopped on signal; 1000 rows confirmed before \
+                 shutdown; cancelled: not finished within the 2.5s grace period, 7 rows in \
+                 flight not confirmed (retrying: cannot connect)"
+            ),
+            "{text}"
+        );
+        // A sink that reports no count: nothing is claimed about what it wrote.
+        let text = format_outcome(&Outcome::Insert(InsertSummary {
+            stopped: Some(cancelled),
+            ..stopped
+        }));
+        assert!(
+            text.ends_with(
+                "stopped on signal; cancelled: not finished within the 2.5s grace period; \
+                 its sink reports no count of rows written"
+            ),
+            "{text}"
+        );
+    }
+
+    fn with_counts_summary(summary: &InsertSummary) -> InsertSummary {
+        InsertSummary {
+            delivery: Some(crate::engine::DeliveryCounts::default()),
+            ..summary.clone()
+        }
     }
 
     #[test]

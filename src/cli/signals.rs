@@ -2,7 +2,10 @@
 //!
 //! Signals are watched on a thread of their own with its own small runtime, so a
 //! busy engine runtime (one thread by default) cannot delay them. The first signal
-//! fires the shutdown latch; the second exits at once with code 130.
+//! fires the shutdown latch (the engine stops the running statement within `grace`);
+//! the second exits at once with code 130.
+
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -10,7 +13,7 @@ use crate::shutdown::Shutdown;
 
 /// Starts watching for signals. Handlers are registered before this returns, so a
 /// signal arriving at any later point is seen.
-pub(super) fn install(shutdown: Shutdown) -> Result<(), String> {
+pub(super) fn install(shutdown: Shutdown, grace: Duration) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -36,8 +39,9 @@ pub(super) fn install(shutdown: Shutdown) -> Result<(), String> {
                     seen += 1;
                     if seen == 1 {
                         eprintln!(
-                            "received {name}: stopping sources and confirming rows in flight \
-                             (send it again to abort)"
+                            "received {name}: stopping the inputs; rows read get up to {}s to \
+                             be confirmed (send it again to abort)",
+                            grace.as_secs_f64()
                         );
                         tracing::info!(signal = name, "shutdown requested");
                         shutdown.trigger();

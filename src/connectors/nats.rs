@@ -1,18 +1,23 @@
 //! Adapts the `connector-nats` plugin crate to the engine's [`Connector`] trait.
 //!
 //! Nothing NATS-specific is decided here: option declarations, validation (with the
-//! closest-name suggestion), `${VAR}` resolution and the sink itself all belong to
-//! `connector-nats`. This file only maps its types onto the engine's.
+//! closest-name suggestion), `${VAR}` resolution, the sink, its metric names and its
+//! Prometheus series all belong to `connector-nats`. This file only maps its types
+//! onto the engine's; it is the only place in the engine that names the plugin.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use connector_nats::metrics::names;
 use connector_nats::options::{OPTIONS, OptionScope as NatsScope};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableProvider, TableProviderFactory};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::metrics::MetricsSet;
 
-use crate::registry::{Connector, ConnectorKind, OptionDoc, OptionMap, OptionScope};
+use crate::registry::{
+    Connector, ConnectorKind, DeliveryMetrics, OptionDoc, OptionMap, OptionScope,
+};
 
 /// The `nats_sink` connector, backed by `connector-nats`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -62,6 +67,34 @@ impl Connector for NatsSinkConnector {
             connector_nats::FILE_TYPE.to_string(),
             Arc::new(connector_nats::NatsSinkFactory),
         ))
+    }
+
+    /// The sink publishes its counts as DataFusion metrics under the names of
+    /// `connector_nats::metrics::names`; a node with the published-rows counter is a
+    /// NATS sink.
+    fn delivery(&self, metrics: &MetricsSet) -> Option<DeliveryMetrics> {
+        let confirmed = metrics.sum_by_name(names::PUBLISHED_ROWS)?;
+        let count = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+        // A custom metric that displays the reason and counts 1 while retrying.
+        let retrying = metrics
+            .iter()
+            .find(|m| m.value().name() == names::RETRYING)
+            .filter(|m| m.value().as_usize() > 0)
+            .map(|m| m.value().to_string());
+        Some(DeliveryMetrics {
+            confirmed: confirmed.as_usize() as u64,
+            bytes: count(names::PUBLISHED_BYTES),
+            duplicates: count(names::DUPLICATES),
+            skipped: count(names::SKIPPED),
+            dead_lettered: count(names::DEAD_LETTERED),
+            retries: count(names::RETRIES),
+            in_flight: count(names::IN_FLIGHT),
+            retrying,
+        })
+    }
+
+    fn register_series(&self, registry: &mut prometheus_client::registry::Registry) {
+        connector_nats::telemetry::register(registry);
     }
 }
 
@@ -139,5 +172,43 @@ mod tests {
             .create_table("t", schema, options(&[("subject_field", "nope")]))
             .unwrap_err();
         assert!(err.find_root().message().contains("nope"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn delivery_is_read_from_the_sink_node_of_a_plan() {
+        use datafusion::logical_expr::dml::InsertOp;
+        use datafusion::physical_plan::empty::EmptyExec;
+        use datafusion::prelude::SessionContext;
+
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let table = NatsSinkConnector
+            .create_table("t", Arc::clone(&schema), options(&[("subject", "a.b")]))
+            .unwrap();
+        let input = Arc::new(EmptyExec::new(schema));
+        let state = SessionContext::new().state();
+        let plan = table
+            .insert_into(&state, input.clone(), InsertOp::Append)
+            .await
+            .unwrap();
+        // Nothing ran: every figure is zero, and the sink is not retrying.
+        let delivery = NatsSinkConnector
+            .delivery(&plan.metrics().expect("the sink node has metrics"))
+            .expect("a NATS sink node");
+        assert_eq!(delivery, DeliveryMetrics::default());
+        // Found through the registry from the plan's root; a plan without the sink has none.
+        let mut registry = crate::registry::Registry::new();
+        registry.register(Arc::new(NatsSinkConnector));
+        assert_eq!(registry.delivery(plan.as_ref()), Some(delivery));
+        assert_eq!(registry.delivery(input.as_ref()), None);
+        assert_eq!(NatsSinkConnector.delivery(&MetricsSet::new()), None);
+    }
+
+    #[test]
+    fn registers_the_plugin_series() {
+        let mut prometheus = prometheus_client::registry::Registry::default();
+        NatsSinkConnector.register_series(&mut prometheus);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &prometheus).unwrap();
+        assert!(text.contains("nats_sink_rows_published"), "{text}");
     }
 }

@@ -5,7 +5,9 @@
 //! `[EXPLAIN] INSERT ... WITH`) are in `connector_statements.rs`; everything else goes
 //! to DataFusion unchanged, except that a statement with `WITH (...)` after a table
 //! name (table hints, which DataFusion would ignore) is refused. Statements run in order and the first failure stops the
-//! script. Once the shutdown latch has fired, no further statement starts.
+//! script. Once the shutdown latch has fired, no further statement starts, and the
+//! running one stops: an `INSERT` stops reading its input, and any statement still
+//! running a grace period later is cancelled (`stop.rs`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), streamsql::EngineError> {
@@ -24,6 +26,7 @@
 mod connector_statements;
 mod outcome;
 mod progress;
+mod stop;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -32,7 +35,7 @@ mod unbounded_latency;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::UInt64Type;
@@ -43,8 +46,9 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
-pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome};
+pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome, SignalStop};
 pub use self::progress::{InsertProgress, Progress};
+pub use self::stop::DEFAULT_STOP_GRACE;
 use self::unbounded_latency::UnboundedLatency;
 use crate::connectors::NatsSinkConnector;
 use crate::error::{EngineError, StatementAt};
@@ -75,6 +79,7 @@ pub struct Engine {
     connections: BTreeMap<String, Connection>,
     connector_tables: HashMap<String, ConnectorTable>,
     shutdown: Shutdown,
+    stop_grace: Duration,
     progress: Option<Progress>,
 }
 
@@ -103,13 +108,13 @@ impl Engine {
         Self::with_shutdown(Shutdown::new())
     }
 
-    /// An engine with the built-in connectors whose sources observe `shutdown`.
+    /// An engine with the built-in connectors that stops on `shutdown`.
     pub fn with_shutdown(shutdown: Shutdown) -> Self {
-        Self::with_registry(Self::builtin_registry(&shutdown), shutdown)
+        Self::with_registry(Self::builtin_registry(), shutdown)
     }
 
-    /// An engine with exactly the connectors of `registry`. `shutdown` should be the
-    /// latch its sources observe, so that [`Engine::execute`] stops with them.
+    /// An engine with exactly the connectors of `registry` that stops on `shutdown`
+    /// (see [`Engine::shutdown`]).
     pub fn with_registry(registry: Registry, shutdown: Shutdown) -> Self {
         let config = SessionConfig::new().with_information_schema(true);
         let mut builder = SessionStateBuilder::new()
@@ -129,8 +134,15 @@ impl Engine {
             connections: BTreeMap::new(),
             connector_tables: HashMap::new(),
             shutdown,
+            stop_grace: DEFAULT_STOP_GRACE,
             progress: None,
         }
+    }
+
+    /// How long a statement may keep running after the shutdown latch fired before it
+    /// is cancelled ([`DEFAULT_STOP_GRACE`] unless set).
+    pub fn set_stop_grace(&mut self, grace: Duration) {
+        self.stop_grace = grace;
     }
 
     /// Reports the progress of each running `INSERT` into a sink that reports delivery
@@ -139,11 +151,11 @@ impl Engine {
         self.progress = Some(progress);
     }
 
-    /// The built-in connectors: `nats_sink`, and `datagen` observing `shutdown`.
-    pub fn builtin_registry(shutdown: &Shutdown) -> Registry {
+    /// The built-in connectors: `nats_sink` and `datagen`.
+    pub fn builtin_registry() -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(NatsSinkConnector));
-        registry.register(Arc::new(DatagenConnector::new(shutdown.signal())));
+        registry.register(Arc::new(DatagenConnector));
         registry
     }
 
@@ -157,9 +169,11 @@ impl Engine {
         &self.registry
     }
 
-    /// The shutdown latch. [`Shutdown::trigger`] ends every source's stream, so a
-    /// running `INSERT` completes with what was delivered, and no further statement of
-    /// a running [`execute`](Engine::execute) starts.
+    /// The shutdown latch. [`Shutdown::trigger`] stops the running statement: an
+    /// `INSERT` stops reading its input (whatever the source) and ends once its sink
+    /// confirmed what it had read; a statement still running the grace period
+    /// ([`Engine::set_stop_grace`]) later is cancelled. No further statement of a
+    /// running [`execute`](Engine::execute) starts.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
     }
@@ -250,28 +264,42 @@ impl Engine {
                 self.run_insert(at, plan, table, connector).await
             }
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
-                self.ctx
-                    .execute_logical_plan(plan)
-                    .await
-                    .map_err(df_err)?
-                    .collect()
-                    .await
-                    .map_err(df_err)?;
+                let run = async { self.ctx.execute_logical_plan(plan).await?.collect().await };
+                self.within_grace(at, run).await?.map_err(df_err)?;
                 Ok(Outcome::Done {
                     statement: summary(sql),
                 })
             }
             _ => {
-                let df = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await.map_err(df_err)?;
+                let run = async {
+                    let df = self.ctx.execute_logical_plan(plan).await?;
+                    let schema = Arc::new(df.schema().as_arrow().clone());
+                    Ok((schema, df.collect().await?))
+                };
+                let (schema, batches) = self.within_grace(at, run).await?.map_err(df_err)?;
                 Ok(Outcome::Query { schema, batches })
             }
         }
     }
 
-    /// Runs a planned `INSERT` into `table` (of `connector`, if it is a connector's) to
-    /// completion and sums DataFusion's `count` column.
+    /// Runs `statement` to its end, or until the grace period after the shutdown latch
+    /// fired is over (then it is cancelled and this fails with [`EngineError::Stopped`]).
+    async fn within_grace<T>(
+        &self,
+        at: StatementAt,
+        statement: impl Future<Output = T>,
+    ) -> Result<T, EngineError> {
+        let grace = self.stop_grace;
+        stop::within_grace(self.shutdown.signal(), grace, statement, || {
+            EngineError::Stopped { at, grace }
+        })
+        .await
+    }
+
+    /// Runs a planned `INSERT` into `table` (of `connector`, if it is a connector's)
+    /// and sums DataFusion's `count` column. Once the shutdown latch fires, the sink's
+    /// input ends; if the insert has not finished a grace period later, it is
+    /// cancelled and its summary gives what the sink had confirmed.
     async fn run_insert(
         &mut self,
         at: StatementAt,
@@ -284,42 +312,72 @@ impl Engine {
         let df = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let task_ctx = Arc::new(df.task_ctx());
         let physical = df.create_physical_plan().await.map_err(df_err)?;
+        let (physical, input) =
+            stop::stop_sink_input(physical, &self.shutdown.signal()).map_err(df_err)?;
         let table_name = table.to_string();
         let collect = datafusion::physical_plan::collect(physical.clone(), task_ctx);
-        let batches = match &self.progress {
-            None => collect.await,
-            Some(progress) => {
-                let mut ticks = tokio::time::interval(progress.every);
-                ticks.tick().await;
-                tokio::pin!(collect);
-                loop {
-                    tokio::select! {
-                        done = &mut collect => break done,
-                        _ = ticks.tick() => {
-                            let plan = physical.as_ref();
-                            if let Some(now) = InsertProgress::from_plan(&table_name, plan, started.elapsed()) {
-                                (progress.report)(&now);
+        let run = async {
+            match &self.progress {
+                None => collect.await,
+                Some(progress) => {
+                    let mut ticks = tokio::time::interval(progress.every);
+                    ticks.tick().await;
+                    tokio::pin!(collect);
+                    loop {
+                        tokio::select! {
+                            done = &mut collect => break done,
+                            _ = ticks.tick() => {
+                                if let Some(delivery) = self.registry.delivery(physical.as_ref()) {
+                                    let now = InsertProgress::new(&table_name, &delivery, started.elapsed());
+                                    (progress.report)(&now);
+                                }
                             }
                         }
                     }
                 }
             }
-        }
-        .map_err(df_err)?;
+        };
+        // Read at the moment of the cancel, before the sink's future is dropped: the
+        // NATS sink resets its in-flight and retrying gauges then (`ResetGauges` in
+        // connector-nats/src/sink.rs).
+        let last_figures = || self.registry.delivery(physical.as_ref());
+        let finished =
+            stop::within_grace(self.shutdown.signal(), self.stop_grace, run, last_figures).await;
         let elapsed = started.elapsed();
-        let rows = batches
-            .iter()
-            .filter_map(|b| b.column_by_name("count"))
-            .filter_map(|c| c.as_primitive_opt::<UInt64Type>())
-            .flat_map(|c| c.iter().flatten())
-            .sum();
+        let (rows, stopped, delivery) = match finished {
+            Ok(batches) => {
+                let rows = batches
+                    .map_err(df_err)?
+                    .iter()
+                    .filter_map(|b| b.column_by_name("count"))
+                    .filter_map(|c| c.as_primitive_opt::<UInt64Type>())
+                    .flat_map(|c| c.iter().flatten())
+                    .sum();
+                let delivery = self.registry.delivery(physical.as_ref());
+                (rows, input.and_then(|input| input.stopped()), delivery)
+            }
+            Err(delivery) => {
+                let stop = SignalStop::Cancelled {
+                    grace: self.stop_grace,
+                    in_flight: delivery.as_ref().map_or(0, |d| d.in_flight),
+                    retrying: delivery.as_ref().and_then(|d| d.retrying.clone()),
+                };
+                tracing::warn!(
+                    table = %table_name,
+                    grace = ?self.stop_grace,
+                    "insert not finished within the grace period after the shutdown signal: cancelled"
+                );
+                let rows = delivery.as_ref().map_or(0, |d| d.confirmed);
+                (rows, Some(stop), delivery)
+            }
+        };
         let summary = InsertSummary {
             table: table_name,
             connector,
             rows,
             elapsed,
-            stopped_by_signal: self.shutdown.is_triggered(),
-            delivery: DeliveryCounts::from_plan(physical.as_ref()),
+            stopped,
+            delivery: delivery.as_ref().map(DeliveryCounts::from),
         };
         tracing::info!(table = %summary.table, rows, ?elapsed, "insert finished");
         Ok(Outcome::Insert(summary))

@@ -7,10 +7,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
-use connector_nats::metrics::names;
-use datafusion::physical_plan::ExecutionPlan;
-
-use crate::registry::{ConnectorKind, OptionMap, redact};
+use crate::registry::{ConnectorKind, DeliveryMetrics, OptionMap, redact};
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
@@ -53,14 +50,45 @@ pub struct InsertSummary {
     pub rows: u64,
     /// Time from the start of execution to completion.
     pub elapsed: Duration,
-    /// The shutdown latch had fired when the insert finished: an unbounded source was
-    /// stopped and `rows` is what was delivered until then.
-    pub stopped_by_signal: bool,
+    /// How the shutdown signal ended the insert; `None` when its input was read to the
+    /// end (also when the signal came after that).
+    pub stopped: Option<SignalStop>,
     /// What the sink reported about delivery, when it reports it (NATS sinks do).
     pub delivery: Option<DeliveryCounts>,
 }
 
-/// A sink's delivery counters, read by name from the executed plan's metrics.
+/// How the first shutdown signal ended an `INSERT`. In each case `rows` is what the
+/// sink confirmed (for a sink that reports no count, what it wrote).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignalStop {
+    /// Reading an unbounded input stopped, and the sink confirmed every row it had
+    /// read: the way such an insert ends.
+    Unbounded,
+    /// Reading a bounded input stopped before its end, and the sink confirmed every row
+    /// it had read; the rest was never read.
+    Bounded,
+    /// The insert had not finished `grace` after the signal (e.g. its sink was
+    /// retrying) and was cancelled.
+    Cancelled {
+        /// The grace period it had.
+        grace: Duration,
+        /// Rows sent and not confirmed when it was cancelled (0 when the sink reports
+        /// no such count).
+        in_flight: u64,
+        /// Why the sink was retrying then, if it was.
+        retrying: Option<String>,
+    },
+}
+
+impl SignalStop {
+    /// Whether the statement did all it was meant to: only an unbounded input stopped
+    /// with every row read confirmed.
+    pub fn completed(&self) -> bool {
+        matches!(self, SignalStop::Unbounded)
+    }
+}
+
+/// A sink's delivery counters, read from the executed plan's metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryCounts {
     pub bytes: u64,
@@ -71,22 +99,25 @@ pub struct DeliveryCounts {
     pub retries: u64,
 }
 
-impl DeliveryCounts {
-    /// The counters of the first plan node (depth first) that reports them.
-    pub fn from_plan(plan: &dyn ExecutionPlan) -> Option<Self> {
-        let metrics = super::progress::sink_metrics(plan)?;
-        let get = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
-        Some(DeliveryCounts {
-            bytes: get(names::PUBLISHED_BYTES),
-            duplicates: get(names::DUPLICATES),
-            skipped: get(names::SKIPPED),
-            dead_lettered: get(names::DEAD_LETTERED),
-            retries: get(names::RETRIES),
-        })
+impl From<&DeliveryMetrics> for DeliveryCounts {
+    fn from(d: &DeliveryMetrics) -> Self {
+        DeliveryCounts {
+            bytes: d.bytes,
+            duplicates: d.duplicates,
+            skipped: d.skipped,
+            dead_lettered: d.dead_lettered,
+            retries: d.retries,
+        }
     }
 }
 
 impl InsertSummary {
+    /// Whether the insert did all it was meant to: it read its input to the end, or the
+    /// signal stopped an unbounded input and every row read was confirmed.
+    pub fn completed(&self) -> bool {
+        self.stopped.as_ref().is_none_or(SignalStop::completed)
+    }
+
     /// Rows per second over [`InsertSummary::elapsed`].
     pub fn rows_per_second(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
@@ -167,7 +198,7 @@ mod tests {
             connector: None,
             rows: 1000,
             elapsed: Duration::from_millis(500),
-            stopped_by_signal: false,
+            stopped: None,
             delivery: None,
         };
         assert_eq!(summary.rows_per_second(), 2000.0);

@@ -85,7 +85,7 @@ impl Connector for RecordingSink {
 /// An engine with the built-in connectors plus `rec`, and what `rec` saw.
 pub(super) fn engine() -> (Engine, Seen) {
     let shutdown = Shutdown::new();
-    let mut registry = Engine::builtin_registry(&shutdown);
+    let mut registry = Engine::builtin_registry();
     let sink = RecordingSink::default();
     let seen = Arc::clone(&sink.seen);
     registry.register(Arc::new(sink));

@@ -8,9 +8,9 @@
 //! Row `i` (from 0) holds: integers `i` (wrapping at the type's range), floats `i`,
 //! strings `<column>-<i>`, booleans `i % 2 == 0`, timestamps and dates the time the
 //! batch was made (see `datagen_values`). Without `row_limit` the table is unbounded (marked infinite, so
-//! `INSERT INTO sink SELECT ... FROM gen` streams) and ends only when the engine's
-//! shutdown signal fires. The stream ends cleanly on that signal, also while it waits
-//! for the rate limit, so the statement reading it completes normally.
+//! `INSERT INTO sink SELECT ... FROM gen` streams) and never ends by itself: the engine
+//! stops reading it when its shutdown latch fires, as it stops any input
+//! (`engine/stop.rs`).
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -29,7 +29,6 @@ use tokio::time::Instant;
 use crate::registry::{
     Connector, ConnectorKind, OptionDoc, OptionMap, OptionScope, check_option_names,
 };
-use crate::shutdown::ShutdownSignal;
 use crate::sources::datagen_values::{generate, supported};
 
 /// The connector's name.
@@ -60,18 +59,9 @@ pub const DATAGEN_OPTIONS: &[OptionDoc] = &[
     },
 ];
 
-/// The `datagen` connector. Its tables observe the engine's shutdown signal.
-#[derive(Debug, Clone)]
-pub struct DatagenConnector {
-    shutdown: ShutdownSignal,
-}
-
-impl DatagenConnector {
-    /// A connector whose tables end their streams when `shutdown` fires.
-    pub fn new(shutdown: ShutdownSignal) -> Self {
-        Self { shutdown }
-    }
-}
+/// The `datagen` connector.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DatagenConnector;
 
 impl Connector for DatagenConnector {
     fn name(&self) -> &str {
@@ -115,7 +105,6 @@ impl Connector for DatagenConnector {
         let partition = DatagenPartition {
             schema: Arc::clone(&schema),
             config,
-            shutdown: self.shutdown.clone(),
         };
         let table = StreamingTable::try_new(schema, vec![Arc::new(partition)])?
             .with_infinite_table(config.row_limit.is_none());
@@ -192,7 +181,6 @@ fn number(options: &OptionMap, key: &str) -> Result<u64> {
 struct DatagenPartition {
     schema: SchemaRef,
     config: DatagenConfig,
-    shutdown: ShutdownSignal,
 }
 
 impl PartitionStream for DatagenPartition {
@@ -204,7 +192,6 @@ impl PartitionStream for DatagenPartition {
         let generator = Generator {
             schema: Arc::clone(&self.schema),
             config: self.config,
-            shutdown: self.shutdown.clone(),
             next_row: 0,
             started: None,
             failed: false,
@@ -222,16 +209,15 @@ impl PartitionStream for DatagenPartition {
 struct Generator {
     schema: SchemaRef,
     config: DatagenConfig,
-    shutdown: ShutdownSignal,
     next_row: u64,
     started: Option<Instant>,
     failed: bool,
 }
 
 impl Generator {
-    /// The next batch, `None` at the row limit, after an error, or once shutdown fired.
+    /// The next batch, `None` at the row limit or after an error.
     async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
-        if self.failed || self.shutdown.is_triggered() {
+        if self.failed {
             return None;
         }
         let remaining = match self.config.row_limit {
@@ -246,20 +232,14 @@ impl Generator {
             // Pace against the start time, not the previous batch, so slow consumers
             // and timer slack do not lower the average rate.
             let started = *self.started.get_or_insert_with(Instant::now);
-            // Past what an Instant can hold, the row is never due: wait for shutdown.
+            // Past what an Instant can hold, the row is never due: wait until the
+            // reader stops (the engine's shutdown ends the read, `engine/stop.rs`).
             let due = Duration::try_from_secs_f64(self.next_row as f64 / rate.get() as f64)
                 .ok()
                 .and_then(|offset| started.checked_add(offset));
-            let wait = async {
-                match due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                _ = self.shutdown.triggered() => return None,
-                _ = wait => {}
+            match due {
+                Some(due) => tokio::time::sleep_until(due).await,
+                None => std::future::pending().await,
             }
         }
         match generate(&self.schema, self.next_row, len as usize, SystemTime::now()) {
@@ -282,7 +262,6 @@ mod tests {
 
     use super::*;
     use crate::registry::option_map as options;
-    use crate::shutdown::Shutdown;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -330,7 +309,7 @@ mod tests {
 
     #[test]
     fn unsupported_column_type_is_named() {
-        let connector = DatagenConnector::new(Shutdown::new().signal());
+        let connector = DatagenConnector;
         let schema = Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, true)]));
         let err = connector
             .create_table("g", schema, OptionMap::new())
@@ -339,11 +318,10 @@ mod tests {
         assert!(err.contains("column 'b' of type Binary"), "{err}");
     }
 
-    fn partition(config: DatagenConfig, shutdown: &Shutdown) -> DatagenPartition {
+    fn partition(config: DatagenConfig) -> DatagenPartition {
         DatagenPartition {
             schema: schema(),
             config,
-            shutdown: shutdown.signal(),
         }
     }
 
@@ -354,36 +332,12 @@ mod tests {
             ("row_limit", "2500"),
         ]))
         .unwrap();
-        let shutdown = Shutdown::new();
-        let mut stream = partition(config, &shutdown).execute(Arc::new(TaskContext::default()));
+        let mut stream = partition(config).execute(Arc::new(TaskContext::default()));
         let mut sizes = Vec::new();
         while let Some(batch) = stream.next().await {
             sizes.push(batch.unwrap().num_rows());
         }
         assert_eq!(sizes, [1000, 1000, 500]);
-    }
-
-    #[tokio::test]
-    async fn shutdown_ends_a_waiting_stream_promptly() {
-        // One row a second: after the first batch the stream waits ~1 s for the next.
-        let config = DatagenConfig::from_options(&options(&[("rows_per_second", "1")])).unwrap();
-        let shutdown = Shutdown::new();
-        let mut stream = partition(config, &shutdown).execute(Arc::new(TaskContext::default()));
-        assert_eq!(stream.next().await.unwrap().unwrap().num_rows(), 1);
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            trigger.trigger();
-        });
-        let started = std::time::Instant::now();
-        let next = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .unwrap();
-        assert!(next.is_none(), "the stream ends on shutdown");
-        assert!(
-            started.elapsed() < Duration::from_millis(800),
-            "ended while waiting, not after"
-        );
     }
 
     #[tokio::test]
@@ -394,9 +348,8 @@ mod tests {
             ("row_limit", "15"),
         ]))
         .unwrap();
-        let shutdown = Shutdown::new();
         let started = std::time::Instant::now();
-        let mut stream = partition(config, &shutdown).execute(Arc::new(TaskContext::default()));
+        let mut stream = partition(config).execute(Arc::new(TaskContext::default()));
         let mut rows = 0;
         while let Some(batch) = stream.next().await {
             rows += batch.unwrap().num_rows();
