@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use nats_testkit::{Collector, NatsServer, payload_json};
+use streamsql::engine::SignalStop;
 use streamsql::{Engine, Outcome};
 
 fn start_pipeline(url: &str) -> Child {
@@ -217,7 +218,7 @@ async fn assert_each_row_arrives_promptly(shape: Shape) {
     let Some(Outcome::Insert(summary)) = outcome.last() else {
         panic!("no insert outcome: {outcome:?}");
     };
-    assert!(summary.stopped_by_signal, "{summary:?}");
+    assert_eq!(summary.stopped, Some(SignalStop::Unbounded), "{summary:?}");
     let rest = received
         .collect_until_idle(Duration::from_millis(500))
         .await;
