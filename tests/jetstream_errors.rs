@@ -609,3 +609,74 @@ async fn exactly_once_honours_retry_timeout_when_the_server_stays_down() {
         "gave up {took:?} after the kill"
     );
 }
+
+/// Exactly-once with a denied subject: the server drops the denied message of an atomic
+/// batch with an `-ERR`, and the commit fails as "incomplete" (10176). That is permanent
+/// here: the statement fails at once naming the violation, and the batch's dead letter,
+/// sent before the commit, is stored once (it carries a deterministic message id).
+#[tokio::test]
+async fn exactly_once_with_a_denied_subject_fails_at_once_and_stores_its_dead_letter_once() {
+    let server = NatsServer::builder()
+        .config(
+            r#"authorization {
+  users = [
+    { user: "admin", password: "admin-pw" }
+    { user: "publisher", password: "publisher-pw", permissions: { publish: { deny: ["orders.secret.>"] } } }
+  ]
+}"#,
+        )
+        .start();
+    let client = nats_testkit::connect_with_user(&server.url(), "admin", "admin-pw").await;
+    create_stream(&client, "ORDERS", &["orders.>"], |c| {
+        c.allow_atomic_publish = true
+    })
+    .await;
+    create_stream(&client, "DEAD", &["dead.>"], |_| {}).await;
+
+    // Row 5 has no subject (a dead letter); row 8 goes to a denied subject.
+    let select = "SELECT value AS id, CASE WHEN value = 5 THEN NULL \
+                  WHEN value = 8 THEN 'orders.secret.8' ELSE 'orders.ok' END AS subject \
+                  FROM generate_series(1, 10)";
+    let script = insert_script(
+        &server.url(),
+        select,
+        "username = 'publisher', password = 'publisher-pw', subject_field = 'subject', \
+         stream = 'ORDERS', delivery = 'exactly_once', msg_id_field = 'id', \
+         on_error = 'dead_letter', dead_letter_subject = 'dead.orders', retry_timeout = '20s'",
+    );
+    let (output, elapsed) = run_script_timed(&script, &[]);
+    assert_fails_with(&output, &["Permissions Violation", "orders.secret.8"]);
+    let err = stderr(&output);
+    assert!(!err.contains("; retrying"), "not retried:\n{err}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    assert_eq!(confirmed_in_error(&err), 0, "{err}");
+    assert_eq!(
+        stored(&client, "ORDERS").await,
+        0,
+        "the batch is all or nothing"
+    );
+    assert_eq!(stored(&client, "DEAD").await, 1, "the dead letter, once");
+}
+
+/// A server without JetStream, watched by a subscriber on `>` (which makes JetStream API
+/// requests go unanswered instead of failing with "no responders"): the sink reads the
+/// server's INFO and fails at once saying how to enable JetStream.
+#[tokio::test]
+async fn jetstream_disabled_fails_at_once_even_with_a_subscriber_on_everything() {
+    let server = NatsServer::builder().jetstream(false).start();
+    let watcher = nats_testkit::connect(&server.url()).await;
+    let _everything = watcher.subscribe(">").await.unwrap();
+    watcher.flush().await.unwrap();
+    let script = insert_script(
+        &server.url(),
+        "SELECT 1 AS id",
+        "subject = 'orders.1', stream = 'ORDERS'",
+    );
+    let (output, elapsed) = run_script_timed(&script, &[]);
+    assert_fails_with(
+        &output,
+        &["JetStream is not enabled", "start nats-server with -js"],
+    );
+    assert!(!stderr(&output).contains("retrying"), "{}", stderr(&output));
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+}

@@ -81,3 +81,78 @@ async fn a_server_restart_mid_statement_loses_no_row() {
     // Resent batches may repeat rows; every stored row is one the query produced.
     assert_eq!(ids.len() as u64, ROWS);
 }
+
+/// A TCP proxy in front of `server` that passes what the client sends at about
+/// `bytes_per_second` (what the server sends back goes through at full speed): a slow
+/// link. Returns the proxy's `nats://` URL.
+async fn slow_link(server: &str, bytes_per_second: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = server.trim_start_matches("nats://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("nats://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move {
+                let chunk = (bytes_per_second / 20).max(1);
+                let mut buffer = vec![0u8; chunk];
+                loop {
+                    match from_client.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if to_server.write_all(&buffer[..n]).await.is_err() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    url
+}
+
+/// Core NATS over a link slower than `confirm_timeout` allows for a whole batch: the wait
+/// for the confirmation counts from when the client has written the batch, not from its
+/// first row, so the statement completes instead of sending the batch again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_takes_longer_to_write_than_confirm_timeout_is_confirmed_once() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "SLOW", &["slow.>"], |_| {}).await;
+    // About 40 MB in one record batch, through a link of about 4 MB/s: 10 s to write,
+    // of which the operating system's socket buffers (a few MB) hide the last 2 s or so.
+    let link = slow_link(&server.url(), 4_000_000).await;
+    let script = format!(
+        "INSERT INTO out SELECT value AS id, repeat('x', 10000) AS body \
+         FROM generate_series(1, 4000) \
+         WITH (connector = 'nats_sink', servers = '{link}', subject = 'slow.rows', \
+               confirm_timeout = '4s', retry_timeout = '30s');"
+    );
+    let mut engine = Engine::new();
+    let outcome = engine.execute(&script).await.expect("the insert completes");
+    let Some(Outcome::Insert(summary)) = outcome.last() else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(summary.rows, 4000);
+    assert_eq!(summary.delivery.map(|d| d.retries), Some(0), "{summary:?}");
+    // JetStream stores core publishes asynchronously: wait until the count settles.
+    let mut settled = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = stored(&client, "SLOW").await;
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+    assert_eq!(settled, 4000, "each row once");
+}

@@ -367,3 +367,34 @@ async fn a_core_publish_permission_violation_fails_the_statement() {
     assert!(took < FAST, "took {took:?}");
     assert!(!stderr(&output).contains("retrying"), "{}", stderr(&output));
 }
+
+/// Core NATS on a multi-thread runtime: the `-ERR` for a denied publish reaches async-nats's
+/// event task, which races the confirmation of the batch. The denied row is the last of
+/// the statement, where a lost refusal would let the INSERT succeed; repeated, because a
+/// race shows only now and then. Each run must fail naming the subject, and its count of
+/// confirmed rows must be what the subscriber received before the refused one.
+#[tokio::test]
+async fn a_denied_last_row_fails_the_statement_on_every_run_with_four_threads() {
+    let server = NatsServer::builder()
+        .config(
+            r#"authorization { users = [
+  { user: "publisher", password: "pub-pw-4", permissions: { publish: { allow: ["secure.>", "_INBOX.>"], deny: ["secure.denied"] } } }
+  { user: "reader", password: "reader-pw" }
+] }"#,
+        )
+        .start();
+    let script = format!(
+        "INSERT INTO out SELECT value AS id, \
+           CASE WHEN value = 2000 THEN 'secure.denied' ELSE 'secure.ok' END AS subject \
+         FROM generate_series(1, 2000) \
+         WITH (connector = 'nats_sink', servers = '{}', subject_field = 'subject', \
+               username = 'publisher', password = 'pub-pw-4', retry_timeout = '10s');",
+        server.url()
+    );
+    for run in 0..30 {
+        let output = run_with_args(&["run", "--threads", "4", "-"], &script, &[]);
+        assert_fails_with(&output, &["Permissions Violation", "secure.denied"]);
+        let err = stderr(&output);
+        assert!(!err.contains("retrying"), "run {run}: {err}");
+    }
+}

@@ -137,6 +137,21 @@ impl NatsSinkError {
     }
 }
 
+impl NatsSinkError {
+    /// Sets the count of rows confirmed before the failure, for the errors that report it.
+    /// The sink calls this once, as the statement fails, with the count its metrics hold:
+    /// the one place that count is taken.
+    pub(crate) fn with_confirmed(mut self, confirmed: u64) -> Self {
+        match &mut self {
+            NatsSinkError::BadRow { published, .. }
+            | NatsSinkError::RetryTimeout { published, .. }
+            | NatsSinkError::Refused { published, .. } => *published = confirmed,
+            _ => {}
+        }
+        self
+    }
+}
+
 impl From<NatsSinkError> for DataFusionError {
     fn from(err: NatsSinkError) -> Self {
         DataFusionError::External(Box::new(err))

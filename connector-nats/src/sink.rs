@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -22,15 +23,16 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use tracing::info;
 
 use crate::connect::Connection;
-use crate::deliver::core::CorePublisher;
-use crate::deliver::jetstream::{self, atomic::Atomic, stream::Target, window::Window};
+use crate::deliver::core;
+use crate::deliver::driver::{JsSettings, Link};
+use crate::deliver::jetstream::{self, atomic::Atomic, stream::StreamAcks, window::Window};
 use crate::deliver::retry::Retry;
-use crate::deliver::rows::{Limit, Messages};
+use crate::deliver::rows::{Limit, RowPlanner};
 use crate::encode::ahead::EncodedBatches;
 use crate::encode::{EncodedBatch, RowEncoder};
 use crate::metrics::SinkMetrics;
 use crate::options::Options;
-use crate::options::config::{ConnectionConfig, Mode, SinkConfig};
+use crate::options::config::{ConnectionConfig, Mode as ConfigMode, SinkConfig};
 
 /// A table that publishes the rows inserted into it.
 #[derive(Debug)]
@@ -126,9 +128,9 @@ impl fmt::Debug for NatsSink {
 impl DisplayAs for NatsSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let delivery = match &self.config.mode {
-            Mode::Core => "core",
-            Mode::JetStream(js) if js.atomic_batch.is_some() => "jetstream exactly_once",
-            Mode::JetStream(_) => "jetstream at_least_once",
+            ConfigMode::Core => "core",
+            ConfigMode::JetStream(js) if js.atomic_batch.is_some() => "jetstream exactly_once",
+            ConfigMode::JetStream(_) => "jetstream at_least_once",
         };
         write!(f, "NatsSink: name={} delivery=[{delivery}]", self.name)?;
         for (key, value) in self.options.redacted() {
@@ -186,32 +188,43 @@ fn error_class(err: &DataFusionError) -> &'static str {
 }
 
 impl NatsSink {
-    /// Publishes every row of `data`; returns the number confirmed.
+    /// Publishes every row of `data`; returns the number confirmed. A failure reports
+    /// the rows confirmed before it, counted in one place: the metrics.
     async fn publish_all(&self, data: SendableRecordBatchStream) -> Result<u64> {
+        let confirmed = |e| with_confirmed(e, self.metrics.published());
+        self.deliver(data).await.map_err(confirmed)
+    }
+
+    async fn deliver(&self, data: SendableRecordBatchStream) -> Result<u64> {
         let metrics = &self.metrics;
         let connection_config = ConnectionConfig::from_options(&self.options)?;
         let mut retry = Retry::new(connection_config.retry_timeout, metrics.clone());
-        let connection = Connection::open(&connection_config, &mut retry, 0, metrics).await?;
+        let connection = Connection::open(&connection_config, &mut retry, metrics).await?;
         let (mut delivery, mut captures) =
-            Delivery::start(connection, &self.config, &mut retry).await?;
+            Delivery::start(connection, &self.config, &mut retry, metrics).await?;
         let mut encoded_batches =
             EncodedBatches::spawn(data, self.encoder.clone(), metrics.clone());
         let mut rows_before = 0u64;
         while let Some(encoded) = encoded_batches.next().await {
-            let mut encoded = encoded?;
+            let mut encoded = match encoded {
+                Ok(encoded) => encoded,
+                Err(e) => {
+                    // Settle what is in flight first, so the error's count is exact.
+                    delivery.flush(&mut retry).await?;
+                    return Err(e);
+                }
+            };
             if let Some(captures) = captures.as_mut() {
                 captures.check(&mut encoded);
             }
-            delivery.messages().check_sizes(&mut encoded);
+            delivery.planner().check_sizes(&mut encoded);
             if encoded.rejections().next().is_some() {
-                if delivery.messages().fails() {
+                if delivery.planner().fails() {
                     // Settle what is in flight first, so the error's count is exact.
-                    delivery.flush(&mut retry, metrics).await?;
-                    delivery
-                        .messages()
-                        .check_fail(&encoded, rows_before, metrics.published())?;
+                    delivery.flush(&mut retry).await?;
+                    delivery.planner().check_fail(&encoded, rows_before)?;
                 }
-                delivery.messages().log_rejections(&encoded, rows_before);
+                delivery.planner().log_rejections(&encoded, rows_before);
             }
             let rows = encoded.len() as u64;
             delivery
@@ -219,7 +232,7 @@ impl NatsSink {
                 .await?;
             rows_before += rows;
         }
-        delivery.flush(&mut retry, metrics).await?;
+        delivery.flush(&mut retry).await?;
         delivery.close().await;
         info!(
             rows = metrics.published(),
@@ -231,10 +244,29 @@ impl NatsSink {
     }
 }
 
-/// The delivery mode of one execution.
-enum Delivery {
-    Core(CorePublisher, Messages),
-    JetStream(Window),
+/// `err` with the count of rows confirmed before it, where it reports one.
+fn with_confirmed(err: DataFusionError, confirmed: u64) -> DataFusionError {
+    match err {
+        DataFusionError::External(e) => match e.downcast::<crate::error::NatsSinkError>() {
+            Ok(e) => e.with_confirmed(confirmed).into(),
+            Err(e) => DataFusionError::External(e),
+        },
+        other => other,
+    }
+}
+
+/// The delivery mode of one execution, and the link it publishes on.
+struct Delivery {
+    link: Link,
+    mode: Mode,
+}
+
+enum Mode {
+    Core {
+        planner: RowPlanner,
+        confirm_timeout: Duration,
+    },
+    JetStream(Box<Window>),
     ExactlyOnce(Atomic),
 }
 
@@ -242,44 +274,55 @@ impl Delivery {
     /// Sets up the mode on `connection`; JetStream also returns the stream's subject
     /// filters, against which each row's subject is checked.
     async fn start(
-        mut connection: Connection,
+        connection: Connection,
         config: &SinkConfig,
         retry: &mut Retry,
+        metrics: &SinkMetrics,
     ) -> crate::error::Result<(Self, Option<jetstream::Captures>)> {
         let js_config = match &config.mode {
-            Mode::Core => {
+            ConfigMode::Core => {
                 let limit = Limit {
                     bytes: connection.max_payload(),
                     source: "the server's max_payload",
                 };
-                let messages = Messages::new(config, None, limit);
-                let publisher = CorePublisher::new(connection, config.confirm_timeout).await?;
-                return Ok((Delivery::Core(publisher, messages), None));
+                let mode = Mode::Core {
+                    planner: RowPlanner::new(config, None, limit),
+                    confirm_timeout: config.confirm_timeout,
+                };
+                let link = Link::new(connection, None);
+                return Ok((Delivery { link, mode }, None));
             }
-            Mode::JetStream(js_config) => js_config,
+            ConfigMode::JetStream(js_config) => js_config,
         };
-        let setup = jetstream::setup(&mut connection, js_config, config, retry).await?;
-        let expected = js_config.expected_stream.then(|| js_config.stream.clone());
-        let messages = Messages::new(config, expected, setup.limit);
-        let target = Target {
-            connection,
-            js: setup.js,
-            stream: js_config.stream.clone(),
+        let settings = JsSettings {
             confirm_timeout: config.confirm_timeout,
             max_in_flight: js_config.max_in_flight,
         };
-        let delivery = match js_config.atomic_batch {
-            Some(size) => Delivery::ExactlyOnce(Atomic::new(target, size, messages)),
-            None => Delivery::JetStream(Window::new(target, js_config.max_in_flight, messages)),
+        let mut link = Link::new(connection, Some(settings));
+        let setup = jetstream::setup(&mut link, js_config, config, retry).await?;
+        let expected = js_config.expected_stream.then(|| js_config.stream.clone());
+        let planner = RowPlanner::new(config, expected, setup.limit);
+        let acks = StreamAcks {
+            stream: js_config.stream.clone(),
+            confirm_timeout: config.confirm_timeout,
         };
-        Ok((delivery, Some(setup.captures)))
+        let mode = match js_config.atomic_batch {
+            Some(size) => Mode::ExactlyOnce(Atomic::new(acks, size, planner)),
+            None => Mode::JetStream(Box::new(Window::new(
+                acks,
+                js_config.max_in_flight,
+                planner,
+                metrics.clone(),
+            ))),
+        };
+        Ok((Delivery { link, mode }, Some(setup.captures)))
     }
 
-    fn messages(&mut self) -> &mut Messages {
-        match self {
-            Delivery::Core(_, messages) => messages,
-            Delivery::JetStream(window) => window.messages(),
-            Delivery::ExactlyOnce(atomic) => atomic.messages(),
+    fn planner(&mut self) -> &mut RowPlanner {
+        match &mut self.mode {
+            Mode::Core { planner, .. } => planner,
+            Mode::JetStream(window) => window.planner(),
+            Mode::ExactlyOnce(atomic) => atomic.planner(),
         }
     }
 
@@ -290,35 +333,40 @@ impl Delivery {
         retry: &mut Retry,
         metrics: &SinkMetrics,
     ) -> crate::error::Result<()> {
-        match self {
-            Delivery::Core(publisher, messages) => {
-                publisher
-                    .send(&batch, rows_before, messages, retry, metrics)
-                    .await
+        let link = &mut self.link;
+        match &mut self.mode {
+            Mode::Core {
+                planner,
+                confirm_timeout,
+            } => {
+                core::send(
+                    &batch,
+                    rows_before,
+                    planner,
+                    *confirm_timeout,
+                    link,
+                    retry,
+                    metrics,
+                )
+                .await
             }
-            Delivery::JetStream(window) => window.push(batch, rows_before, retry, metrics).await,
-            Delivery::ExactlyOnce(atomic) => atomic.send(&batch, rows_before, retry, metrics).await,
+            Mode::JetStream(window) => window.push(batch, rows_before, link, retry).await,
+            Mode::ExactlyOnce(atomic) => {
+                atomic.send(&batch, rows_before, link, retry, metrics).await
+            }
         }
     }
 
     /// Waits until everything sent is confirmed.
-    async fn flush(
-        &mut self,
-        retry: &mut Retry,
-        metrics: &SinkMetrics,
-    ) -> crate::error::Result<()> {
-        match self {
-            Delivery::JetStream(window) => window.flush(retry, metrics).await,
+    async fn flush(&mut self, retry: &mut Retry) -> crate::error::Result<()> {
+        match &mut self.mode {
+            Mode::JetStream(window) => window.flush(&mut self.link, retry).await,
             // Core and exactly-once confirm each batch before `send` returns.
-            Delivery::Core(..) | Delivery::ExactlyOnce(_) => Ok(()),
+            Mode::Core { .. } | Mode::ExactlyOnce(_) => Ok(()),
         }
     }
 
     async fn close(self) {
-        match self {
-            Delivery::Core(publisher, _) => publisher.close().await,
-            Delivery::JetStream(window) => window.close().await,
-            Delivery::ExactlyOnce(atomic) => atomic.close().await,
-        }
+        self.link.close().await;
     }
 }

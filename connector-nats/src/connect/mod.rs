@@ -10,20 +10,24 @@
 //! held, and the sink opens a fresh one ([`Connection::reopen_if_lost`], possibly on
 //! another of the `servers`) and resends from its first unconfirmed row. The server
 //! reports some refusals, such as a publish permission violation, only as an
-//! asynchronous `-ERR` ([`Connection::server_error`]).
+//! asynchronous `-ERR`, which [`Connection::confirm`] ties to the publishes before it (see
+//! `out_of_band`).
 
 pub(crate) mod credentials;
+pub(crate) mod out_of_band;
 pub(crate) mod security;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::{Client, Event, ServerAddr};
-use tracing::{debug, info, warn};
+use async_nats::{Client, ServerAddr};
+use tracing::{debug, info};
+
+use out_of_band::{Barrier, BarrierFailed, Events};
 
 use crate::connect::credentials::Gate;
-use crate::deliver::retry::{Class, Failure, Retry};
+use crate::deliver::failure::{Failure, TransientKind};
+use crate::deliver::retry::Retry;
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::SinkMetrics;
 use crate::options::config::ConnectionConfig;
@@ -31,34 +35,32 @@ use crate::options::config::ConnectionConfig;
 /// A connected client, what the server told it out of band, and how to connect again.
 pub(crate) struct Connection {
     pub client: Client,
-    server_errors: Arc<Mutex<Option<String>>>,
+    barrier: Barrier,
     config: ConnectionConfig,
     /// Where the connection's state and reconnects are reported.
     metrics: SinkMetrics,
 }
 
 impl Connection {
-    /// Connects, retrying while the servers cannot be reached. `published` is the count
-    /// of confirmed rows, for a `retry_timeout` error; the connection's state and
+    /// Connects, retrying while the servers cannot be reached; the connection's state and
     /// reconnects go to `metrics`. Connecting does not end a retry episode: only a
     /// confirmed publish does, so a server that accepts and then drops connections is
     /// still bounded by `retry_timeout`.
     pub(crate) async fn open(
         config: &ConnectionConfig,
         retry: &mut Retry,
-        published: u64,
         metrics: &SinkMetrics,
     ) -> Result<Self> {
         loop {
             match Self::try_open(config, metrics).await {
                 Ok(connection) => return Ok(connection),
-                Err(failure) => retry.wait(failure, published).await?,
+                Err(failure) => retry.wait(failure).await?,
             }
         }
     }
 
     /// Whether the connection is gone: the client saw it drop (it does not come back; see
-    /// the module doc). Messages sent on it since their last confirmation may be lost.
+    /// the module doc). RowPlanner sent on it since their last confirmation may be lost.
     pub(crate) fn lost(&self) -> bool {
         self.client.connection_state() != State::Connected
     }
@@ -73,11 +75,7 @@ impl Connection {
     /// like [`Connection::open`]) and returns true; then everything tied to the old client
     /// (subscriptions, JetStream context) must be made again. A connection that is still
     /// up is kept, so a plain ack timeout resends on it.
-    pub(crate) async fn reopen_if_lost(
-        &mut self,
-        retry: &mut Retry,
-        published: u64,
-    ) -> Result<bool> {
+    pub(crate) async fn reopen_if_lost(&mut self, retry: &mut Retry) -> Result<bool> {
         if !self.lost() {
             return Ok(false);
         }
@@ -89,7 +87,7 @@ impl Connection {
         let configured = self.config.clone();
         let mut config = configured.clone();
         config.servers.extend(self.announced());
-        let mut fresh = Self::open(&config, retry, published, &self.metrics).await?;
+        let mut fresh = Self::open(&config, retry, &self.metrics).await?;
         fresh.config = configured;
         self.metrics.reconnected();
         // The old client is dropped: it can no longer connect, so nothing it still held is
@@ -133,9 +131,9 @@ impl Connection {
 
         let (credentials, who) = security::credentials(&config.auth).map_err(Failure::Permanent)?;
         let gate = Gate::new(credentials);
-        let server_errors = Arc::new(Mutex::new(None));
-        let slot = server_errors.clone();
-        let events = metrics.clone();
+        let events = Events::default();
+        let on_event = events.clone();
+        let event_metrics = metrics.clone();
         let options = gate
             .options()
             .name("streamsql nats_sink")
@@ -147,23 +145,12 @@ impl Connection {
             .max_reconnects(addrs.len().max(1))
             // Every subject is validated by the sink once per distinct value.
             .skip_subject_validation(true)
+            // The client's only subscription is the barrier's, which must overflow
+            // (see `out_of_band`).
+            .subscription_capacity(1)
             .event_callback(move |event| {
-                let slot = slot.clone();
-                let metrics = events.clone();
-                async move {
-                    match event {
-                        // The sink reports it when it acts on it, once, with its retry.
-                        Event::Disconnected => {
-                            metrics.connected(false);
-                            debug!("nats_sink: the connection to the server was lost")
-                        }
-                        Event::ServerError(async_nats::ServerError::Other(text)) => {
-                            warn!("nats_sink: the server reported an error: {text}");
-                            *slot.lock().expect("not poisoned") = Some(text);
-                        }
-                        other => debug!("nats_sink: connection event: {other}"),
-                    }
-                }
+                on_event.on_event(event, &event_metrics);
+                async {}
             });
         let options = security::tls(options, &config.tls).map_err(Failure::Permanent)?;
 
@@ -175,7 +162,7 @@ impl Connection {
         let client = match tokio::time::timeout(overall, options.connect(addrs)).await {
             Err(_) => {
                 return Err(Failure::Transient(
-                    Class::Connection,
+                    TransientKind::Connection,
                     format!(
                         "cannot connect to NATS at {servers_display}: {}",
                         security::timed_out(config.connect_timeout)
@@ -186,7 +173,7 @@ impl Connection {
                 let (problem, transient) = security::explain(&e, config, &who);
                 return Err(if transient {
                     Failure::Transient(
-                        Class::Connection,
+                        TransientKind::Connection,
                         format!("cannot connect to NATS at {servers_display}: {problem}"),
                     )
                 } else {
@@ -198,20 +185,57 @@ impl Connection {
         // Nothing was published on the client yet, so even a reconnect that slipped in
         // before this line could not reorder rows.
         gate.connected();
+        let barrier = Barrier::new(&client, events).await.map_err(|e| {
+            Failure::Transient(
+                TransientKind::Connection,
+                format!("cannot subscribe the confirmation inbox: {e}"),
+            )
+        })?;
         info!(servers = %servers_display, "nats_sink: connected");
         metrics.connected(true);
         Ok(Connection {
             client,
-            server_errors,
+            barrier,
             config: config.clone(),
             metrics: metrics.clone(),
         })
     }
 
-    /// The last error the server reported asynchronously (e.g. a permissions violation),
-    /// taken so that each is reported once.
-    pub(crate) fn server_error(&self) -> Option<String> {
-        self.server_errors.lock().expect("not poisoned").take()
+    /// Returns once the server has processed everything published on this connection so
+    /// far; fails permanently if it refused any of it (naming what it said), transiently if
+    /// the connection was lost or no answer came within `timeout` after the client stopped
+    /// writing.
+    pub(crate) async fn confirm(&self, timeout: Duration) -> Result<(), Failure> {
+        let client = &self.client;
+        let passed = self
+            .barrier
+            .pass(client, timeout, || {
+                client.connection_state() != State::Connected
+            })
+            .await;
+        // Errors first: a refusal explains a lost connection or a missing answer too.
+        if let Some(refusal) = refusal(self.barrier.take_errors()) {
+            return Err(refusal);
+        }
+        match passed {
+            Ok(()) => Ok(()),
+            Err(BarrierFailed::Lost) => Err(Failure::Transient(
+                TransientKind::Connection,
+                "the connection to the server was lost before it confirmed what was sent; sending again from the first unconfirmed row".into(),
+            )),
+            Err(BarrierFailed::TimedOut) => Err(Failure::Transient(
+                TransientKind::Timeout,
+                format!(
+                    "the server did not confirm what was sent within {timeout:?} (confirm_timeout); sending again from the first unconfirmed row"
+                ),
+            )),
+        }
+    }
+
+    /// A refusal the server reported so far, without waiting for a confirmation: lets a
+    /// wait for acks end early. [`Connection::confirm`] is the ordered check.
+    pub(crate) fn refused_so_far(&self) -> Option<Failure> {
+        refusal(self.barrier.take_errors_so_far())
     }
 
     /// The server's `max_payload` for this connection.
@@ -229,3 +253,14 @@ impl Connection {
 
 #[cfg(test)]
 mod tests;
+
+/// The statement's failure for errors the server reported, if any.
+fn refusal(errors: Vec<String>) -> Option<Failure> {
+    let first = errors.into_iter().next()?;
+    Some(Failure::Permanent(NatsSinkError::Refused {
+        problem: format!(
+            "the server refused a publish: {first}; check the user's publish permissions for that subject"
+        ),
+        published: 0,
+    }))
+}

@@ -26,7 +26,7 @@ async fn a_lost_connection_never_sends_what_the_client_still_held() {
     };
     let metrics = SinkMetrics::new("connection_test");
     let mut retry = Retry::new(config.retry_timeout, metrics.clone());
-    let mut connection = Connection::open(&config, &mut retry, 0, &metrics)
+    let mut connection = Connection::open(&config, &mut retry, &metrics)
         .await
         .unwrap();
     let port = connection.client.server_info().port;
@@ -67,7 +67,7 @@ async fn a_lost_connection_never_sends_what_the_client_still_held() {
     );
     eprintln!("{queued} publishes queued after the loss; none was sent");
 
-    assert!(connection.reopen_if_lost(&mut retry, 0).await.unwrap());
+    assert!(connection.reopen_if_lost(&mut retry).await.unwrap());
     assert!(!connection.lost());
     assert_eq!(
         connection.client.server_info().port,
@@ -83,5 +83,5 @@ async fn a_lost_connection_never_sends_what_the_client_still_held() {
     assert_eq!(arrived.len(), 1);
     assert_eq!(arrived[0].subject.as_str(), "held.new");
     // Nothing to reopen while the connection is up.
-    assert!(!connection.reopen_if_lost(&mut retry, 0).await.unwrap());
+    assert!(!connection.reopen_if_lost(&mut retry).await.unwrap());
 }

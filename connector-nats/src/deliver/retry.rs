@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::deliver::failure::Failure;
 use crate::error::NatsSinkError;
 use crate::metrics::SinkMetrics;
 
@@ -20,54 +21,6 @@ use crate::metrics::SinkMetrics;
 const INITIAL_DELAY: Duration = Duration::from_millis(100);
 /// The longest single wait; a server that is back is noticed within this time.
 const MAX_DELAY: Duration = Duration::from_secs(180);
-
-/// The kind of a transient failure: the `class` label of the `retries` and `errors`
-/// series, so an operator can tell an outage from a full stream without reading logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// The servers cannot be reached, or the connection was lost.
-    Connection,
-    /// No confirmation (ack, round trip, API answer) within `confirm_timeout`, or the
-    /// client could not send within it.
-    Timeout,
-    /// The JetStream cluster has no leader or quorum for the stream right now.
-    NoLeader,
-    /// The stream or the server's storage is full (discard new).
-    StorageFull,
-    /// Part of an atomic batch did not reach the server.
-    IncompleteBatch,
-    /// The client holds too many unacknowledged publishes.
-    Backpressure,
-}
-
-impl Class {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Class::Connection => "connection",
-            Class::Timeout => "timeout",
-            Class::NoLeader => "no_leader",
-            Class::StorageFull => "storage_full",
-            Class::IncompleteBatch => "incomplete_batch",
-            Class::Backpressure => "backpressure",
-        }
-    }
-}
-
-/// What a failure means for the statement.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// Worth retrying: its class, and the reason, logged while retrying and reported if
-    /// retrying stops.
-    Transient(Class, String),
-    /// Retrying cannot help: the statement fails with this error.
-    Permanent(NatsSinkError),
-}
-
-impl From<NatsSinkError> for Failure {
-    fn from(err: NatsSinkError) -> Self {
-        Failure::Permanent(err)
-    }
-}
 
 /// The backoff state of one sink.
 #[derive(Debug)]
@@ -112,12 +65,9 @@ impl Retry {
 
     /// Handles `failure`: a permanent one is returned as the error; for a transient one,
     /// waits before the next attempt, or fails with `RetryTimeout` once `retry_timeout`
-    /// has passed. `published` is the count of confirmed rows, for the error.
-    pub(crate) async fn wait(
-        &mut self,
-        failure: Failure,
-        published: u64,
-    ) -> Result<(), NatsSinkError> {
+    /// has passed.
+    pub(crate) async fn wait(&mut self, failure: Failure) -> Result<(), NatsSinkError> {
+        let published = self.metrics.published();
         let (class, reason) = match failure {
             Failure::Permanent(err) => return Err(err),
             Failure::Transient(class, reason) => (class, reason),
@@ -163,6 +113,7 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::failure::TransientKind;
 
     #[test]
     fn delays_grow_exponentially_with_jitter_and_are_capped() {
@@ -187,17 +138,18 @@ mod tests {
             Some(Duration::from_secs(1)),
             SinkMetrics::new("retry_unit_test"),
         );
-        let transient = || Failure::Transient(Class::Connection, "the server is down".into());
+        let transient =
+            || Failure::Transient(TransientKind::Connection, "the server is down".into());
         let started = Instant::now();
-        while retry.wait(transient(), 7).await.is_ok() {}
+        while retry.wait(transient()).await.is_ok() {}
         // The last wait is cut short at the timeout rather than overshooting it.
         assert_eq!(started.elapsed(), Duration::from_secs(1));
-        let err = retry.wait(transient(), 7).await.unwrap_err().to_string();
+        let err = retry.wait(transient()).await.unwrap_err().to_string();
         assert!(err.contains("the server is down"), "{err}");
-        assert!(err.contains("7 rows were published"), "{err}");
+        assert!(err.contains("0 rows were published"), "{err}");
 
         retry.succeeded();
-        assert!(retry.wait(transient(), 7).await.is_ok());
+        assert!(retry.wait(transient()).await.is_ok());
     }
 
     #[tokio::test]
@@ -207,7 +159,7 @@ mod tests {
             stream: "S".into(),
             problem: "not found".into(),
         };
-        assert!(retry.wait(Failure::Permanent(err), 0).await.is_err());
+        assert!(retry.wait(Failure::Permanent(err)).await.is_err());
         assert_eq!(retry.total(), 0);
     }
 }

@@ -2,19 +2,32 @@
 //! nothing (skipped). Core and JetStream publishers share this, so headers, size limits
 //! and the `on_error` policy mean the same in both.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use tracing::warn;
 
 use crate::encode::EncodedBatch;
 use crate::error::NatsSinkError;
-use crate::options::config::{OnError, SinkConfig};
+use crate::options::config::{Mode, OnError, SinkConfig};
 
 /// Headers a dead letter carries: why the row could not be delivered, the subject it was
 /// meant for, and its position in the statement (from 1).
 pub const DEAD_LETTER_REASON: &str = "StreamSQL-Error";
 pub const DEAD_LETTER_SUBJECT: &str = "StreamSQL-Subject";
 pub const DEAD_LETTER_ROW: &str = "StreamSQL-Row";
+
+/// The headers of JetStream's atomic batch protocol (see `jetstream::atomic`).
+pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
+pub(crate) const BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+pub(crate) const BATCH_COMMIT: &str = "Nats-Batch-Commit";
+
+/// Room the batch headers take at most: an id of 16 hex digits, a dash and a counter, a
+/// sequence within a batch, and the commit flag.
+const BATCH_HEADERS_MAX: usize =
+    BATCH_ID.len() + 37 + 4 + BATCH_SEQUENCE.len() + 20 + 4 + BATCH_COMMIT.len() + 1 + 4;
 
 /// How many skipped or dead-lettered rows are logged one by one; the rest are counted.
 const LOGGED_REJECTIONS: u64 = 100;
@@ -45,13 +58,18 @@ pub(crate) struct Limit {
 
 /// Builds each row's message for one sink.
 #[derive(Debug)]
-pub(crate) struct Messages {
+pub(crate) struct RowPlanner {
     static_headers: Vec<(String, String)>,
     static_len: usize,
     expected_stream: Option<String>,
     on_error: OnError,
     dead_letter: Option<Subject>,
     limit: Limit,
+    /// Rows go out in atomic batches, whose headers count against the limit too.
+    atomic_batches: bool,
+    /// Identifies this execution in the ids of dead letters of rows without a message id,
+    /// so a dead letter sent again after a failure is dropped as a duplicate.
+    run_id: String,
     rejected: u64,
 }
 
@@ -63,21 +81,28 @@ fn header_line(name: &str, value: &str) -> usize {
 /// The header block's fixed part: `NATS/1.0\r\n` and the closing `\r\n`.
 const HEADER_BLOCK: usize = 12;
 
-impl Messages {
+impl RowPlanner {
     /// `expected_stream`: the stream name to send as `Nats-Expected-Stream`, if any.
     pub(crate) fn new(config: &SinkConfig, expected_stream: Option<String>, limit: Limit) -> Self {
+        let atomic_batches =
+            matches!(&config.mode, Mode::JetStream(js) if js.atomic_batch.is_some());
         let static_len = config.headers.iter().map(|(n, v)| header_line(n, v)).sum();
         let dead_letter = match &config.on_error {
             OnError::DeadLetter(subject) => Some(Subject::from(subject.as_str())),
             _ => None,
         };
-        Messages {
+        RowPlanner {
             static_headers: config.headers.clone(),
             static_len,
             expected_stream,
             on_error: config.on_error.clone(),
             dead_letter,
             limit,
+            atomic_batches,
+            run_id: format!(
+                "{:016x}",
+                RandomState::new().hash_one(std::time::SystemTime::now())
+            ),
             rejected: 0,
         }
     }
@@ -90,6 +115,9 @@ impl Messages {
         }
         if let Some(stream) = &self.expected_stream {
             headers += header_line("Nats-Expected-Stream", stream);
+        }
+        if self.atomic_batches {
+            headers += BATCH_HEADERS_MAX;
         }
         let block = if headers > 0 {
             HEADER_BLOCK + headers
@@ -127,7 +155,6 @@ impl Messages {
         &self,
         batch: &EncodedBatch,
         rows_before: u64,
-        published: u64,
     ) -> Result<(), NatsSinkError> {
         if self.on_error != OnError::Fail {
             return Ok(());
@@ -139,7 +166,7 @@ impl Messages {
                     "{} (on_error = 'skip' or 'dead_letter' lets the statement go on without such rows)",
                     rejection.reason
                 ),
-                published,
+                published: 0,
             }),
             None => Ok(()),
         }
@@ -178,12 +205,25 @@ impl Messages {
                         headers.insert(DEAD_LETTER_SUBJECT, one_line(original).as_str());
                     }
                     headers.insert(DEAD_LETTER_ROW, row.to_string().as_str());
-                    if let Some(id) = batch.msg_id(i) {
-                        // Its own id, so a resent dead letter is dropped as a duplicate too.
-                        headers.insert("Nats-Msg-Id", format!("dead-letter:{id}").as_str());
-                    }
-                    // A row too large for its subject is too large as a dead letter too.
-                    let payload = if self.size(batch, i) > self.limit.bytes {
+                    // Its own id, so a resent dead letter is dropped as a duplicate: the row's
+                    // id where it has one (stable across reruns), else its position in this
+                    // execution.
+                    let id = match batch.msg_id(i) {
+                        Some(id) => format!("dead-letter:{id}"),
+                        None => format!("dead-letter:{}:{row}", self.run_id),
+                    };
+                    headers.insert("Nats-Msg-Id", id.as_str());
+                    // The payload goes too unless the dead letter would then be too large.
+                    let header_bytes: usize = HEADER_BLOCK
+                        + headers
+                            .iter()
+                            .flat_map(|(name, values)| {
+                                values
+                                    .iter()
+                                    .map(move |v| header_line(name.as_ref(), v.as_str()))
+                            })
+                            .sum::<usize>();
+                    let payload = if header_bytes + batch.payload_len(i) > self.limit.bytes {
                         Bytes::new()
                     } else {
                         batch.payload(i)

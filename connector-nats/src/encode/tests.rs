@@ -10,7 +10,7 @@ use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, UnionFields};
 
 use super::*;
-use crate::deliver::rows::{Limit, Messages};
+use crate::deliver::rows::{Limit, RowPlanner};
 
 fn options(pairs: &[(&str, &str)]) -> Options {
     let map: HashMap<String, String> = pairs
@@ -165,9 +165,10 @@ fn bad_subject_rejects_the_row_and_fail_names_the_statement_row() {
         bytes: 1 << 20,
         source: "the server's max_payload",
     };
-    let text = Messages::new(&config, None, limit)
-        .check_fail(&encoded, 100, 100)
+    let text = RowPlanner::new(&config, None, limit)
+        .check_fail(&encoded, 100)
         .unwrap_err()
+        .with_confirmed(100)
         .to_string();
     assert!(
         text.starts_with("row 102: column 'subject' is null"),

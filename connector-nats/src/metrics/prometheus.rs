@@ -93,7 +93,7 @@ pub fn register(registry: &mut Registry) {
     );
     r.register(
         "in_flight_messages",
-        "Messages published and not yet confirmed",
+        "RowPlanner published and not yet confirmed",
         f.in_flight.clone(),
     );
     r.register(

@@ -105,7 +105,7 @@ declare_options! {
     PAYLOAD_INCLUDE_ROUTING = "payload_include_routing", Sink, ValueKind::Bool, default Some("false"), secret false,
         "Keep the subject and reply-to columns in the JSON payload ('true') or leave them out ('false').";
     CONFIRM_TIMEOUT = "confirm_timeout", Sink, ValueKind::Duration, default Some("5s"), secret false,
-        "How long to wait for the server to confirm a batch (core) or a message (JetStream ack) before it is sent again.";
+        "How long to wait for the server to confirm a batch (core, counted once the client has written it) or a message (JetStream ack) before it is sent again.";
     STREAM = "stream", Sink, ValueKind::Text, default None, secret false,
         "JetStream mode: publish into this stream and wait for its acks. The stream must exist and capture every subject.";
     MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("1024"), secret false,

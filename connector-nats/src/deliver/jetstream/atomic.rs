@@ -25,19 +25,23 @@ use async_nats::jetstream::publish::PublishAck;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use async_trait::async_trait;
+
 use crate::deliver::core::publish_failure;
-use crate::deliver::jetstream::stream::{AckError, AckFuture, Target};
-use crate::deliver::retry::{Class, Failure, Retry};
-use crate::deliver::rows::{Message, Messages, Planned};
+use crate::deliver::driver::{self, Link, Step, Work};
+use crate::deliver::failure::Failure;
+use crate::deliver::jetstream::stream::{AckError, AckFuture, StreamAcks};
+use crate::deliver::retry::Retry;
+use crate::deliver::rows::{BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE, Message, Planned, RowPlanner};
 use crate::encode::EncodedBatch;
-use crate::error::Result;
+use crate::error::Result as SinkResult;
 use crate::metrics::SinkMetrics;
 
 /// The exactly-once publisher of one statement.
 pub(crate) struct Atomic {
-    target: Target,
+    acks: StreamAcks,
     batch_size: usize,
-    messages: Messages,
+    planner: RowPlanner,
     /// Unique per execution, so batch ids of a rerun never collide with open ones.
     run_id: String,
     batches_sent: u64,
@@ -51,24 +55,40 @@ enum Committed {
     OneByOne { duplicates: u64 },
 }
 
+/// One run of rows being committed: its dead letters and its atomic batch.
+struct Commit<'a> {
+    atomic: &'a mut Atomic,
+    messages: &'a [(usize, Message)],
+    dead_letters: &'a [Message],
+    committed: Option<Committed>,
+}
+
+#[async_trait]
+impl Work for Commit<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> Result<Step, Failure> {
+        // Dead letters first, each acknowledged: they go to another stream, so they
+        // cannot be part of the atomic batch. Their ids make a resend a duplicate.
+        self.atomic.one_by_one(link, self.dead_letters).await?;
+        let committed = self.atomic.commit_atomic(link, self.messages).await?;
+        self.committed = Some(committed);
+        Ok(Step::Done)
+    }
+}
+
 impl Atomic {
-    pub(crate) fn new(target: Target, batch_size: usize, messages: Messages) -> Self {
+    pub(crate) fn new(acks: StreamAcks, batch_size: usize, planner: RowPlanner) -> Self {
         let run_id = format!("{:016x}", RandomState::new().hash_one(Instant::now()));
         Atomic {
-            target,
+            acks,
             batch_size,
-            messages,
+            planner,
             run_id,
             batches_sent: 0,
         }
     }
 
-    pub(crate) fn messages(&mut self) -> &mut Messages {
-        &mut self.messages
-    }
-
-    pub(crate) async fn close(self) {
-        self.target.connection.close().await;
+    pub(crate) fn planner(&mut self) -> &mut RowPlanner {
+        &mut self.planner
     }
 
     /// Commits every row of `batch`, one atomic batch per run of rows.
@@ -76,15 +96,16 @@ impl Atomic {
         &mut self,
         batch: &EncodedBatch,
         rows_before: u64,
+        link: &mut Link,
         retry: &mut Retry,
         metrics: &SinkMetrics,
-    ) -> Result<()> {
+    ) -> SinkResult<()> {
         let mut start = 0;
         while start < batch.len() {
             let position = rows_before + start as u64;
             let to_boundary = self.batch_size - (position % self.batch_size as u64) as usize;
             let end = batch.len().min(start + to_boundary);
-            self.commit(batch, rows_before, start..end, retry, metrics)
+            self.commit(batch, rows_before, start..end, link, retry, metrics)
                 .await?;
             start = end;
         }
@@ -96,105 +117,75 @@ impl Atomic {
         batch: &EncodedBatch,
         rows_before: u64,
         rows: Range<usize>,
+        link: &mut Link,
         retry: &mut Retry,
         metrics: &SinkMetrics,
-    ) -> Result<()> {
+    ) -> SinkResult<()> {
         let mut messages = Vec::with_capacity(rows.len());
         let mut dead_letters = Vec::new();
         let mut skipped = 0;
         for i in rows.clone() {
-            match self.messages.plan(batch, i, rows_before + i as u64 + 1) {
+            match self.planner.plan(batch, i, rows_before + i as u64 + 1) {
                 Planned::Send(m) => messages.push((i, m)),
                 Planned::DeadLetter(m) => dead_letters.push(m),
                 Planned::Skip => skipped += 1,
             }
         }
         metrics.in_flight(messages.len() + dead_letters.len());
-        loop {
-            let started = Instant::now();
-            let attempt = async {
-                // Dead letters first, each acknowledged: they go to another stream, so they
-                // cannot be part of the atomic batch.
-                let published = metrics.published();
-                self.one_by_one(&dead_letters, published).await?;
-                self.commit_atomic(&messages, published).await
-            };
-            match attempt.await {
-                Ok(committed) => {
-                    retry.succeeded();
-                    metrics.in_flight(0);
-                    if !messages.is_empty() {
-                        metrics.acked(started.elapsed());
-                    }
-                    metrics.dead_lettered(dead_letters.len());
-                    metrics.skipped(skipped);
-                    let bytes = messages.iter().map(|(i, _)| batch.payload_len(*i)).sum();
-                    metrics.published_rows(messages.len(), bytes);
-                    if let Committed::OneByOne { duplicates } = committed {
-                        metrics.duplicates(duplicates as usize);
-                    }
-                    return Ok(());
-                }
-                Err(failure) => {
-                    let published = metrics.published();
-                    retry.wait(failure, published).await?;
-                    self.target.reconnect_if_lost(retry, published).await?;
-                }
-            }
+        let started = Instant::now();
+        let mut work = Commit {
+            atomic: self,
+            messages: &messages,
+            dead_letters: &dead_letters,
+            committed: None,
+        };
+        driver::run(link, retry, &mut work).await?;
+        metrics.in_flight(0);
+        if !messages.is_empty() {
+            metrics.acked(started.elapsed());
         }
+        metrics.dead_lettered(dead_letters.len());
+        metrics.skipped(skipped);
+        let bytes = messages.iter().map(|(i, _)| batch.payload_len(*i)).sum();
+        metrics.published_rows(messages.len(), bytes);
+        if let Some(Committed::OneByOne { duplicates }) = work.committed {
+            metrics.duplicates(duplicates as usize);
+        }
+        Ok(())
     }
 
     /// Sends `messages` as one atomic batch; falls back to one by one when the stream
     /// already has some of them.
     async fn commit_atomic(
         &mut self,
+        link: &Link,
         messages: &[(usize, Message)],
-        published: u64,
     ) -> Result<Committed, Failure> {
         let Some(((_, last), rest)) = messages.split_last() else {
             return Ok(Committed::Atomic);
         };
         self.batches_sent += 1;
         let batch_id = format!("{}-{}", self.run_id, self.batches_sent);
-        // A lost connection is replaced after the backoff (see `commit`); the check only
-        // saves queueing a batch on a client that will never send it.
-        if self.target.connection.lost() {
-            return Err(Failure::Transient(
-                Class::Connection,
-                "the connection to the server was lost; sending the batch again on a new one"
-                    .into(),
-            ));
+        // A lost connection is replaced by the driver; the check only saves queueing a
+        // batch on a client that will never send it.
+        if link.connection.lost() {
+            return Err(Failure::lost("before a batch was sent"));
         }
-        let client = &self.target.connection.client;
-        let sending = async {
-            for (sequence, (_, m)) in rest.iter().enumerate() {
-                let headers = batch_headers(m, &batch_id, sequence + 1, false);
-                client
-                    .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
-                    .await
-                    .map_err(|e| publish_failure(e, &m.subject))?;
-            }
-            Ok::<_, Failure>(())
-        };
-        match tokio::time::timeout(self.target.confirm_timeout, sending).await {
-            Ok(sent) => sent?,
-            Err(_) => {
-                return Err(Failure::Transient(
-                    Class::Timeout,
-                    format!(
-                        "the client could not send the batch within {:?} (confirm_timeout; disconnected?)",
-                        self.target.confirm_timeout
-                    ),
-                ));
-            }
+        let client = &link.connection.client;
+        for (sequence, (_, m)) in rest.iter().enumerate() {
+            let headers = batch_headers(m, &batch_id, sequence + 1, false);
+            client
+                .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+                .await
+                .map_err(|e| publish_failure(e, &m.subject))?;
         }
         let headers = batch_headers(last, &batch_id, messages.len(), true);
         let mut ack = self
-            .publish_one(last, Some(headers))
+            .publish_one(link, last, Some(headers))
             .await
-            .map_err(|e| e.into_failure(published))?;
-        let deadline = Instant::now() + self.target.confirm_timeout;
-        match self.target.wait(&mut ack, deadline, published).await {
+            .map_err(AckError::into_failure)?;
+        let deadline = Instant::now() + self.acks.confirm_timeout;
+        match self.acks.wait(link, &mut ack, deadline).await {
             Ok(ack) => {
                 debug!(batch = %batch_id, seq = ack.sequence, "nats_sink: atomic batch committed");
                 Ok(Committed::Atomic)
@@ -205,7 +196,7 @@ impl Atomic {
                     "nats_sink: the stream already has some of these rows (committed by an earlier run?); sending them one by one so it keeps each exactly once"
                 );
                 let messages: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
-                let duplicates = self.one_by_one(&messages, published).await?;
+                let duplicates = self.one_by_one(link, &messages).await?;
                 Ok(Committed::OneByOne { duplicates })
             }
             Err(AckError::Failed(failure)) => Err(failure),
@@ -214,23 +205,23 @@ impl Atomic {
 
     /// Publishes each message with its own ack (its message id deduplicates it), pipelined;
     /// returns how many the stream already had.
-    async fn one_by_one(&self, messages: &[Message], published: u64) -> Result<u64, Failure> {
+    async fn one_by_one(&self, link: &Link, messages: &[Message]) -> Result<u64, Failure> {
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
             let ack = self
-                .publish_one(m, m.headers.clone())
+                .publish_one(link, m, m.headers.clone())
                 .await
-                .map_err(|e| e.into_failure(published))?;
+                .map_err(AckError::into_failure)?;
             acks.push(ack);
         }
-        let deadline = Instant::now() + self.target.confirm_timeout;
-        let target = &self.target;
+        let deadline = Instant::now() + self.acks.confirm_timeout;
         let mut duplicates = 0;
         for ack in &mut acks {
-            let ack: PublishAck = target
-                .wait(ack, deadline, published)
+            let ack: PublishAck = self
+                .acks
+                .wait(link, ack, deadline)
                 .await
-                .map_err(|e| e.into_failure(published))?;
+                .map_err(AckError::into_failure)?;
             duplicates += u64::from(ack.duplicate);
         }
         Ok(duplicates)
@@ -238,6 +229,7 @@ impl Atomic {
 
     async fn publish_one(
         &self,
+        link: &Link,
         m: &Message,
         headers: Option<HeaderMap>,
     ) -> Result<AckFuture, AckError> {
@@ -245,14 +237,9 @@ impl Atomic {
         if let Some(headers) = headers {
             publish = publish.headers(headers);
         }
-        match self
-            .target
-            .js
-            .send_publish(m.subject.clone(), publish)
-            .await
-        {
+        match link.js().send_publish(m.subject.clone(), publish).await {
             Ok(ack) => Ok(ack.into_future()),
-            Err(e) => Err(self.target.failure(&e, 0).await),
+            Err(e) => Err(self.acks.failure(link, &e).await),
         }
     }
 }
@@ -260,10 +247,10 @@ impl Atomic {
 /// The message's own headers plus the batch protocol's.
 fn batch_headers(m: &Message, batch_id: &str, sequence: usize, commit: bool) -> HeaderMap {
     let mut headers = m.headers.clone().unwrap_or_default();
-    headers.insert("Nats-Batch-Id", batch_id);
-    headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+    headers.insert(BATCH_ID, batch_id);
+    headers.insert(BATCH_SEQUENCE, sequence.to_string().as_str());
     if commit {
-        headers.insert("Nats-Batch-Commit", "1");
+        headers.insert(BATCH_COMMIT, "1");
     }
     headers
 }

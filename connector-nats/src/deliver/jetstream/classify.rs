@@ -12,13 +12,13 @@ use std::error::Error as _;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
-use crate::deliver::retry::Class;
+use crate::deliver::failure::TransientKind;
 
 /// The class of a failed publish or ack.
 #[derive(Debug)]
 pub(crate) enum AckFailure {
     /// Retrying may succeed: its class, and the reason for logs.
-    Transient(Class, String),
+    Transient(TransientKind, String),
     /// Nobody answered on the subject: either the stream is gone (permanent) or it has no
     /// leader right now (transient); the caller asks the JetStream API which.
     NoResponders,
@@ -38,14 +38,14 @@ pub(crate) fn api_error(err: &PublishError) -> Option<&jetstream::Error> {
 pub(crate) fn classify(err: &PublishError, stream: &str, connection_lost: bool) -> AckFailure {
     match err.kind() {
         PublishErrorKind::TimedOut => {
-            AckFailure::Transient(Class::Timeout, "no ack from the stream within confirm_timeout".into())
+            AckFailure::Transient(TransientKind::Timeout, "no ack from the stream within confirm_timeout".into())
         }
         PublishErrorKind::BrokenPipe => {
-            AckFailure::Transient(Class::Connection, "the connection dropped before the ack arrived".into())
+            AckFailure::Transient(TransientKind::Connection, "the connection dropped before the ack arrived".into())
         }
         PublishErrorKind::StreamNotFound => AckFailure::NoResponders,
         PublishErrorKind::MaxAckPending => {
-            AckFailure::Transient(Class::Backpressure, "too many acks pending in the client".into())
+            AckFailure::Transient(TransientKind::Backpressure, "too many acks pending in the client".into())
         }
         PublishErrorKind::MaxPayloadExceeded => AckFailure::Permanent(
             "a message is over the server's max_payload (the server's limit changed during the statement?)".into(),
@@ -57,7 +57,7 @@ pub(crate) fn classify(err: &PublishError, stream: &str, connection_lost: bool) 
             // A client whose connection is gone stops taking commands: async-nats reports
             // the closed channel as `Other`, with no server error behind it.
             None if connection_lost => AckFailure::Transient(
-                Class::Connection,
+                TransientKind::Connection,
                 "the connection to the server was lost before the message was sent".into(),
             ),
             None => AckFailure::Permanent(format!("the publish failed: {err}")),
@@ -74,19 +74,19 @@ fn classify_code(api: &jetstream::Error, stream: &str) -> AckFailure {
         | ErrorCode::MEMORY_RESOURCES_EXCEEDED
         | ErrorCode::INSUFFICIENT_RESOURCES
         | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => AckFailure::Transient(
-            Class::StorageFull,
+            TransientKind::StorageFull,
             format!(
                 "stream '{stream}' or the server's storage is full: {described}; waiting for space (consumers to catch up, limits raised, or discard old)"
             ),
         ),
         ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER => AckFailure::Transient(
-            Class::NoLeader,
+            TransientKind::NoLeader,
             format!(
                 "the JetStream cluster cannot store right now (no quorum or no leader): {described}"
             ),
         ),
         ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH => AckFailure::Transient(
-            Class::IncompleteBatch,
+            TransientKind::IncompleteBatch,
             format!("part of an atomic batch did not reach the server: {described}"),
         ),
         ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE => AckFailure::AlreadyStored,

@@ -14,86 +14,78 @@ pub(crate) mod window;
 
 use std::time::Duration;
 
-use async_nats::Client;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{AccountErrorKind, GetStreamErrorKind};
-use async_nats::jetstream::{self, Context, ErrorCode};
+use async_trait::async_trait;
 use tracing::{info, warn};
 
-use crate::connect::Connection;
-use crate::deliver::retry::{Class, Failure, Retry};
+use crate::deliver::driver::{self, Link, Step, Work};
+use crate::deliver::failure::{Failure, TransientKind};
+use crate::deliver::retry::Retry;
 use crate::deliver::rows::Limit;
 use crate::error::{NatsSinkError, Result};
 use crate::options::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec};
 pub(crate) use captures::Captures;
+
+/// What to do when JetStream is off.
+const JETSTREAM_DISABLED: &str = "JetStream is not enabled on the server (or for this account): start nats-server with -js (or a jetstream {} block), or drop 'stream' to publish to core NATS";
 
 /// The oldest nats-server with atomic batch publish.
 const ATOMIC_SINCE: (u64, u64) = (2, 12);
 
 /// What the checks found out about the stream.
 pub(crate) struct StreamSetup {
-    pub js: Context,
     pub captures: Captures,
     pub limit: Limit,
+}
+
+/// The start checks as work for the driver.
+struct Checks<'a> {
+    config: &'a JetStreamConfig,
+    sink: &'a SinkConfig,
+    found: Option<StreamSetup>,
+}
+
+#[async_trait]
+impl Work for Checks<'_> {
+    async fn attempt(&mut self, link: &mut Link) -> std::result::Result<Step, Failure> {
+        match check(link, self.config, self.sink).await {
+            Ok(setup) => {
+                self.found = Some(setup);
+                Ok(Step::Done)
+            }
+            // Without a connection any check fails; it is made again on a new one.
+            Err(Failure::Permanent(_)) if link.connection.lost() => {
+                Err(Failure::lost("during the start checks"))
+            }
+            Err(failure) => Err(failure),
+        }
+    }
 }
 
 /// Runs the start checks, retrying the transient failures (no quorum, timeouts, a lost
 /// connection, which is replaced).
 pub(crate) async fn setup(
-    connection: &mut Connection,
+    link: &mut Link,
     config: &JetStreamConfig,
     sink: &SinkConfig,
     retry: &mut Retry,
 ) -> Result<StreamSetup> {
-    let context_on = |connection: &Connection| {
-        context(
-            &connection.client,
-            sink.confirm_timeout,
-            config.max_in_flight,
-        )
+    let mut checks = Checks {
+        config,
+        sink,
+        found: None,
     };
-    let mut js = context_on(connection);
-    loop {
-        match check(connection, &js, config, sink).await {
-            Ok(setup) => {
-                retry.succeeded();
-                return Ok(setup);
-            }
-            Err(failure) => {
-                // Without a connection any check fails; it is made again on a new one.
-                let failure = match failure {
-                    Failure::Permanent(_) if connection.lost() => Failure::Transient(
-                        Class::Connection,
-                        "the connection to the server was lost during the start checks".into(),
-                    ),
-                    failure => failure,
-                };
-                retry.wait(failure, 0).await?;
-                if connection.reopen_if_lost(retry, 0).await? {
-                    js = context_on(connection);
-                }
-            }
-        }
-    }
-}
-
-/// The JetStream context the sink publishes through on `client`.
-pub(crate) fn context(client: &Client, confirm_timeout: Duration, max_in_flight: usize) -> Context {
-    // Acks are awaited by the window with its own timeout; acks of abandoned publishes
-    // (after a failure) are left to async-nats's acker, which must not hold up new ones.
-    jetstream::context::ContextBuilder::new()
-        .timeout(confirm_timeout)
-        .ack_timeout(confirm_timeout)
-        .max_ack_inflight(max_in_flight.saturating_mul(4).max(1024))
-        .backpressure_on_inflight(true)
-        .build(client.clone())
+    driver::run(link, retry, &mut checks).await?;
+    Ok(checks.found.expect("the checks are done"))
 }
 
 async fn check(
-    connection: &Connection,
-    js: &Context,
+    link: &Link,
     config: &JetStreamConfig,
     sink: &SinkConfig,
-) -> Result<StreamSetup, Failure> {
+) -> std::result::Result<StreamSetup, Failure> {
+    let (connection, js) = (&link.connection, link.js());
     let name = &config.stream;
     let fail = |problem: String| {
         Failure::Permanent(NatsSinkError::JetStream {
@@ -101,16 +93,28 @@ async fn check(
             problem,
         })
     };
+    // The server says in its INFO whether JetStream is on. Without it, an API request can
+    // go unanswered instead of getting "no responders" (when anything subscribes to `>`)
+    // and would be retried as a timeout forever.
+    if !connection.client.server_info().jetstream {
+        return Err(fail(JETSTREAM_DISABLED.into()));
+    }
     match js.query_account().await {
         Ok(_) => {}
         Err(e) => {
             return Err(match e.kind() {
-                AccountErrorKind::JetStreamUnavailable => fail(
-                    "JetStream is not enabled on the server (or for this account): start nats-server with -js (or a jetstream {} block), or drop 'stream' to publish to core NATS".into(),
+                AccountErrorKind::JetStreamUnavailable => fail(JETSTREAM_DISABLED.into()),
+                AccountErrorKind::TimedOut => Failure::Transient(
+                    TransientKind::Timeout,
+                    "the JetStream API did not answer".into(),
                 ),
-                AccountErrorKind::TimedOut => Failure::Transient(Class::Timeout, "the JetStream API did not answer".into()),
-                AccountErrorKind::JetStream(api) if api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE => {
-                    Failure::Transient(Class::NoLeader, format!("JetStream is not available yet: {api}"))
+                AccountErrorKind::JetStream(api)
+                    if api.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE =>
+                {
+                    Failure::Transient(
+                        TransientKind::NoLeader,
+                        format!("JetStream is not available yet: {api}"),
+                    )
                 }
                 _ => fail(format!("cannot use JetStream: {e}")),
             });
@@ -134,12 +138,12 @@ async fn check(
                     ) =>
                 {
                     Failure::Transient(
-                        Class::NoLeader,
+                        TransientKind::NoLeader,
                         format!("the stream has no leader yet: {api}"),
                     )
                 }
                 GetStreamErrorKind::Request => Failure::Transient(
-                    Class::Timeout,
+                    TransientKind::Timeout,
                     format!("cannot read the stream's configuration: {e}"),
                 ),
                 _ => fail(format!("cannot read the stream's configuration: {e}")),
@@ -198,11 +202,7 @@ async fn check(
         info.config.duplicate_window,
         sink.msg_id_field.as_deref(),
     );
-    Ok(StreamSetup {
-        js: js.clone(),
-        captures,
-        limit,
-    })
+    Ok(StreamSetup { captures, limit })
 }
 
 fn report_dedup(stream: &str, window: Duration, msg_id_field: Option<&str>) {

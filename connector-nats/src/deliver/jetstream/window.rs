@@ -18,12 +18,15 @@ use async_nats::jetstream::Context;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
+use async_trait::async_trait;
 use futures::FutureExt;
 use tokio::time::Instant;
 
-use crate::deliver::jetstream::stream::{AckFuture, Target};
-use crate::deliver::retry::{Class, Failure, Retry};
-use crate::deliver::rows::{Message, Messages, Planned};
+use crate::deliver::driver::{self, Link, Step, Work};
+use crate::deliver::failure::{Failure, TransientKind};
+use crate::deliver::jetstream::stream::{AckError, AckFuture, StreamAcks};
+use crate::deliver::retry::Retry;
+use crate::deliver::rows::{Message, Planned, RowPlanner};
 use crate::encode::EncodedBatch;
 use crate::error::Result;
 use crate::metrics::SinkMetrics;
@@ -51,29 +54,39 @@ struct InFlight {
 
 /// The JetStream publisher of one statement.
 pub(crate) struct Window {
-    target: Target,
+    acks: StreamAcks,
     max_in_flight: usize,
-    messages: Messages,
+    planner: RowPlanner,
     pending: VecDeque<Pending>,
     /// Sequence number of `pending[0]`.
     first_seq: u64,
     in_flight: VecDeque<InFlight>,
+    /// Whether the current run waits for every ack, or returns once all is sent.
+    draining: bool,
+    metrics: SinkMetrics,
 }
 
 impl Window {
-    pub(crate) fn new(target: Target, max_in_flight: usize, messages: Messages) -> Self {
+    pub(crate) fn new(
+        acks: StreamAcks,
+        max_in_flight: usize,
+        planner: RowPlanner,
+        metrics: SinkMetrics,
+    ) -> Self {
         Window {
-            target,
+            acks,
             max_in_flight,
-            messages,
+            planner,
             pending: VecDeque::new(),
             first_seq: 0,
             in_flight: VecDeque::new(),
+            draining: false,
+            metrics,
         }
     }
 
-    pub(crate) fn messages(&mut self) -> &mut Messages {
-        &mut self.messages
+    pub(crate) fn planner(&mut self) -> &mut RowPlanner {
+        &mut self.planner
     }
 
     /// Queues `batch` and publishes as much of it as the window allows. Returns with acks
@@ -82,54 +95,22 @@ impl Window {
         &mut self,
         batch: EncodedBatch,
         rows_before: u64,
+        link: &mut Link,
         retry: &mut Retry,
-        metrics: &SinkMetrics,
     ) -> Result<()> {
         self.pending.push_back(Pending {
             batch,
             rows_before,
             next: 0,
         });
-        self.pump(false, retry, metrics).await
+        self.draining = false;
+        driver::run(link, retry, self).await
     }
 
     /// Waits until every queued row is confirmed.
-    pub(crate) async fn flush(&mut self, retry: &mut Retry, metrics: &SinkMetrics) -> Result<()> {
-        self.pump(true, retry, metrics).await
-    }
-
-    pub(crate) async fn close(self) {
-        self.target.connection.close().await;
-    }
-
-    async fn pump(&mut self, drain: bool, retry: &mut Retry, metrics: &SinkMetrics) -> Result<()> {
-        loop {
-            let step = match self.fill(metrics.published(), metrics).await {
-                Err(failure) => Err(failure),
-                Ok(()) if self.in_flight.is_empty() => {
-                    retry.succeeded();
-                    return Ok(());
-                }
-                // Nothing left to send: take the acks that are in, and leave the rest
-                // for later unless draining.
-                Ok(()) if !drain && !self.has_unsent() => {
-                    if self.take_ready(metrics) {
-                        retry.succeeded();
-                    }
-                    return Ok(());
-                }
-                Ok(()) => self.await_front(metrics).await,
-            };
-            match step {
-                Ok(()) => retry.succeeded(),
-                Err(failure) => {
-                    let published = metrics.published();
-                    retry.wait(failure, published).await?;
-                    self.target.reconnect_if_lost(retry, published).await?;
-                    self.rewind();
-                }
-            }
-        }
+    pub(crate) async fn flush(&mut self, link: &mut Link, retry: &mut Retry) -> Result<()> {
+        self.draining = true;
+        driver::run(link, retry, self).await
     }
 
     fn has_unsent(&self) -> bool {
@@ -137,7 +118,7 @@ impl Window {
     }
 
     /// Publishes unsent rows while the window has room.
-    async fn fill(&mut self, published: u64, metrics: &SinkMetrics) -> Result<(), Failure> {
+    async fn fill(&mut self, link: &Link) -> Result<(), Failure> {
         for index in 0..self.pending.len() {
             let seq = self.first_seq + index as u64;
             while self.in_flight.len() < self.max_in_flight {
@@ -147,7 +128,7 @@ impl Window {
                     break;
                 }
                 let position = pending.rows_before + row as u64 + 1;
-                let (message, dead_letter) = match self.messages.plan(&pending.batch, row, position)
+                let (message, dead_letter) = match self.planner.plan(&pending.batch, row, position)
                 {
                     Planned::Send(m) => (m, false),
                     Planned::DeadLetter(m) => (m, true),
@@ -158,25 +139,19 @@ impl Window {
                 };
                 // A lost connection stops the sending at once instead of filling a client
                 // that will never send.
-                if self.target.connection.lost_at(row) {
-                    return Err(Failure::Transient(
-                        Class::Connection,
-                        "the connection to the server was lost; sending again from the first unconfirmed row".into(),
-                    ));
+                if link.connection.lost_at(row) {
+                    return Err(Failure::lost("while rows were sent"));
                 }
-                let ack = match publish(&self.target.js, message).await {
+                let ack = match publish(link.js(), message).await {
                     Ok(ack) => ack,
                     Err(e) if e.kind() == PublishErrorKind::TimedOut => {
                         return Err(Failure::Transient(
-                            Class::Timeout,
+                            TransientKind::Timeout,
                             "the client could not send within confirm_timeout (disconnected?)"
                                 .into(),
                         ));
                     }
-                    Err(e) => {
-                        let failure = self.target.failure(&e, published).await;
-                        return Err(failure.into_failure(published));
-                    }
+                    Err(e) => return Err(self.acks.failure(link, &e).await.into_failure()),
                 };
                 self.pending[index].next += 1;
                 self.in_flight.push_back(InFlight {
@@ -185,19 +160,19 @@ impl Window {
                     dead_letter,
                     ack,
                     failed: None,
-                    deadline: Instant::now() + self.target.confirm_timeout,
+                    deadline: Instant::now() + self.acks.confirm_timeout,
                 });
             }
             if self.in_flight.len() >= self.max_in_flight {
                 break;
             }
         }
-        self.release(metrics);
+        self.release();
         Ok(())
     }
 
     /// Processes acks that have arrived, without waiting; true if there was any.
-    fn take_ready(&mut self, metrics: &SinkMetrics) -> bool {
+    fn take_ready(&mut self) -> bool {
         let now = Instant::now();
         let mut confirmed = false;
         while let Some(front) = self.in_flight.front_mut() {
@@ -206,7 +181,7 @@ impl Window {
             }
             match (&mut front.ack).now_or_never() {
                 Some(Ok(ack)) => {
-                    self.confirm_front(&ack, metrics, now);
+                    self.confirm_front(&ack, now);
                     confirmed = true;
                 }
                 // Handled by the next wait.
@@ -217,31 +192,31 @@ impl Window {
                 None => break,
             }
         }
-        self.release(metrics);
+        self.release();
         confirmed
     }
 
     /// Waits for the oldest ack, then takes any others that are in.
-    async fn await_front(&mut self, metrics: &SinkMetrics) -> Result<(), Failure> {
-        let target = &self.target;
+    async fn await_front(&mut self, link: &Link) -> Result<(), Failure> {
+        let acks = &self.acks;
         let front = self.in_flight.front_mut().expect("checked by the caller");
-        let published = metrics.published();
         if let Some(e) = front.failed.take() {
-            return Err(target.failure(&e, published).await.into_failure(published));
+            return Err(acks.failure(link, &e).await.into_failure());
         }
-        let ack = target
-            .wait(&mut front.ack, front.deadline, published)
+        let ack = acks
+            .wait(link, &mut front.ack, front.deadline)
             .await
-            .map_err(|e| e.into_failure(published))?;
-        self.confirm_front(&ack, metrics, Instant::now());
-        self.take_ready(metrics);
+            .map_err(AckError::into_failure)?;
+        self.confirm_front(&ack, Instant::now());
+        self.take_ready();
         Ok(())
     }
 
     /// Records the ack of the oldest in-flight message, which arrived by `now`.
-    fn confirm_front(&mut self, ack: &PublishAck, metrics: &SinkMetrics, now: Instant) {
+    fn confirm_front(&mut self, ack: &PublishAck, now: Instant) {
+        let metrics = &self.metrics;
         let front = self.in_flight.pop_front().expect("an ack has a message");
-        let sent = front.deadline - self.target.confirm_timeout;
+        let sent = front.deadline - self.acks.confirm_timeout;
         metrics.acked(now.saturating_duration_since(sent));
         if front.dead_letter {
             metrics.dead_lettered(1);
@@ -255,7 +230,8 @@ impl Window {
     }
 
     /// Drops the batches whose rows are all sent and confirmed.
-    fn release(&mut self, metrics: &SinkMetrics) {
+    fn release(&mut self) {
+        let metrics = &self.metrics;
         while let Some(front) = self.pending.front() {
             let unconfirmed = self
                 .in_flight
@@ -264,13 +240,34 @@ impl Window {
             if front.next < front.batch.len() || unconfirmed {
                 break;
             }
-            if self.messages.skips() {
+            if self.planner.skips() {
                 metrics.skipped(front.batch.rejections().count());
             }
             self.pending.pop_front();
             self.first_seq += 1;
         }
         metrics.in_flight(self.in_flight.len());
+    }
+}
+
+#[async_trait]
+impl Work for Window {
+    async fn attempt(&mut self, link: &mut Link) -> Result<Step, Failure> {
+        self.fill(link).await?;
+        if self.in_flight.is_empty() {
+            return Ok(Step::Done);
+        }
+        // Nothing left to send: take the acks that are in, and leave the rest for later
+        // unless draining.
+        if !self.draining && !self.has_unsent() {
+            return Ok(if self.take_ready() {
+                Step::Done
+            } else {
+                Step::Waiting
+            });
+        }
+        self.await_front(link).await?;
+        Ok(Step::Progress)
     }
 
     /// After a failure: forget what is in flight and send again from the first

@@ -1,0 +1,116 @@
+//! The one delivery driver: attempt, back off, reopen, resend.
+//!
+//! Every mode (core, the JetStream window, exactly-once batches, the JetStream start
+//! checks) is a [`Work`]: it attempts what it can on the [`Link`] and classifies what went
+//! wrong into a [`Failure`], including the server's out-of-band refusals (see
+//! `connect::out_of_band`). This loop does the rest, the same way for all of them: a
+//! permanent failure ends the statement; a transient one waits (exponential backoff with
+//! jitter, bounded by `retry_timeout`: see `retry`), replaces a lost connection (and what
+//! lives on it: the JetStream context), and lets the work resend from its first
+//! unconfirmed row. A confirmed step ends a retry episode.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, Context};
+use async_trait::async_trait;
+
+use crate::connect::Connection;
+use crate::deliver::failure::Failure;
+use crate::deliver::retry::Retry;
+use crate::error::Result;
+
+/// What an attempt achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Something was confirmed and more is to do: attempt again.
+    Progress,
+    /// Done for now, with something confirmed.
+    Done,
+    /// Done for now without confirming anything (e.g. acks still outstanding): the retry
+    /// episode, if any, goes on.
+    Waiting,
+}
+
+/// What differs per mode: sending and confirming, and starting over.
+#[async_trait]
+pub(crate) trait Work: Send {
+    /// Sends and confirms what it can on `link`.
+    async fn attempt(&mut self, link: &mut Link) -> std::result::Result<Step, Failure>;
+
+    /// After a failure: forget what is in flight, so the next attempt starts from the
+    /// first unconfirmed row, in order.
+    fn rewind(&mut self) {}
+}
+
+/// The connection the sink publishes on, and what is made on it.
+pub(crate) struct Link {
+    pub connection: Connection,
+    /// The JetStream context on `connection`, in JetStream mode; made again on every new
+    /// connection.
+    js: Option<(Context, JsSettings)>,
+}
+
+/// How the JetStream context is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JsSettings {
+    pub confirm_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+impl Link {
+    /// A link on `connection`; with `js`, also the JetStream context.
+    pub(crate) fn new(connection: Connection, js: Option<JsSettings>) -> Self {
+        let js = js.map(|settings| (js_context(&connection, settings), settings));
+        Link { connection, js }
+    }
+
+    /// The JetStream context. Only JetStream work calls this, on a link made with it.
+    pub(crate) fn js(&self) -> &Context {
+        &self.js.as_ref().expect("a JetStream link has a context").0
+    }
+
+    async fn reopen_if_lost(&mut self, retry: &mut Retry) -> Result<()> {
+        if self.connection.reopen_if_lost(retry).await?
+            && let Some((context, settings)) = &mut self.js
+        {
+            *context = js_context(&self.connection, *settings);
+        }
+        Ok(())
+    }
+
+    /// Closes the connection after everything sent was confirmed.
+    pub(crate) async fn close(self) {
+        self.connection.close().await;
+    }
+}
+
+/// The JetStream context the sink publishes through.
+fn js_context(connection: &Connection, settings: JsSettings) -> Context {
+    // Acks are awaited by the window with its own timeout; acks of abandoned publishes
+    // (after a failure) are left to async-nats's acker, which must not hold up new ones.
+    jetstream::context::ContextBuilder::new()
+        .timeout(settings.confirm_timeout)
+        .ack_timeout(settings.confirm_timeout)
+        .max_ack_inflight(settings.max_in_flight.saturating_mul(4).max(1024))
+        .backpressure_on_inflight(true)
+        .build(connection.client.clone())
+}
+
+/// Runs `work` on `link` until it is done for now, retrying transient failures.
+pub(crate) async fn run(link: &mut Link, retry: &mut Retry, work: &mut impl Work) -> Result<()> {
+    loop {
+        match work.attempt(link).await {
+            Ok(Step::Done) => {
+                retry.succeeded();
+                return Ok(());
+            }
+            Ok(Step::Waiting) => return Ok(()),
+            Ok(Step::Progress) => retry.succeeded(),
+            Err(failure) => {
+                retry.wait(failure).await?;
+                link.reopen_if_lost(retry).await?;
+                work.rewind();
+            }
+        }
+    }
+}
