@@ -449,4 +449,6 @@ impl EncodedBatch {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
