@@ -408,6 +408,25 @@ impl EncodedBatch {
         }
     }
 
+    /// Each distinct subject of the batch once: checks that depend only on the subject
+    /// are made once per value, and nothing needs to be kept across batches (one subject
+    /// per row, as with per-entity subjects, would grow a statement-wide cache forever).
+    pub(crate) fn distinct_subjects(&self) -> &[Subject] {
+        match &self.subjects {
+            Subjects::Fixed(s) => std::slice::from_ref(s),
+            Subjects::PerRow(rows) => rows.distinct(),
+        }
+    }
+
+    /// The index in [`EncodedBatch::distinct_subjects`] of row `i`'s subject; `None` only
+    /// for a row rejected for its subject.
+    pub(crate) fn subject_index(&self, i: usize) -> Option<usize> {
+        match &self.subjects {
+            Subjects::Fixed(_) => Some(0),
+            Subjects::PerRow(rows) => rows.index(i),
+        }
+    }
+
     /// Row `i`'s message id (`msg_id_field`), if the sink has one.
     pub fn msg_id(&self, i: usize) -> Option<&str> {
         self.msg_ids

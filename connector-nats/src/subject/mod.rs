@@ -120,6 +120,18 @@ impl ColumnSubjects {
         self.distinct.get(*self.rows.get(i)? as usize)
     }
 
+    /// Each distinct subject of the column once, in the order first seen.
+    pub fn distinct(&self) -> &[Subject] {
+        &self.distinct
+    }
+
+    /// The index in [`ColumnSubjects::distinct`] of row `i`'s subject; `None` for a row
+    /// without one.
+    pub fn index(&self, i: usize) -> Option<usize> {
+        let index = *self.rows.get(i)? as usize;
+        (index < self.distinct.len()).then_some(index)
+    }
+
     /// The number of rows.
     pub fn len(&self) -> usize {
         self.rows.len()
