@@ -31,6 +31,11 @@ pub fn validate(subject: &str) -> Result<(), &'static str> {
             "it is longer than 2000 bytes, more than the server accepts in one protocol line",
         );
     }
+    // Any Unicode whitespace, not only the space, tab, CR and LF that async-nats checks
+    // (the sink turns its check off, see `connect`): nats-server 2.15.1 passes a vertical
+    // tab or a form feed on in `MSG`, where a client that splits protocol fields at
+    // whitespace reads two fields. Other control characters, NUL included, reach
+    // subscribers unchanged.
     if subject.chars().any(char::is_whitespace) {
         return Err("it contains whitespace");
     }
@@ -356,6 +361,16 @@ mod tests {
         assert_eq!(validate(""), Err("it is empty"));
         assert!(validate("a b").unwrap_err().contains("whitespace"));
         assert!(validate("a\tb").unwrap_err().contains("whitespace"));
+        for s in [
+            "a\rb",
+            "a\nb",
+            "a\u{b}b",
+            "a\u{c}b",
+            "a\u{85}b",
+            "a\u{2028}b",
+        ] {
+            assert!(validate(s).unwrap_err().contains("whitespace"), "{s:?}");
+        }
         assert!(validate(".a").unwrap_err().contains("empty token"));
         assert!(validate("a.").unwrap_err().contains("empty token"));
         assert!(validate("a..b").unwrap_err().contains("empty token"));
