@@ -1,5 +1,7 @@
 //! Bad input: each case fails with exit code 1, an error naming what is wrong, and
-//! nothing published (checked by a real subscriber on every subject).
+//! nothing published (checked by a real subscriber on every subject). A bad value in a
+//! row fails so under `on_error = 'fail'` and never panics; under 'skip' and
+//! 'dead_letter' the other rows go on.
 
 mod common;
 
@@ -285,4 +287,113 @@ async fn bad_row_in_a_later_batch_keeps_earlier_batches_and_says_how_many() {
     let messages = published(&mut s.everything).await;
     assert_eq!(messages.len(), 8192);
     assert_eq!(text(messages.last().unwrap()), r#"{"id":8192}"#);
+}
+
+/// Rows 2 and 3 have a message id with a line break (CR LF, then a lone CR), which no
+/// NATS header can carry; rows 1 and 4 are fine.
+const LINE_BREAK_IDS: &str = "SELECT value AS n, concat('ok.', value) AS subject, \
+     CASE WHEN value = 2 THEN concat('id-2', chr(13), chr(10), 'PUB evil 0') \
+          WHEN value = 3 THEN concat('id-3', chr(13)) \
+          ELSE concat('id-', value) END AS id \
+     FROM generate_series(1, 4)";
+
+/// The `Nats-Msg-Id` of a received message.
+fn msg_id(message: &async_nats::Message) -> Option<String> {
+    let headers = message.headers.as_ref()?;
+    Some(headers.get("Nats-Msg-Id")?.to_string())
+}
+
+/// A message id with a line break is a bad row like any other: it follows `on_error`
+/// (the rest goes on under 'skip' and 'dead_letter'; 'fail' names the row and the
+/// column), and the process never panics.
+#[tokio::test]
+async fn line_break_in_a_message_id_follows_on_error_without_a_panic() {
+    let mut s = setup().await;
+    let options = "subject_field = 'subject', msg_id_field = 'id'";
+
+    let failed = s.insert(LINE_BREAK_IDS, options);
+    assert_ne!(failed.status.code(), Some(101), "{}", stderr(&failed));
+    assert_fails_with(
+        &failed,
+        &["row 2: column 'id'", "line break", "on_error = 'skip'"],
+    );
+    s.assert_nothing_published().await;
+
+    let skipped = s.insert(LINE_BREAK_IDS, &format!("{options}, on_error = 'skip'"));
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    assert_eq!(summary_count(&stdout(&skipped), "out", "skipped"), Some(2));
+    let got: Vec<(String, Option<String>)> = published(&mut s.everything)
+        .await
+        .iter()
+        .map(|m| (m.subject.to_string(), msg_id(m)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ok.1".to_string(), Some("id-1".to_string())),
+            ("ok.4".into(), Some("id-4".into()))
+        ]
+    );
+
+    let dead = s.insert(
+        LINE_BREAK_IDS,
+        &format!("{options}, on_error = 'dead_letter', dead_letter_subject = 'dead.rows'"),
+    );
+    assert!(dead.status.success(), "{}", stderr(&dead));
+    let got = published(&mut s.everything).await;
+    let subjects: Vec<&str> = got.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects, ["ok.1", "dead.rows", "dead.rows", "ok.4"]);
+    for (letter, row) in [(&got[1], "2"), (&got[2], "3")] {
+        let headers = letter.headers.as_ref().expect("a dead letter has headers");
+        let reason = headers.get("StreamSQL-Error").unwrap().to_string();
+        assert!(
+            reason.contains("column 'id'") && reason.contains("line break"),
+            "{reason}"
+        );
+        assert_eq!(headers.get("StreamSQL-Row").unwrap().as_str(), row);
+        assert_eq!(
+            headers.get("StreamSQL-Subject").unwrap().to_string(),
+            format!("ok.{row}")
+        );
+    }
+}
+
+/// The same in JetStream mode: under 'dead_letter' the good rows and the dead letters are
+/// stored; under 'fail' the statement fails naming the row, without a panic.
+#[tokio::test]
+async fn line_break_in_a_message_id_under_jetstream_is_dead_lettered_or_fails_cleanly() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    common::js::create_stream(&client, "OK", &["ok.>"], |_| {}).await;
+    common::js::create_stream(&client, "DEAD", &["dead.>"], |_| {}).await;
+    let insert = |extra: &str| {
+        run_script(
+            &format!(
+                "INSERT INTO out {LINE_BREAK_IDS} WITH (connector = 'nats_sink', servers = '{}', \
+                 subject_field = 'subject', msg_id_field = 'id', stream = 'OK'{extra});",
+                server.url()
+            ),
+            &[],
+        )
+    };
+
+    let failed = insert("");
+    assert_ne!(failed.status.code(), Some(101), "{}", stderr(&failed));
+    assert_fails_with(&failed, &["row 2: column 'id'", "line break"]);
+    assert_eq!(common::js::stored(&client, "OK").await, 0);
+
+    let dead = insert(", on_error = 'dead_letter', dead_letter_subject = 'dead.rows'");
+    assert!(dead.status.success(), "{}", stderr(&dead));
+    let stored: Vec<Option<String>> = common::js::read_all(&client, "OK")
+        .await
+        .iter()
+        .map(|m| common::js::header(m, "Nats-Msg-Id"))
+        .collect();
+    assert_eq!(stored, [Some("id-1".to_string()), Some("id-4".into())]);
+    let letters = common::js::read_all(&client, "DEAD").await;
+    let rows: Vec<Option<String>> = letters
+        .iter()
+        .map(|m| common::js::header(m, "StreamSQL-Row"))
+        .collect();
+    assert_eq!(rows, [Some("2".to_string()), Some("3".into())]);
 }

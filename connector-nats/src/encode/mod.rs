@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_nats::Subject;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StructArray};
+use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, SchemaRef};
 use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
@@ -187,18 +188,25 @@ impl RowEncoder {
             Some((index, name)) => {
                 let ids = cast(batch.column(*index), &DataType::Utf8)?;
                 let ids = ids.as_string::<i32>().clone();
+                // One pass over the batch's id bytes; rows are searched only if it finds one.
+                let breaks = ids.value_data().iter().any(|b| matches!(b, b'\r' | b'\n'));
+                let mut unusable = Vec::new();
                 for row in 0..ids.len() {
-                    if ids.is_null(row) || ids.value(row).is_empty() {
-                        rejections.entry(row).or_insert(Rejection {
-                            reason: format!(
-                                "column '{name}' ({MSG_ID_FIELD}) is {}; every row needs a message id",
-                                if ids.is_null(row) { "null" } else { "empty" }
-                            ),
-                            subject: None,
-                        });
-                    }
+                    let problem = if ids.is_null(row) {
+                        "is null; every row needs a message id".to_string()
+                    } else {
+                        let Some(problem) = msg_id_problem(ids.value(row), breaks) else {
+                            continue;
+                        };
+                        unusable.push(row);
+                        problem
+                    };
+                    rejections.entry(row).or_insert(Rejection {
+                        reason: format!("column '{name}' ({MSG_ID_FIELD}) {problem}"),
+                        subject: None,
+                    });
                 }
-                Some(ids)
+                Some(without_rows(ids, &unusable))
             }
             None => None,
         };
@@ -315,6 +323,49 @@ fn msg_id_column(schema: &SchemaRef, name: &str) -> Result<usize> {
     Ok(index)
 }
 
+/// Why `id` cannot be sent as a `Nats-Msg-Id` header, as a phrase following "column 'c'".
+///
+/// - A line break: async-nats panics on a header value holding CR or LF
+///   (`HeaderValue::from`, async-nats 0.51 `src/header.rs`), and on the wire it would end
+///   the header early.
+/// - Leading spaces: a header's value starts after the spaces that follow its colon
+///   (nats-server `doc/adr/0004-nats-headers.md`); nats-server 2.15.1 takes `Nats-Msg-Id:  a`
+///   for the id `a`, so the row would be dropped as a duplicate of another row's id (or,
+///   all spaces, carry no id).
+///
+/// `breaks`: whether any id of the batch may hold a line break.
+fn msg_id_problem(id: &str, breaks: bool) -> Option<String> {
+    if id.is_empty() {
+        return Some("is empty; every row needs a message id".into());
+    }
+    if breaks && id.contains(['\r', '\n']) {
+        return Some(format!(
+            "holds a line break, which a NATS header cannot carry: {}",
+            subject::shown(id)
+        ));
+    }
+    if id.starts_with(' ') {
+        return Some(format!(
+            "holds {}, which starts with a space: NATS reads a header value without its leading spaces, so the stream would take it for another id (trim it in the query)",
+            subject::shown(id)
+        ));
+    }
+    None
+}
+
+/// `ids` with the values at `rows` made null, so that no message or dead letter is built
+/// with them ([`EncodedBatch::msg_id`] gives `None` for a null).
+fn without_rows(ids: StringArray, rows: &[usize]) -> StringArray {
+    if rows.is_empty() {
+        return ids;
+    }
+    let valid: NullBuffer = (0..ids.len())
+        .map(|row| ids.is_valid(row) && rows.binary_search(&row).is_err())
+        .collect();
+    let (offsets, values, _) = ids.into_parts();
+    StringArray::new(offsets, values, Some(valid))
+}
+
 fn column_names(schema: &SchemaRef) -> String {
     schema
         .fields()
@@ -354,6 +405,25 @@ impl EncodedBatch {
         match &self.subjects {
             Subjects::Fixed(s) => Some(s),
             Subjects::PerRow(rows) => rows.get(i),
+        }
+    }
+
+    /// Each distinct subject of the batch once: checks that depend only on the subject
+    /// are made once per value, and nothing needs to be kept across batches (one subject
+    /// per row, as with per-entity subjects, would grow a statement-wide cache forever).
+    pub(crate) fn distinct_subjects(&self) -> &[Subject] {
+        match &self.subjects {
+            Subjects::Fixed(s) => std::slice::from_ref(s),
+            Subjects::PerRow(rows) => rows.distinct(),
+        }
+    }
+
+    /// The index in [`EncodedBatch::distinct_subjects`] of row `i`'s subject; `None` only
+    /// for a row rejected for its subject.
+    pub(crate) fn subject_index(&self, i: usize) -> Option<usize> {
+        match &self.subjects {
+            Subjects::Fixed(_) => Some(0),
+            Subjects::PerRow(rows) => rows.index(i),
         }
     }
 
@@ -397,5 +467,7 @@ impl EncodedBatch {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, UnionFields};
 
 use super::*;
-use crate::deliver::rows::{Limit, RowPlanner};
+use crate::deliver::rows::{DEAD_LETTER_ROW, Limit, Planned, RowPlanner};
 
 fn options(pairs: &[(&str, &str)]) -> Options {
     let map: HashMap<String, String> = pairs
@@ -311,6 +311,118 @@ fn message_ids_come_from_string_or_integer_columns_and_must_be_set() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("must hold strings or integers"), "{err}");
+}
+
+/// A message id goes into a `Nats-Msg-Id` header: one with a line break (which async-nats
+/// cannot put in a header) or a leading space (which NATS drops, so the stream would see
+/// another id) refuses its row, naming the column and showing the value on one line; the
+/// row's dead letter is built without the id.
+#[test]
+fn message_ids_a_header_cannot_carry_refuse_their_row() {
+    let ids = [
+        "ok-1",
+        "a\r\nPUB x 0",
+        "b\n",
+        "\rc",
+        " d",
+        "e f ",
+        "\t",
+        "\0",
+    ];
+    let b = batch(vec![(
+        "id",
+        Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
+    )]);
+    let options = options(&[
+        ("subject", "s"),
+        ("msg_id_field", "id"),
+        ("on_error", "dead_letter"),
+        ("dead_letter_subject", "dead"),
+    ]);
+    let encoded = RowEncoder::try_new(&b.schema(), &options)
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
+    let rejected: Vec<usize> = encoded.rejections().map(|(i, _)| i).collect();
+    assert_eq!(rejected, [1, 2, 3, 4]);
+    let reason = &encoded.rejection(1).unwrap().reason;
+    assert_eq!(
+        reason,
+        r#"column 'id' (msg_id_field) holds a line break, which a NATS header cannot carry: "a\r\nPUB x 0""#
+    );
+    let reason = &encoded.rejection(4).unwrap().reason;
+    assert!(
+        reason.contains(r#"holds " d", which starts with a space"#),
+        "{reason}"
+    );
+    // Spaces inside or at the end, tabs and NUL are carried as they are.
+    for (i, id) in ids.iter().enumerate().skip(5) {
+        assert_eq!(encoded.msg_id(i), Some(*id));
+    }
+
+    let config = SinkConfig::from_options(&options).unwrap();
+    let limit = Limit {
+        bytes: 1 << 20,
+        source: "the server's max_payload",
+    };
+    let messages = RowPlanner::new(&config, None, limit);
+    for (i, row) in [(1, "2"), (4, "5")] {
+        let Planned::DeadLetter(letter) = messages.plan(&encoded, i, i as u64 + 1) else {
+            panic!("row {row} is dead-lettered");
+        };
+        let headers = letter.headers.unwrap();
+        assert_eq!(headers.get(DEAD_LETTER_ROW).unwrap().as_str(), row);
+        // The row's id cannot be carried: the dead letter's id is its position in this
+        // execution instead, so a resent dead letter is still a duplicate.
+        let id = headers.get("Nats-Msg-Id").unwrap().as_str();
+        assert!(
+            id.starts_with("dead-letter:") && id.ends_with(&format!(":{row}")),
+            "{id}"
+        );
+    }
+    let Planned::Send(message) = messages.plan(&encoded, 6, 7) else {
+        panic!("row 7 is sent");
+    };
+    assert_eq!(
+        message
+            .headers
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .as_str(),
+        "\t"
+    );
+}
+
+/// However long a bad value, the reason quotes at most its first 100 characters, and a
+/// dead letter keeps at most the first 2000 bytes of a refused subject.
+#[test]
+fn long_bad_values_are_cut_in_reasons_and_dead_letters() {
+    let long_subject = format!("orders.{}", "é ".repeat(100_000));
+    let long_id = format!("{}\n", "i".repeat(100_000));
+    let b = batch(vec![
+        (
+            "subject",
+            Arc::new(StringArray::from(vec![long_subject.as_str(), "ok"])) as ArrayRef,
+        ),
+        (
+            "id",
+            Arc::new(StringArray::from(vec!["1", long_id.as_str()])),
+        ),
+    ]);
+    let encoded = encoder(&b, &[("subject_field", "subject"), ("msg_id_field", "id")])
+        .unwrap()
+        .encode(&b, 0)
+        .unwrap();
+    for i in 0..2 {
+        let rejection = encoded.rejection(i).unwrap();
+        assert!(rejection.reason.len() < 400, "{}", rejection.reason);
+        assert!(rejection.reason.contains("bytes)"), "{}", rejection.reason);
+    }
+    let kept = encoded.rejection(0).unwrap().subject.as_deref().unwrap();
+    assert!(kept.len() <= crate::subject::MAX_SUBJECT_LEN + 3);
+    assert!(long_subject.starts_with(kept.trim_end_matches("...")));
+    assert_eq!(encoded.rejection(1).unwrap().subject.as_deref(), Some("ok"));
 }
 
 #[test]

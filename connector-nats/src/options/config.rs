@@ -289,10 +289,20 @@ fn mode(options: &Options, has_msg_id: bool) -> Result<Mode> {
         }
         return Ok(Mode::Core);
     };
-    if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '\t']) {
+    // The name goes into JetStream API subjects and, with expected_stream, into a header
+    // (where a line break would panic in async-nats). Stream names exclude spaces, tabs,
+    // '.', '*', '>' and path separators (docs.nats.io, "Naming Streams, Consumers, and
+    // Accounts"); any other whitespace or control character is refused with them.
+    if stream.is_empty()
+        || stream.contains(|c: char| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        })
+    {
         return Err(invalid(
             STREAM,
-            format!("'{stream}' is not a stream name (no spaces, '.', '*' or '>')"),
+            format!(
+                "{stream:?} is not a stream name (no whitespace, control characters, '.', '*', '>', '/' or '\\')"
+            ),
         ));
     }
     let expected_stream = match options.resolved(EXPECTED_STREAM)? {

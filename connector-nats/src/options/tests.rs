@@ -271,6 +271,46 @@ fn a_fixed_subject_follows_the_subject_rules() {
     assert!(text.contains("outside subject_prefix 'orders.'"), "{text}");
 }
 
+/// The stream name reaches JetStream API subjects and the `Nats-Expected-Stream` header:
+/// a line break (which async-nats cannot put in a header) or any other whitespace is
+/// refused when the sink is created, as are the characters NATS reserves.
+#[test]
+fn a_stream_name_holds_no_whitespace_control_or_reserved_characters() {
+    let config = |stream: &str| {
+        SinkConfig::from_options(
+            &parse(&[
+                ("subject", "orders.a"),
+                ("stream", stream),
+                ("expected_stream", stream),
+            ])
+            .unwrap(),
+        )
+    };
+    for bad in [
+        "ORDERS\r\n",
+        "OR\nDERS",
+        "a b",
+        "a\tb",
+        "a\u{b}b",
+        "a\u{0}",
+        "a.b",
+        "a*",
+        "a>",
+        "a/b",
+        "a\\b",
+        "a\u{2028}b",
+        "",
+    ] {
+        let text = config(bad).unwrap_err().to_string();
+        assert!(text.contains("is not a stream name"), "{bad:?}: {text}");
+        assert!(
+            !text.contains(['\r', '\n']),
+            "the error is one line: {text}"
+        );
+    }
+    assert!(config("ORDERS-eu_1").is_ok());
+}
+
 #[test]
 fn subject_and_subject_field_are_exclusive_and_one_is_required() {
     let both = parse(&[("subject", "a"), ("subject_field", "s")]).unwrap();

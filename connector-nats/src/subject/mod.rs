@@ -31,6 +31,11 @@ pub fn validate(subject: &str) -> Result<(), &'static str> {
             "it is longer than 2000 bytes, more than the server accepts in one protocol line",
         );
     }
+    // Any Unicode whitespace, not only the space, tab, CR and LF that async-nats checks
+    // (the sink turns its check off, see `connect`): nats-server 2.15.1 passes a vertical
+    // tab or a form feed on in `MSG`, where a client that splits protocol fields at
+    // whitespace reads two fields. Other control characters, NUL included, reach
+    // subscribers unchanged.
     if subject.chars().any(char::is_whitespace) {
         return Err("it contains whitespace");
     }
@@ -44,6 +49,34 @@ pub fn validate(subject: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// How many characters of a value an error or a dead letter's header shows.
+const SHOWN_CHARS: usize = 100;
+
+/// `value` for an error message or a header: quoted, with line breaks and other control
+/// characters escaped, and cut after [`SHOWN_CHARS`] characters. Whatever a row holds,
+/// the text stays one short line: a dead letter carries it in a header, which can hold
+/// no line break and must stay well within the server's `max_payload`.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// A refused subject as a dead letter's `StreamSQL-Subject` header keeps it: whole when
+/// it has at most [`MAX_SUBJECT_LEN`] bytes, else cut there (at a character boundary),
+/// so that the dead letter fits within the server's `max_payload`.
+fn kept(value: &str) -> String {
+    if value.len() <= MAX_SUBJECT_LEN {
+        return value.to_string();
+    }
+    let mut cut = MAX_SUBJECT_LEN;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &value[..cut])
 }
 
 /// True for the string types a subject column may have.
@@ -66,7 +99,8 @@ pub fn is_string_type(data_type: &DataType) -> bool {
 pub struct RowProblem {
     pub index: usize,
     pub problem: String,
-    /// The value that is not a subject (`None` for a null).
+    /// The value that is not a subject (`None` for a null), cut after
+    /// [`MAX_SUBJECT_LEN`] bytes.
     pub value: Option<String>,
 }
 
@@ -88,7 +122,19 @@ const NO_SUBJECT: u32 = u32::MAX;
 impl ColumnSubjects {
     /// Row `i`'s subject; `None` for a row with a problem (or a null, when allowed).
     pub fn get(&self, i: usize) -> Option<&Subject> {
-        self.distinct.get(self.rows[i] as usize)
+        self.distinct.get(*self.rows.get(i)? as usize)
+    }
+
+    /// Each distinct subject of the column once, in the order first seen.
+    pub fn distinct(&self) -> &[Subject] {
+        &self.distinct
+    }
+
+    /// The index in [`ColumnSubjects::distinct`] of row `i`'s subject; `None` for a row
+    /// without one.
+    pub fn index(&self, i: usize) -> Option<usize> {
+        let index = *self.rows.get(i)? as usize;
+        (index < self.distinct.len()).then_some(index)
     }
 
     /// The number of rows.
@@ -139,25 +185,33 @@ pub fn read_column(
                 })
                 .collect();
             for (index, key) in keys.iter().enumerate() {
-                match key.and_then(|k| values[k].as_ref().map(|v| (k, v))) {
+                // A key outside the values (an array built without validation) is a null.
+                match key.and_then(|k| values.get(k)?.as_ref().map(|v| (k, v))) {
                     Some((_, Ok(subject))) => reader.out.rows.push(*subject),
                     Some((k, Err(problem))) => {
                         reader.out.rows.push(NO_SUBJECT);
                         reader.out.problems.push(RowProblem {
                             index,
                             problem: problem.clone(),
-                            value: string_at(&values_array, k).map(str::to_string),
+                            value: string_at(&values_array, k).map(kept),
                         });
                     }
                     None => reader.null(index),
                 }
             }
         }
-        other => reader.out.problems.push(RowProblem {
-            index: 0,
-            problem: format!("column '{name}' has type {other}, not a string type"),
-            value: None,
-        }),
+        // Refused when the sink is created; should a batch still bring another type,
+        // every row is refused, so none is sent without a subject.
+        other => {
+            for index in 0..column.len() {
+                reader.out.rows.push(NO_SUBJECT);
+                reader.out.problems.push(RowProblem {
+                    index,
+                    problem: format!("column '{name}' has type {other}, not a string type"),
+                    value: None,
+                });
+            }
+        }
     }
     reader.out
 }
@@ -200,7 +254,7 @@ impl<'a> SubjectReader<'a> {
                         self.out.problems.push(RowProblem {
                             index,
                             problem,
-                            value: Some(value.to_string()),
+                            value: Some(kept(value)),
                         });
                         continue;
                     }
@@ -229,13 +283,18 @@ impl<'a> SubjectReader<'a> {
     fn make_subject(&self, value: &str) -> Result<Subject, String> {
         validate(value).map_err(|problem| {
             format!(
-                "column '{}' holds {value:?}, which is not a valid subject: {problem}",
-                self.name
+                "column '{}' holds {}, which is not a valid subject: {problem}",
+                self.name,
+                shown(value)
             )
         })?;
         if let Some(rules) = self.rules {
             rules.check(value).map_err(|problem| {
-                format!("column '{}' holds {value:?}, which {problem}", self.name)
+                format!(
+                    "column '{}' holds {}, which {problem}",
+                    self.name,
+                    shown(value)
+                )
             })?;
         }
         Ok(Subject::from_utf8(Bytes::copy_from_slice(value.as_bytes()))
@@ -302,6 +361,16 @@ mod tests {
         assert_eq!(validate(""), Err("it is empty"));
         assert!(validate("a b").unwrap_err().contains("whitespace"));
         assert!(validate("a\tb").unwrap_err().contains("whitespace"));
+        for s in [
+            "a\rb",
+            "a\nb",
+            "a\u{b}b",
+            "a\u{c}b",
+            "a\u{85}b",
+            "a\u{2028}b",
+        ] {
+            assert!(validate(s).unwrap_err().contains("whitespace"), "{s:?}");
+        }
         assert!(validate(".a").unwrap_err().contains("empty token"));
         assert!(validate("a.").unwrap_err().contains("empty token"));
         assert!(validate("a..b").unwrap_err().contains("empty token"));
@@ -395,6 +464,32 @@ mod tests {
         let read = read_column("s", &column, false, None);
         assert!(read.problems.is_empty());
         assert_eq!(texts(read), vec![Some("ok".into())]);
+    }
+
+    #[test]
+    fn shown_values_are_one_quoted_line_cut_after_100_characters() {
+        assert_eq!(shown("a\r\nb"), r#""a\r\nb""#);
+        let long = "é".repeat(150);
+        let text = shown(&long);
+        assert!(
+            text.starts_with(&format!("\"{}\"...", "é".repeat(100))),
+            "{text}"
+        );
+        assert!(text.ends_with("(300 bytes)"), "{text}");
+        assert_eq!(kept("a.b"), "a.b");
+        let cut = kept(&"é".repeat(MAX_SUBJECT_LEN));
+        assert_eq!(cut, format!("{}...", "é".repeat(MAX_SUBJECT_LEN / 2)));
+    }
+
+    /// A batch whose subject column is not a string type (refused when the sink is
+    /// created) refuses every row rather than leaving rows without a subject.
+    #[test]
+    fn a_non_string_batch_column_refuses_every_row() {
+        let column: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(vec![1, 2]));
+        let read = read_column("s", &column, false, None);
+        let rows: Vec<usize> = read.problems.iter().map(|p| p.index).collect();
+        assert_eq!(rows, [0, 1]);
+        assert_eq!(texts(read), vec![None, None]);
     }
 
     #[test]
