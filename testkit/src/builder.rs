@@ -143,6 +143,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves [`Pki::misnamed_server_cert_file`]: signed by the [`tls`](Self::tls) CA
+    /// but valid for no name the server is reached by, so a client trusting the CA
+    /// still rejects it by name (a cluster member announced under an address its
+    /// certificate does not list).
+    pub fn tls_misnamed(mut self, misnamed: bool) -> Self {
+        self.tls.misnamed = misnamed;
+        self
+    }
+
     /// Enables JetStream (the default) or leaves it off, for testing how a client
     /// copes with a server without it.
     pub fn jetstream(mut self, enabled: bool) -> Self {

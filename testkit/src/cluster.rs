@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use async_nats::jetstream::{self, stream::ClusterInfo};
 
-use crate::{NatsServer, ports};
+use crate::{NatsServer, ServerBuilder, ports};
 
 /// How long the meta group may take to form. It takes ~0.5 s here; the margin is for
 /// loaded CI machines.
@@ -56,6 +56,21 @@ impl NatsCluster {
     /// If `size` is 0, a node does not start, or the meta group does not form within
     /// 30 s (the message then ends with the tail of every node's log).
     pub fn start(size: usize) -> NatsCluster {
+        Self::start_with(size, |_, node| node)
+    }
+
+    /// [`start`](Self::start) with each node's settings adjusted by `configure(i,
+    /// builder)`, for a cluster whose members differ: say one serving TLS and another
+    /// plaintext (client TLS and routes are configured apart, so they still form one
+    /// cluster and announce each other's client URLs). The builder comes with
+    /// monitoring on; the `cluster` block is appended after `configure`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with(
+        size: usize,
+        configure: impl Fn(usize, ServerBuilder) -> ServerBuilder,
+    ) -> NatsCluster {
         assert!(size > 0, "a cluster needs at least one node");
         // Route ports are fixed before any node starts because every config lists all
         // of them; client and monitoring ports are left to the builder.
@@ -65,8 +80,7 @@ impl NatsCluster {
         let name = format!("testkit-cluster-{}", route_ports[0]);
         let nodes = (0..size)
             .map(|i| {
-                NatsServer::builder()
-                    .monitor(true)
+                configure(i, NatsServer::builder().monitor(true))
                     .config(cluster_block(&name, &route_ports, i))
                     .start()
             })

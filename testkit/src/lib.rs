@@ -57,7 +57,7 @@ pub use collector::{Collector, payload_json};
 pub use jwt::JwtUser;
 pub use nkey::{UserNkey, new_user_nkey};
 pub use operator::JwtAuth;
-pub use pki::{Pki, SERVER_NAMES};
+pub use pki::{MISNAMED_SERVER_NAME, Pki, SERVER_NAMES};
 pub use ports::free_port;
 pub use server::NatsServer;
 pub use tls::TLS_HANDSHAKE_TIMEOUT_SECS;

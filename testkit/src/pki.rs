@@ -25,6 +25,11 @@ use tempfile::TempDir;
 /// rustls check an IP SAN, a URL with a name a DNS SAN.
 pub const SERVER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
 
+/// The only name [`Pki::misnamed_server_cert_file`] is valid for: neither the IP nor the
+/// host name a testkit server is reached by, so a client rejects that certificate by
+/// name, not by issuer.
+pub const MISNAMED_SERVER_NAME: &str = "misnamed.invalid";
+
 /// A certificate authority with a server and a client certificate, and a second,
 /// unrelated authority with a client certificate of its own. Cheap to clone: clones
 /// share one directory, which is removed when the last clone (including the one a
@@ -78,6 +83,14 @@ impl Pki {
         let server = leaf("nats-testkit server", &SERVER_NAMES, Role::Server, &ca);
         write(SERVER_CERT, server.cert);
         write(SERVER_KEY, server.key);
+        let misnamed = leaf(
+            "nats-testkit misnamed server",
+            &[MISNAMED_SERVER_NAME],
+            Role::Server,
+            &ca,
+        );
+        write(MISNAMED_SERVER_CERT, misnamed.cert);
+        write(MISNAMED_SERVER_KEY, misnamed.key);
         let client = leaf("nats-testkit client", &[], Role::Client, &ca);
         write(CLIENT_CERT, client.cert);
         write(CLIENT_KEY, client.key);
@@ -110,6 +123,18 @@ impl Pki {
     /// The server certificate's private key.
     pub fn server_key_file(&self) -> PathBuf {
         self.path(SERVER_KEY)
+    }
+
+    /// A server certificate signed by [`ca_file`](Self::ca_file) but valid only for
+    /// [`MISNAMED_SERVER_NAME`]: a client that trusts the CA and connects by
+    /// `127.0.0.1` or `localhost` rejects it (rustls: `NotValidForName`).
+    pub fn misnamed_server_cert_file(&self) -> PathBuf {
+        self.path(MISNAMED_SERVER_CERT)
+    }
+
+    /// The private key of [`misnamed_server_cert_file`](Self::misnamed_server_cert_file).
+    pub fn misnamed_server_key_file(&self) -> PathBuf {
+        self.path(MISNAMED_SERVER_KEY)
     }
 
     /// A client certificate signed by [`ca_file`](Self::ca_file), for mutual TLS.
@@ -153,6 +178,8 @@ impl Default for Pki {
 const CA: &str = "ca.pem";
 const SERVER_CERT: &str = "server-cert.pem";
 const SERVER_KEY: &str = "server-key.pem";
+const MISNAMED_SERVER_CERT: &str = "misnamed-server-cert.pem";
+const MISNAMED_SERVER_KEY: &str = "misnamed-server-key.pem";
 const CLIENT_CERT: &str = "client-cert.pem";
 const CLIENT_KEY: &str = "client-key.pem";
 const OTHER_CA: &str = "other-ca.pem";
@@ -230,6 +257,7 @@ mod tests {
         for cert in [
             pki.ca_file(),
             pki.server_cert_file(),
+            pki.misnamed_server_cert_file(),
             pki.client_cert_file(),
             pki.other_ca_file(),
             pki.untrusted_client_cert_file(),
@@ -239,6 +267,7 @@ mod tests {
         }
         for key in [
             pki.server_key_file(),
+            pki.misnamed_server_key_file(),
             pki.client_key_file(),
             pki.untrusted_client_key_file(),
         ] {

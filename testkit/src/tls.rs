@@ -31,6 +31,9 @@ pub(crate) struct TlsSettings {
     pub pki: Option<Pki>,
     pub verify_clients: bool,
     pub handshake_first: bool,
+    /// Serve [`Pki::misnamed_server_cert_file`] instead of the certificate valid for
+    /// the server's address.
+    pub misnamed: bool,
 }
 
 impl TlsSettings {
@@ -38,8 +41,8 @@ impl TlsSettings {
     /// If a TLS option is set without the certificates to go with it.
     pub(crate) fn check(&self) {
         assert!(
-            self.pki.is_some() || !(self.verify_clients || self.handshake_first),
-            "tls_verify_clients and tls_handshake_first need certificates: add .tls(&pki)"
+            self.pki.is_some() || !(self.verify_clients || self.handshake_first || self.misnamed),
+            "tls_verify_clients, tls_handshake_first and tls_misnamed need certificates: add .tls(&pki)"
         );
     }
 
@@ -49,10 +52,18 @@ impl TlsSettings {
         let Some(pki) = &self.pki else {
             return String::new();
         };
+        let (cert, key) = if self.misnamed {
+            (
+                pki.misnamed_server_cert_file(),
+                pki.misnamed_server_key_file(),
+            )
+        } else {
+            (pki.server_cert_file(), pki.server_key_file())
+        };
         let mut block = format!(
             "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  timeout: {}\n",
-            quote_path(&pki.server_cert_file()),
-            quote_path(&pki.server_key_file()),
+            quote_path(&cert),
+            quote_path(&key),
             quote_path(&pki.ca_file()),
             TLS_HANDSHAKE_TIMEOUT_SECS,
         );
@@ -160,6 +171,14 @@ mod tests {
         let strict = settings.render();
         assert!(strict.ends_with("  verify: true\n  handshake_first: true\n}\n"));
         assert!(TlsSettings::default().render().is_empty());
+
+        settings.misnamed = true;
+        let misnamed = settings.render();
+        let cert = format!(
+            "  cert_file: \"{}\"\n",
+            pki.misnamed_server_cert_file().display()
+        );
+        assert!(misnamed.contains(&cert), "{misnamed}");
     }
 
     #[test]

@@ -99,6 +99,50 @@ async fn a_tls_server_is_refused_by_clients_trusting_another_ca() {
 }
 
 #[tokio::test]
+async fn a_misnamed_certificate_from_the_trusted_ca_is_refused_by_name() {
+    let pki = Pki::new();
+    let server = NatsServer::builder().tls(&pki).tls_misnamed(true).start();
+
+    for url in [
+        server.tls_url(),
+        format!("tls://localhost:{}", server.port()),
+    ] {
+        let err = refused(url.clone(), trusting(pki.ca_file())).await;
+        let refused_by_name = matches!(
+            rustls_error(&err),
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            ))
+        );
+        assert!(refused_by_name, "{url}: {err}");
+    }
+}
+
+/// Client TLS is configured per server, routes apart: a TLS node and a plaintext one
+/// form one cluster, and the TLS node announces the plaintext one's client URL (INFO
+/// `connect_urls` carry no scheme) to its TLS clients.
+#[tokio::test]
+async fn a_mixed_cluster_announces_its_plaintext_member_to_tls_clients() {
+    let pki = Pki::new();
+    let cluster =
+        nats_testkit::NatsCluster::start_with(
+            2,
+            |i, node| {
+                if i == 0 { node.tls(&pki) } else { node }
+            },
+        );
+    let options = trusting(pki.ca_file()).require_tls(true);
+    let tls_client = nats_testkit::connect_with(&cluster.node(0).tls_url(), options).await;
+    let info = tls_client.server_info();
+    assert!(info.tls_required, "{info:?}");
+    let plaintext = format!("127.0.0.1:{}", cluster.node(1).port());
+    assert!(info.connect_urls.contains(&plaintext), "{info:?}");
+
+    let plain_client = nats_testkit::connect(&cluster.node(1).url()).await;
+    assert!(!plain_client.server_info().tls_required);
+}
+
+#[tokio::test]
 async fn a_client_without_tls_options_still_upgrades_and_checks_the_system_roots() {
     let pki = Pki::new();
     let server = NatsServer::builder().tls(&pki).start();

@@ -14,6 +14,7 @@
 //! `out_of_band`).
 
 pub(crate) mod credentials;
+mod failover;
 pub(crate) mod out_of_band;
 pub(crate) mod security;
 
@@ -82,37 +83,16 @@ impl Connection {
         info!(
             "nats_sink: connecting again; what the old connection did not confirm is resent in order"
         );
-        // async-nats would have tried the servers the cluster announced too; so does this.
-        // The new connection keeps the configured list: it learns its own announced ones.
-        let configured = self.config.clone();
-        let mut config = configured.clone();
-        config.servers.extend(self.announced());
-        let mut fresh = Self::open(&config, retry, &self.metrics).await?;
-        fresh.config = configured;
+        // async-nats would have tried the servers the cluster announced too; so does this,
+        // after the configured ones and with the same TLS (see `failover`).
+        let connect_urls = self.client.server_info().connect_urls;
+        let announced = failover::announced(&self.config, connect_urls);
+        let fresh = Self::reopen(&self.config, &announced, retry, &self.metrics).await?;
         self.metrics.reconnected();
         // The old client is dropped: it can no longer connect, so nothing it still held is
         // ever sent.
         *self = fresh;
         Ok(true)
-    }
-
-    /// The servers the cluster announced to this client (its INFO's `connect_urls`) that
-    /// `servers` does not list.
-    fn announced(&self) -> Vec<String> {
-        let listed: Vec<ServerAddr> = self
-            .config
-            .servers
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        let info = self.client.server_info();
-        info.connect_urls
-            .into_iter()
-            .filter(|url| {
-                url.parse::<ServerAddr>()
-                    .is_ok_and(|a| !listed.contains(&a))
-            })
-            .collect()
     }
 
     async fn try_open(config: &ConnectionConfig, metrics: &SinkMetrics) -> Result<Self, Failure> {

@@ -329,6 +329,35 @@ fn tls_problem(error: &rustls::Error, tls: &Tls) -> String {
     }
 }
 
+/// Why servers the cluster announced (not configured ones) could not be used, if it was
+/// nothing the sink's options can fix: an announced host name that does not resolve
+/// here, or TLS (a server serves none, or its certificate does not name the address it
+/// was announced under or is not signed by a CA the sink trusts). `None` for any other
+/// failure, such as a refused credential. The advice for a configured server (check
+/// 'servers', drop the `tls*` options) would be wrong here; the caller retries instead,
+/// since the configured servers may come back.
+pub(crate) fn announced_refusal(error: &NatsSinkError, tls: &Tls) -> Option<String> {
+    let NatsSinkError::Connect {
+        source: Some(source),
+        ..
+    } = error
+    else {
+        return None;
+    };
+    if source.kind() == ConnectErrorKind::Dns {
+        return Some("a server's announced host name does not resolve here".into());
+    }
+    Some(match find_rustls_error(source)? {
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => "TLS: a server's certificate does not name the address the cluster announced (its 'client_advertise' should be a name the certificate lists)".into(),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "a server does not answer with TLS, which every connection of this sink requires".into()
+        }
+        other => tls_problem(other, tls),
+    })
+}
+
 fn is_client_cert_alert(alert: AlertDescription) -> bool {
     matches!(
         alert,
@@ -392,6 +421,45 @@ mod tests {
             check_jwt(&unexpired, Some(&user), JWT, "'jwt'").unwrap(),
             format!("user {}", user.public_key())
         );
+    }
+
+    #[test]
+    fn an_announced_servers_tls_or_dns_failure_is_explained_and_nothing_else() {
+        let connect = |source: ConnectError| NatsSinkError::Connect {
+            servers: "tls://10.0.0.2:4222".into(),
+            problem: "p".into(),
+            source: Some(source),
+        };
+        // async-nats wraps a failed handshake's rustls error in an I/O error.
+        let handshake = |tls_error: rustls::Error| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls_error);
+            connect(ConnectError::with_source(ConnectErrorKind::Io, io))
+        };
+        let tls = Tls::default();
+        let misnamed = handshake(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName,
+        ));
+        let text = announced_refusal(&misnamed, &tls).unwrap();
+        assert!(
+            text.contains("does not name the address the cluster announced"),
+            "{text}"
+        );
+        let plaintext = handshake(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        let text = announced_refusal(&plaintext, &tls).unwrap();
+        assert!(text.contains("does not answer with TLS"), "{text}");
+        let dns = connect(ConnectError::new(ConnectErrorKind::Dns));
+        assert!(
+            announced_refusal(&dns, &tls)
+                .unwrap()
+                .contains("does not resolve")
+        );
+
+        let refused = connect(ConnectError::new(ConnectErrorKind::AuthorizationViolation));
+        assert_eq!(announced_refusal(&refused, &tls), None);
+        let unreadable_ca = connect(ConnectError::new(ConnectErrorKind::Tls));
+        assert_eq!(announced_refusal(&unreadable_ca, &tls), None);
     }
 
     #[test]

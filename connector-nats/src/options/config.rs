@@ -56,13 +56,26 @@ pub(crate) enum Seed {
 /// TLS settings. Certificates are always verified; there is no way to turn that off.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Tls {
-    /// Refuse a connection without TLS.
+    /// Every connection of the sink must use TLS: the first and every reopened one, to a
+    /// listed or an announced server. Set by `tls = 'true'`, any other `tls_*` setting,
+    /// or a `tls://` URL in `servers` ([`ConnectionConfig::from_options`]), so that TLS
+    /// from a URL does not end where that URL does (async-nats upgrades a `nats://`
+    /// server only when the client requires TLS or the server asks for it: async-nats
+    /// `connector.rs`, `try_connect_to`).
     pub required: bool,
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key, for mutual TLS.
     pub client: Option<(PathBuf, PathBuf)>,
     /// Handshake before the server's INFO.
     pub first: bool,
+}
+
+/// Whether a server URL asks for TLS by its scheme (`tls://`, or `wss://` for a
+/// websocket). An unparsable URL is refused when the sink connects.
+pub(crate) fn uses_tls(server: &str) -> bool {
+    server
+        .parse::<async_nats::ServerAddr>()
+        .is_ok_and(|addr| addr.tls_required() || addr.scheme() == "wss")
 }
 
 /// Everything needed to connect, with `${VAR}` resolved. Built when the sink connects.
@@ -123,8 +136,13 @@ impl ConnectionConfig {
                 return Err(tls_conflict(setting));
             }
         }
+        let tls_url = servers.iter().any(|server| uses_tls(server));
         let tls = Tls {
-            required: options.bool(TLS)? || ca_file.is_some() || client.is_some() || first,
+            required: options.bool(TLS)?
+                || ca_file.is_some()
+                || client.is_some()
+                || first
+                || tls_url,
             ca_file,
             client,
             first,

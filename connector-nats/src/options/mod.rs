@@ -79,7 +79,7 @@ declare_options! {
     JWT = "jwt", Connection, ValueKind::Text, default None, secret true,
         "A user JWT; the server's challenge is signed with 'nkey_seed' (or 'nkey_seed_file').";
     TLS = "tls", Connection, ValueKind::Bool, default Some("false"), secret false,
-        "'true': refuse to connect without TLS. Any 'tls_*' setting implies it ('false' beside one is an error); a server that requires TLS, or a 'tls://' URL, gets TLS whatever this says. Certificates are always verified.";
+        "'true': refuse to connect without TLS. Any 'tls_*' setting implies it ('false' beside one is an error), and so does a 'tls://' URL in 'servers', whatever this says: then every connection, to any listed or announced server, requires TLS. Certificates are always verified.";
     TLS_CA_FILE = "tls_ca_file", Connection, ValueKind::File, default None, secret false,
         "PEM file of the CA certificates that sign the server's certificate; without it the system's roots are used.";
     TLS_CERT_FILE = "tls_cert_file", Connection, ValueKind::File, default None, secret false,

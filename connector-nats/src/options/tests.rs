@@ -232,7 +232,7 @@ fn tls_settings_are_checked_together() {
 }
 
 #[test]
-fn any_tls_setting_requires_tls() {
+fn any_tls_setting_or_tls_url_requires_tls() {
     let cfg = |pairs: &[(&str, &str)]| {
         ConnectionConfig::from_options(&parse(pairs).unwrap())
             .unwrap()
@@ -244,6 +244,13 @@ fn any_tls_setting_requires_tls() {
     assert!(cfg(&[("tls_cert_file", "/c"), ("tls_key_file", "/k")]).required);
     let first = cfg(&[("tls_first", "true")]);
     assert!(first.required && first.first);
+    // TLS from one URL holds for every connection of the sink, to any server.
+    assert!(cfg(&[("servers", "nats://a:4222,tls://b:4222")]).required);
+    assert!(cfg(&[("servers", "TLS://b:4222")]).required);
+    assert!(cfg(&[("servers", "[\"wss://b:443\"]")]).required);
+    assert!(!cfg(&[("servers", "nats://a:4222,b:4222")]).required);
+    // As the option's doc says, `tls = 'false'` does not take a tls:// URL's TLS away.
+    assert!(cfg(&[("servers", "tls://b:4222"), ("tls", "false")]).required);
 }
 
 #[test]
