@@ -1,7 +1,7 @@
 //! Encoding cost: the sink's batch -> messages step against arrow-json alone.
 //!
 //! Baseline: arrow-json's line-delimited writer encoding the same batch into one buffer
-//! (FACTS.md: the ceiling for encoding). Sink: `RowEncoder::encode`, which also reads the
+//! (the ceiling for encoding: see `benches/README.md`). Sink: `RowEncoder::encode`, which also reads the
 //! subject column into per-row subjects, leaves it out of the payload, range-checks the
 //! timestamp column and slices the buffer per row. Report: sink time / baseline time.
 

@@ -7,7 +7,7 @@
 //! SELECT ... FROM generate_series(...) WITH (..., stream = 'BENCH', max_in_flight = 'N')`
 //! through `streamsql::Engine`, which connects, checks the stream, plans the query,
 //! encodes every row and waits for every ack. Both run on one current-thread runtime
-//! (FACTS.md: fastest on 2 cores, and the CLI's default) against a real nats-server
+//! (fastest on 2 cores, and the CLI's default: see `benches/README.md`) against a real nats-server
 //! with a file stream that is purged, untimed, before every iteration; every iteration
 //! is checked to have stored every row.
 //!

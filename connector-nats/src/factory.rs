@@ -6,7 +6,7 @@
 //! OPTIONS ('subject_field' 'subject');
 //! ```
 //! DataFusion lowercases option keys and prefixes keys without a dot with `format.`
-//! (FACTS.md); the prefix is removed here. `LOCATION` gives the servers.
+//! (DataFusion `CreateExternalTable` option handling); the prefix is removed here. `LOCATION` gives the servers.
 
 use std::collections::HashMap;
 use std::sync::Arc;

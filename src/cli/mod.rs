@@ -95,7 +95,7 @@ fn init_logging(flag: Option<&str>) -> Result<(), String> {
 }
 
 /// A tokio runtime: current-thread for `threads <= 1` (faster for publishing on
-/// few cores, FACTS.md), multi-thread otherwise.
+/// few cores: `benches/README.md`), multi-thread otherwise.
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
     let mut builder = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

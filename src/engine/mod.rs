@@ -394,7 +394,7 @@ impl Engine {
 
 /// Refuses a statement with `WITH (...)` after a table name: sqlparser reads it as
 /// table hints and DataFusion ignores them, so options written there would be lost
-/// without a word (FACTS.md).
+/// without a word (sqlparser reads them as table hints).
 fn refuse_table_hints(at: StatementAt, statement: &DFStatement) -> Result<(), EngineError> {
     let Some(table) = table_with_hints(statement) else {
         return Ok(());

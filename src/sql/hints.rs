@@ -1,7 +1,7 @@
 //! Finds `WITH (...)` table hints in a parsed statement.
 //!
 //! sqlparser reads `WITH (...)` after a table name as MSSQL-style table hints and
-//! DataFusion ignores them (FACTS.md), so options written there would be lost without
+//! DataFusion ignores them (sqlparser's `TableFactor::Table::with_hints`), so options written there would be lost without
 //! a word. The engine refuses every statement bound for DataFusion that has any.
 
 use std::ops::ControlFlow;

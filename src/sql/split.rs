@@ -4,7 +4,7 @@
 //!   comments (the sqlparser tokenizer decides what is a string or a comment).
 //! - [`split_trailing_with`] finds a trailing `WITH ( k = 'v', ... )` clause. sqlparser
 //!   reads such a clause after a table name as table hints and DataFusion ignores
-//!   them, so options left in the text would be lost without a word (FACTS.md). A CTE
+//!   them, so options left in the text would be lost without a word (sqlparser reads them as table hints). A CTE
 //!   (`WITH name AS (...)`) is never matched: its `WITH` is not followed by `(`.
 //! - [`parse_options`] reads the inside of such a clause into ordered key/value pairs.
 //!

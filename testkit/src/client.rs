@@ -1,7 +1,7 @@
 //! Test clients whose dropped messages do not go unnoticed, and a real round trip.
 //!
 //! async-nats drops a message without a word when a subscription's buffer is full; only
-//! the connection's event callback hears `Event::SlowConsumer` (FACTS.md). Clients made
+//! the connection's event callback hears `Event::SlowConsumer` (async-nats `ConnectionHandler::handle_server_op`). Clients made
 //! here get a large buffer and count those events, so a [`Collector`](crate::Collector)
 //! can fail loudly instead of a test seeing a short count and guessing why.
 

@@ -4,7 +4,7 @@
 //! when a connection drops are written to the next connection, ahead of the rows the sink
 //! resends because they were lost with the old one, and per-subject order breaks. So a
 //! client here never reconnects by itself. Its credentials are handed over through
-//! `with_auth_callback`, and once the first connect has succeeded ([`Gate::connected`])
+//! `with_auth_callback`, and once the first connect has succeeded ([`ConnectOnce::connected`])
 //! the callback refuses: every later attempt fails in the client, before it sends CONNECT,
 //! and the client gives up after `max_reconnects`, dropping what it still held. The sink
 //! notices the lost connection and opens a fresh client (see `connection`).
@@ -66,7 +66,7 @@ impl Credentials {
 
 /// Lets one client authenticate until its first connect succeeds, and never after.
 #[derive(Clone)]
-pub(crate) struct Gate {
+pub(crate) struct ConnectOnce {
     credentials: Arc<Credentials>,
     closed: Arc<AtomicBool>,
 }
@@ -74,9 +74,9 @@ pub(crate) struct Gate {
 /// Why a client's reconnect is refused (async-nats logs it at its own `error` level).
 const REFUSED: &str = "nats_sink: this client connects only once; after a disconnect the sink opens a new connection and resends, in order, what was not confirmed";
 
-impl Gate {
+impl ConnectOnce {
     pub(crate) fn new(credentials: Credentials) -> Self {
-        Gate {
+        ConnectOnce {
             credentials: Arc::new(credentials),
             closed: Arc::new(AtomicBool::new(false)),
         }
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn the_gate_admits_until_the_first_connect_only() {
-        let gate = Gate::new(Credentials::UserPassword {
+        let gate = ConnectOnce::new(Credentials::UserPassword {
             user: "u".into(),
             password: Secret("p".into()),
         });
@@ -147,7 +147,7 @@ mod tests {
         let refused = gate.admit(b"n").err().expect("refused").to_string();
         assert!(refused.contains("connects only once"), "{refused}");
 
-        let token = Gate::new(Credentials::Token(Secret("t".into())));
+        let token = ConnectOnce::new(Credentials::Token(Secret("t".into())));
         assert_eq!(token.admit(b"n").unwrap().token.as_deref(), Some("t"));
     }
 }

@@ -21,6 +21,7 @@
 use async_nats::ServerAddr;
 
 use crate::connect::{Connection, security};
+use crate::deliver::driver;
 use crate::deliver::failure::{Failure, TransientKind};
 use crate::deliver::retry::Retry;
 use crate::error::Result;
@@ -80,12 +81,7 @@ impl Connection {
         retry: &mut Retry,
         metrics: &SinkMetrics,
     ) -> Result<Self> {
-        loop {
-            match Self::try_reopen(config, announced, metrics).await {
-                Ok(connection) => return Ok(connection),
-                Err(failure) => retry.wait(failure).await?,
-            }
-        }
+        driver::until_ok(retry, || Self::try_reopen(config, announced, metrics)).await
     }
 
     async fn try_reopen(

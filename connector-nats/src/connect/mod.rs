@@ -26,7 +26,8 @@ use tracing::{debug, info};
 
 use out_of_band::{Barrier, BarrierFailed, Events};
 
-use crate::connect::credentials::Gate;
+use crate::connect::credentials::ConnectOnce;
+use crate::deliver::driver;
 use crate::deliver::failure::{Failure, TransientKind};
 use crate::deliver::retry::Retry;
 use crate::error::{NatsSinkError, Result};
@@ -52,12 +53,7 @@ impl Connection {
         retry: &mut Retry,
         metrics: &SinkMetrics,
     ) -> Result<Self> {
-        loop {
-            match Self::try_open(config, metrics).await {
-                Ok(connection) => return Ok(connection),
-                Err(failure) => retry.wait(failure).await?,
-            }
-        }
+        driver::until_ok(retry, || Self::try_open(config, metrics)).await
     }
 
     /// Whether the connection is gone: the client saw it drop (it does not come back; see
@@ -110,7 +106,7 @@ impl Connection {
             .map_err(|e| connect_error(format!("invalid server address: {e}"), None))?;
 
         let (credentials, who) = security::credentials(&config.auth).map_err(Failure::Permanent)?;
-        let gate = Gate::new(credentials);
+        let gate = ConnectOnce::new(credentials);
         let events = Events::default();
         let on_event = events.clone();
         let event_metrics = metrics.clone();

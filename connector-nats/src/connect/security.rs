@@ -27,7 +27,7 @@ use crate::options::{
 
 /// The configured credentials, read and checked, and a description of the identity for
 /// error messages (no secret in it: user names and public keys only). async-nats gets
-/// them through a [`Gate`](crate::connect::credentials::Gate).
+/// them through a [`ConnectOnce`](crate::connect::credentials::ConnectOnce).
 pub(crate) fn credentials(auth: &Auth) -> Result<(Credentials, String)> {
     Ok(match auth {
         Auth::None => (Credentials::None, "no credentials".into()),

@@ -7,8 +7,10 @@
 //! permanent failure ends the statement; a transient one waits (exponential backoff with
 //! jitter, bounded by `retry_timeout`: see `retry`), replaces a lost connection (and what
 //! lives on it: the JetStream context), and lets the work resend from its first
-//! unconfirmed row. A confirmed step ends a retry episode.
+//! unconfirmed row. A confirmed step ends a retry episode. Connecting, and connecting again,
+//! retry through [`until_ok`], the same backoff.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, Context};
@@ -94,6 +96,21 @@ fn js_context(connection: &Connection, settings: JsSettings) -> Context {
         .max_ack_inflight(settings.max_in_flight.saturating_mul(4).max(1024))
         .backpressure_on_inflight(true)
         .build(connection.client.clone())
+}
+
+/// Calls `attempt` until it succeeds, backing off after each transient failure: how the
+/// sink connects, and connects again after a lost connection.
+pub(crate) async fn until_ok<T, F, Fut>(retry: &mut Retry, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, Failure>>,
+{
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(failure) => retry.wait(failure).await?,
+        }
+    }
 }
 
 /// Runs `work` on `link` until it is done for now, retrying transient failures.

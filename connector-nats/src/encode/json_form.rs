@@ -3,7 +3,7 @@
 //! arrow-json writes every type a DataFusion query produces except unions and maps with
 //! non-string keys; those are refused when the sink is created, naming the column. For
 //! dates, times, timestamps and durations out of chrono's range arrow-json writes the text
-//! `"ERROR: ..."` as the value instead of failing (FACTS.md); [`first_unwritable`] finds
+//! `"ERROR: ..."` as the value instead of failing (arrow-json 59); [`first_unwritable`] finds
 //! such values before a batch is encoded so the row fails instead of publishing garbage.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, Int64Array, make_array};

@@ -58,7 +58,7 @@ pub const ON_ERROR_POLICIES: &[&str] = &["fail", "skip", "dead_letter"];
 /// Payload formats the sink can write.
 pub const FORMATS: &[&str] = &["json"];
 
-/// The largest atomic batch a nats-server accepts by default (FACTS.md).
+/// The largest atomic batch a nats-server accepts by default (larger batches fail with JetStream error 10199, "atomic publish batch is too large").
 pub const MAX_ATOMIC_BATCH: u64 = 1000;
 
 declare_options! {

@@ -1,7 +1,7 @@
 //! `delivery = 'exactly_once'`: each run of rows is committed as one JetStream atomic
 //! batch, so after any crash every batch is in the stream entirely or not at all.
 //!
-//! async-nats has no atomic batch API, so the protocol is written here (FACTS.md, ADR-50):
+//! async-nats has no atomic batch API, so the protocol is written here (NATS ADR-50, "JetStream Batch Publishing"):
 //! messages 1..n-1 carry `Nats-Batch-Id` and `Nats-Batch-Sequence` and are published
 //! without a reply subject (the server answers nothing for them; a reply subject would
 //! get an empty answer); message n adds `Nats-Batch-Commit: 1` and its ack commits the

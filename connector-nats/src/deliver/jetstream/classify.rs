@@ -12,20 +12,26 @@ use std::error::Error as _;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 
-use crate::deliver::failure::TransientKind;
+use crate::deliver::failure::{Failure, TransientKind};
 
-/// The class of a failed publish or ack.
+/// What a failed publish or ack means: a [`Failure`] like any other, or one of the two
+/// answers that need a caller's decision.
 #[derive(Debug)]
-pub(crate) enum AckFailure {
-    /// Retrying may succeed: its class, and the reason for logs.
-    Transient(TransientKind, String),
+pub(crate) enum Classified {
+    Failure(Failure),
     /// Nobody answered on the subject: either the stream is gone (permanent) or it has no
     /// leader right now (transient); the caller asks the JetStream API which.
     NoResponders,
     /// An atomic batch was refused because the stream already has one of its message ids.
     AlreadyStored,
-    /// Retrying cannot help; what the user should know and do.
-    Permanent(String),
+}
+
+fn transient(kind: TransientKind, reason: String) -> Classified {
+    Classified::Failure(Failure::Transient(kind, reason))
+}
+
+fn permanent(problem: String) -> Classified {
+    Classified::Failure(Failure::refused(problem))
 }
 
 /// The JetStream API error behind `err`, if the server sent one.
@@ -35,20 +41,19 @@ pub(crate) fn api_error(err: &PublishError) -> Option<&jetstream::Error> {
 
 /// Classifies a failed `publish` or ack; `connection_lost` tells whether the client's
 /// connection is gone (see `Connection::lost`).
-pub(crate) fn classify(err: &PublishError, stream: &str, connection_lost: bool) -> AckFailure {
+pub(crate) fn classify(err: &PublishError, stream: &str, connection_lost: bool) -> Classified {
     match err.kind() {
         PublishErrorKind::TimedOut => {
-            AckFailure::Transient(TransientKind::Timeout, "no ack from the stream within confirm_timeout".into())
+            transient(TransientKind::Timeout, "no ack from the stream within confirm_timeout".into())
         }
         PublishErrorKind::BrokenPipe => {
-            AckFailure::Transient(TransientKind::Connection, "the connection dropped before the ack arrived".into())
+            transient(TransientKind::Connection, "the connection dropped before the ack arrived".into())
         }
-        PublishErrorKind::StreamNotFound => AckFailure::NoResponders,
+        PublishErrorKind::StreamNotFound => Classified::NoResponders,
         PublishErrorKind::MaxAckPending => {
-            AckFailure::Transient(TransientKind::Backpressure, "too many acks pending in the client".into())
+            transient(TransientKind::Backpressure, "too many acks pending in the client".into())
         }
-        PublishErrorKind::MaxPayloadExceeded => AckFailure::Permanent(
-            "a message is over the server's max_payload (the server's limit changed during the statement?)".into(),
+        PublishErrorKind::MaxPayloadExceeded => permanent("a message is over the server's max_payload (the server's limit changed during the statement?)".into(),
         ),
         PublishErrorKind::WrongLastMessageId
         | PublishErrorKind::WrongLastSequence
@@ -56,16 +61,15 @@ pub(crate) fn classify(err: &PublishError, stream: &str, connection_lost: bool) 
             Some(api) => classify_code(api, stream),
             // A client whose connection is gone stops taking commands: async-nats reports
             // the closed channel as `Other`, with no server error behind it.
-            None if connection_lost => AckFailure::Transient(
-                TransientKind::Connection,
+            None if connection_lost => transient(TransientKind::Connection,
                 "the connection to the server was lost before the message was sent".into(),
             ),
-            None => AckFailure::Permanent(format!("the publish failed: {err}")),
+            None => permanent(format!("the publish failed: {err}")),
         },
     }
 }
 
-fn classify_code(api: &jetstream::Error, stream: &str) -> AckFailure {
+fn classify_code(api: &jetstream::Error, stream: &str) -> Classified {
     let code = api.error_code();
     let described = format!("{api} (JetStream error {})", code.0);
     match code {
@@ -73,36 +77,36 @@ fn classify_code(api: &jetstream::Error, stream: &str) -> AckFailure {
         | ErrorCode::STORAGE_RESOURCES_EXCEEDED
         | ErrorCode::MEMORY_RESOURCES_EXCEEDED
         | ErrorCode::INSUFFICIENT_RESOURCES
-        | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => AckFailure::Transient(
+        | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => transient(
             TransientKind::StorageFull,
             format!(
                 "stream '{stream}' or the server's storage is full: {described}; waiting for space (consumers to catch up, limits raised, or discard old)"
             ),
         ),
-        ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER => AckFailure::Transient(
+        ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER => transient(
             TransientKind::NoLeader,
             format!(
                 "the JetStream cluster cannot store right now (no quorum or no leader): {described}"
             ),
         ),
-        ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH => AckFailure::Transient(
+        ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH => transient(
             TransientKind::IncompleteBatch,
             format!("part of an atomic batch did not reach the server: {described}"),
         ),
-        ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE => AckFailure::AlreadyStored,
-        ErrorCode::STREAM_NOT_FOUND => AckFailure::Permanent(format!(
+        ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE => Classified::AlreadyStored,
+        ErrorCode::STREAM_NOT_FOUND => permanent(format!(
             "stream '{stream}' does not exist (any more): create it again, then rerun the statement"
         )),
-        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => AckFailure::Permanent(format!(
+        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => permanent(format!(
             "a message is over the max_msg_size of stream '{stream}': {described}"
         )),
-        ErrorCode::ATOMIC_PUBLISH_DISABLED => AckFailure::Permanent(format!(
+        ErrorCode::ATOMIC_PUBLISH_DISABLED => permanent(format!(
             "stream '{stream}' does not allow atomic publish: set allow_atomic on the stream for delivery = 'exactly_once'"
         )),
-        ErrorCode::ATOMIC_PUBLISH_TOO_LARGE_BATCH => AckFailure::Permanent(format!(
+        ErrorCode::ATOMIC_PUBLISH_TOO_LARGE_BATCH => permanent(format!(
             "the server refuses atomic batches this large: {described}; lower 'atomic_batch_size'"
         )),
-        _ => AckFailure::Permanent(format!("stream '{stream}' refused a message: {described}")),
+        _ => permanent(format!("stream '{stream}' refused a message: {described}")),
     }
 }
 
@@ -115,16 +119,16 @@ mod tests {
         let closed = || PublishError::with_source(PublishErrorKind::Other, "channel closed");
         assert!(matches!(
             classify(&closed(), "S", true),
-            AckFailure::Transient(..)
+            Classified::Failure(Failure::Transient(..))
         ));
         assert!(matches!(
             classify(&closed(), "S", false),
-            AckFailure::Permanent(_)
+            Classified::Failure(Failure::Permanent(_))
         ));
         let broken = PublishError::new(PublishErrorKind::BrokenPipe);
         assert!(matches!(
             classify(&broken, "S", false),
-            AckFailure::Transient(..)
+            Classified::Failure(Failure::Transient(..))
         ));
         // A refusal by the server stays what it is, connection or not.
         let api: jetstream::Error = serde_json::from_str(
@@ -134,7 +138,7 @@ mod tests {
         let refused = PublishError::with_source(PublishErrorKind::Other, api);
         assert!(matches!(
             classify(&refused, "S", true),
-            AckFailure::Permanent(_)
+            Classified::Failure(Failure::Permanent(_))
         ));
     }
 }

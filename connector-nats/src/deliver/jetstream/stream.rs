@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::deliver::driver::Link;
 use crate::deliver::failure::{Failure, TransientKind};
-use crate::deliver::jetstream::classify::{AckFailure, classify};
+use crate::deliver::jetstream::classify::{Classified, classify};
 
 /// How often a wait for an ack checks whether the connection was lost or the server
 /// reported an error.
@@ -100,7 +100,7 @@ impl StreamAcks {
     /// still exists (it did at the start).
     pub(crate) async fn failure(&self, link: &Link, err: &PublishError) -> AckError {
         AckError::Failed(match classify(err, &self.stream, link.connection.lost()) {
-            AckFailure::Transient(TransientKind::IncompleteBatch, reason) => {
+            Classified::Failure(Failure::Transient(TransientKind::IncompleteBatch, reason)) => {
                 // A message of the batch did not reach the stream: if the server refused
                 // it (a permission violation), retrying cannot help.
                 match link.connection.confirm(STATE_CHECK_TIMEOUT).await {
@@ -108,10 +108,9 @@ impl StreamAcks {
                     _ => Failure::Transient(TransientKind::IncompleteBatch, reason),
                 }
             }
-            AckFailure::Transient(class, reason) => Failure::Transient(class, reason),
-            AckFailure::Permanent(problem) => Failure::refused(problem),
-            AckFailure::AlreadyStored => return AckError::AlreadyStored,
-            AckFailure::NoResponders => {
+            Classified::Failure(failure) => failure,
+            Classified::AlreadyStored => return AckError::AlreadyStored,
+            Classified::NoResponders => {
                 match tokio::time::timeout(STATE_CHECK_TIMEOUT, link.js().get_stream(&self.stream))
                     .await
                 {

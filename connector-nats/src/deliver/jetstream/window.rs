@@ -253,6 +253,24 @@ impl Window {
 #[async_trait]
 impl Work for Window {
     async fn attempt(&mut self, link: &mut Link) -> Result<Step, Failure> {
+        match self.step(link).await {
+            Err(failure) if !failure.is_transient() => {
+                self.settle(link).await;
+                Err(failure)
+            }
+            other => other,
+        }
+    }
+
+    /// After a failure: forget what is in flight and send again from the first
+    /// unconfirmed row, in order.
+    fn rewind(&mut self) {
+        self.rewind_to_first_unconfirmed();
+    }
+}
+
+impl Window {
+    async fn step(&mut self, link: &Link) -> Result<Step, Failure> {
         self.fill(link).await?;
         if self.in_flight.is_empty() {
             return Ok(Step::Done);
@@ -270,9 +288,30 @@ impl Work for Window {
         Ok(Step::Progress)
     }
 
-    /// After a failure: forget what is in flight and send again from the first
-    /// unconfirmed row, in order.
-    fn rewind(&mut self) {
+    /// Before the statement fails: waits for the acks still in flight (each within its
+    /// deadline) and counts every row the stream confirms, so the error's count of
+    /// confirmed rows is what the stream holds. The failed row's own ack never comes.
+    async fn settle(&mut self, link: &Link) {
+        while let Some(front) = self.in_flight.front_mut() {
+            let confirmed = match front.failed.take() {
+                Some(_) => None,
+                None => self
+                    .acks
+                    .wait(link, &mut front.ack, front.deadline)
+                    .await
+                    .ok(),
+            };
+            match confirmed {
+                Some(ack) => self.confirm_front(&ack, Instant::now()),
+                None => {
+                    self.in_flight.pop_front();
+                }
+            }
+        }
+        self.metrics.in_flight(0);
+    }
+
+    fn rewind_to_first_unconfirmed(&mut self) {
         let Some(first) = self.in_flight.front() else {
             return;
         };
