@@ -682,3 +682,30 @@ async fn jetstream_disabled_fails_at_once_even_with_a_subscriber_on_everything()
     assert!(!stderr(&output).contains("retrying"), "{}", stderr(&output));
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
+
+/// A dead letter is checked against the dead-letter stream's own limit: a row without a
+/// subject whose body fits the rows' stream but not the smaller dead-letter stream is
+/// dead-lettered without its body, and the statement goes on.
+#[tokio::test]
+async fn a_dead_letter_is_sized_for_the_dead_letter_stream() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ROWS", &["rows.>"], |_| {}).await;
+    create_stream(&client, "DEAD", &["dead.>"], |c| c.max_message_size = 300).await;
+    let select = "SELECT value AS id, repeat('x', 500) AS body, \
+                  CASE WHEN value = 2 THEN NULL ELSE 'rows.ok' END AS subject \
+                  FROM generate_series(1, 3)";
+    let script = insert_script(
+        &server.url(),
+        select,
+        "subject_field = 'subject', stream = 'ROWS', on_error = 'dead_letter', \
+         dead_letter_subject = 'dead.rows'",
+    );
+    let output = run_script(&script, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stored(&client, "ROWS").await, 2);
+    let dead = read_all(&client, "DEAD").await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].payload.is_empty(), "the body did not fit: left out");
+    assert!(header(&dead[0], "StreamSQL-Error").is_some());
+}

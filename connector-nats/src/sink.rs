@@ -301,7 +301,8 @@ impl Delivery {
         let mut link = Link::new(connection, Some(settings));
         let setup = jetstream::setup(&mut link, js_config, config, retry).await?;
         let expected = js_config.expected_stream.then(|| js_config.stream.clone());
-        let planner = RowPlanner::new(config, expected, setup.limit);
+        let planner = RowPlanner::new(config, expected, setup.limit)
+            .with_dead_letter_limit(setup.dead_letter_limit);
         let acks = StreamAcks {
             stream: js_config.stream.clone(),
             confirm_timeout: config.confirm_timeout,

@@ -65,6 +65,8 @@ pub(crate) struct RowPlanner {
     on_error: OnError,
     dead_letter: Option<Subject>,
     limit: Limit,
+    /// The dead-letter stream's limit, where it differs from the rows' destination.
+    dead_letter_limit: Option<Limit>,
     /// Rows go out in atomic batches, whose headers count against the limit too.
     atomic_batches: bool,
     /// Identifies this execution in the ids of dead letters of rows without a message id,
@@ -98,6 +100,7 @@ impl RowPlanner {
             on_error: config.on_error.clone(),
             dead_letter,
             limit,
+            dead_letter_limit: None,
             atomic_batches,
             run_id: format!(
                 "{:016x}",
@@ -105,6 +108,12 @@ impl RowPlanner {
             ),
             rejected: 0,
         }
+    }
+
+    /// Dead letters go to a stream with this limit (JetStream: the dead-letter stream's).
+    pub(crate) fn with_dead_letter_limit(mut self, limit: Option<Limit>) -> Self {
+        self.dead_letter_limit = limit;
+        self
     }
 
     /// Bytes row `i`'s message counts against the destination's limit (payload + headers).
@@ -223,7 +232,8 @@ impl RowPlanner {
                                     .map(move |v| header_line(name.as_ref(), v.as_str()))
                             })
                             .sum::<usize>();
-                    let payload = if header_bytes + batch.payload_len(i) > self.limit.bytes {
+                    let limit = self.dead_letter_limit.unwrap_or(self.limit).bytes;
+                    let payload = if header_bytes + batch.payload_len(i) > limit {
                         Bytes::new()
                     } else {
                         batch.payload(i)

@@ -37,6 +37,23 @@ const ATOMIC_SINCE: (u64, u64) = (2, 12);
 pub(crate) struct StreamSetup {
     pub captures: Captures,
     pub limit: Limit,
+    /// The dead-letter stream's limit, where it is another stream.
+    pub dead_letter_limit: Option<Limit>,
+}
+
+/// The largest message a stream with `max_message_size` takes on a server with
+/// `max_payload`.
+fn message_limit(max_message_size: i32, max_payload: usize) -> Limit {
+    match usize::try_from(max_message_size) {
+        Ok(max) if max > 0 && max < max_payload => Limit {
+            bytes: max,
+            source: "the stream's max_msg_size",
+        },
+        _ => Limit {
+            bytes: max_payload,
+            source: "the server's max_payload",
+        },
+    }
 }
 
 /// The start checks as work for the driver.
@@ -163,14 +180,22 @@ async fn check(
             captures.filters.join(", ")
         )));
     }
+    let mut dead_letter_limit = None;
     if let OnError::DeadLetter(subject) = &sink.on_error {
-        match js.stream_by_subject(subject.clone()).await {
-            Ok(_) => {}
-            Err(_) => {
-                return Err(fail(format!(
-                    "no stream captures dead_letter_subject '{subject}': create one that does (dead letters are stored and acknowledged like rows)"
-                )));
-            }
+        let Ok(dead_letters) = js.stream_by_subject(subject.clone()).await else {
+            return Err(fail(format!(
+                "no stream captures dead_letter_subject '{subject}': create one that does (dead letters are stored and acknowledged like rows)"
+            )));
+        };
+        // Dead letters go to their own stream: its limit is theirs.
+        if dead_letters != *name
+            && let Ok(mut stream) = js.get_stream(&dead_letters).await
+            && let Ok(info) = stream.info().await
+        {
+            dead_letter_limit = Some(message_limit(
+                info.config.max_message_size,
+                connection.max_payload(),
+            ));
         }
     }
     if config.atomic_batch.is_some() {
@@ -186,23 +211,17 @@ async fn check(
             ));
         }
     }
-    let max_payload = connection.max_payload();
-    let limit = match usize::try_from(info.config.max_message_size) {
-        Ok(max) if max > 0 && max < max_payload => Limit {
-            bytes: max,
-            source: "the stream's max_msg_size",
-        },
-        _ => Limit {
-            bytes: max_payload,
-            source: "the server's max_payload",
-        },
-    };
+    let limit = message_limit(info.config.max_message_size, connection.max_payload());
     report_dedup(
         name,
         info.config.duplicate_window,
         sink.msg_id_field.as_deref(),
     );
-    Ok(StreamSetup { captures, limit })
+    Ok(StreamSetup {
+        captures,
+        limit,
+        dead_letter_limit,
+    })
 }
 
 fn report_dedup(stream: &str, window: Duration, msg_id_field: Option<&str>) {
