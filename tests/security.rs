@@ -409,6 +409,11 @@ async fn a_denied_last_row_fails_the_statement_on_every_run_with_four_threads() 
         assert_fails_with(&output, &["Permissions Violation", "secure.denied"]);
         let err = stderr(&output);
         assert!(!err.contains("retrying"), "run {run}: {err}");
+        // Everything but the denied row was processed by the server and counted.
+        assert!(
+            err.contains("(1999 rows were published and confirmed"),
+            "run {run}: {err}"
+        );
     }
 }
 

@@ -182,6 +182,18 @@ impl Connection {
     /// the connection was lost or no answer came within `timeout` after the client stopped
     /// writing.
     pub(crate) async fn confirm(&self, timeout: Duration) -> Result<(), Failure> {
+        self.confirm_counting(timeout)
+            .await
+            .map_err(|(failure, _)| failure)
+    }
+
+    /// [`Connection::confirm`], also saying, when it fails on a refusal after the barrier
+    /// passed, how many messages the server refused: every other message sent before the
+    /// barrier was processed.
+    pub(crate) async fn confirm_counting(
+        &self,
+        timeout: Duration,
+    ) -> Result<(), (Failure, Option<usize>)> {
         let client = &self.client;
         let passed = self
             .barrier
@@ -190,22 +202,25 @@ impl Connection {
             })
             .await;
         // Errors first: a refusal explains a lost connection or a missing answer too.
-        if let Some(refusal) = refusal(self.barrier.take_errors()) {
-            return Err(refusal);
+        let errors = self.barrier.take_errors();
+        let refused = errors.len();
+        if let Some(refusal) = refusal(errors) {
+            return Err((refusal, passed.is_ok().then_some(refused)));
         }
-        match passed {
-            Ok(()) => Ok(()),
-            Err(BarrierFailed::Lost) => Err(Failure::Transient(
+        let failure = match passed {
+            Ok(()) => return Ok(()),
+            Err(BarrierFailed::Lost) => Failure::Transient(
                 TransientKind::Connection,
                 "the connection to the server was lost before it confirmed what was sent; sending again from the first unconfirmed row".into(),
-            )),
-            Err(BarrierFailed::TimedOut) => Err(Failure::Transient(
+            ),
+            Err(BarrierFailed::TimedOut) => Failure::Transient(
                 TransientKind::Timeout,
                 format!(
                     "the server did not confirm what was sent within {timeout:?} (confirm_timeout); sending again from the first unconfirmed row"
                 ),
-            )),
-        }
+            ),
+        };
+        Err((failure, None))
     }
 
     /// A refusal the server reported so far, without waiting for a confirmation: lets a

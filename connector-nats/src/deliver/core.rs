@@ -33,6 +33,9 @@ use crate::metrics::SinkMetrics;
 struct Batch<'a> {
     planned: &'a [(usize, Planned)],
     confirm_timeout: Duration,
+    /// Set when the server processed the batch but refused this many of its messages
+    /// (the statement then fails): the others count as delivered.
+    refused: Option<usize>,
 }
 
 #[async_trait]
@@ -50,7 +53,13 @@ impl Work for Batch<'_> {
                 Planned::Skip => {}
             }
         }
-        link.connection.confirm(self.confirm_timeout).await?;
+        link.connection
+            .confirm_counting(self.confirm_timeout)
+            .await
+            .map_err(|(failure, refused)| {
+                self.refused = refused;
+                failure
+            })?;
         Ok(Step::Done)
     }
 }
@@ -80,10 +89,24 @@ pub(crate) async fn send(
     let mut work = Batch {
         planned: &planned,
         confirm_timeout,
+        refused: None,
     };
-    driver::run(link, retry, &mut work).await?;
-    metrics.confirmed_after(started.elapsed());
+    let result = driver::run(link, retry, &mut work).await;
     metrics.in_flight(0);
+    if let Err(err) = result {
+        // The server processed every message of the batch but the refused ones: those
+        // reached subscribers, and the error's count says so. Which messages were
+        // refused is known only by subject, so the count is all the batch knows.
+        if let Some(refused) = work.refused {
+            let sent = planned
+                .iter()
+                .filter(|(_, plan)| matches!(plan, Planned::Send(_)))
+                .count();
+            metrics.published_rows(sent.saturating_sub(refused), 0);
+        }
+        return Err(err);
+    }
+    metrics.confirmed_after(started.elapsed());
     let (mut rows, mut bytes, mut dead_lettered) = (0, 0, 0);
     for (i, plan) in &planned {
         match plan {
