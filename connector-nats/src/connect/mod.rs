@@ -18,11 +18,12 @@ mod failover;
 pub(crate) mod out_of_band;
 pub(crate) mod security;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, ServerAddr};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use out_of_band::{Barrier, BarrierFailed, Events};
 
@@ -37,7 +38,10 @@ use crate::options::config::ConnectionConfig;
 /// A connected client, what the server told it out of band, and how to connect again.
 pub(crate) struct Connection {
     pub client: Client,
-    barrier: Barrier,
+    /// What the event callback recorded.
+    events: Events,
+    /// Made on first use: JetStream mode rarely needs it, and it publishes to `_INBOX.`.
+    barrier: tokio::sync::OnceCell<Barrier>,
     config: ConnectionConfig,
     /// Where the connection's state and reconnects are reported.
     metrics: SinkMetrics,
@@ -57,7 +61,7 @@ impl Connection {
     }
 
     /// Whether the connection is gone: the client saw it drop (it does not come back; see
-    /// the module doc). RowPlanner sent on it since their last confirmation may be lost.
+    /// the module doc). Messages sent on it since their last confirmation may be lost.
     pub(crate) fn lost(&self) -> bool {
         self.client.connection_state() != State::Connected
     }
@@ -161,17 +165,13 @@ impl Connection {
         // Nothing was published on the client yet, so even a reconnect that slipped in
         // before this line could not reorder rows.
         gate.connected();
-        let barrier = Barrier::new(&client, events).await.map_err(|e| {
-            Failure::Transient(
-                TransientKind::Connection,
-                format!("cannot subscribe the confirmation inbox: {e}"),
-            )
-        })?;
+
         info!(servers = %servers_display, "nats_sink: connected");
         metrics.connected(true);
         Ok(Connection {
             client,
-            barrier,
+            events,
+            barrier: tokio::sync::OnceCell::new(),
             config: config.clone(),
             metrics: metrics.clone(),
         })
@@ -187,23 +187,37 @@ impl Connection {
             .map_err(|(failure, _)| failure)
     }
 
-    /// [`Connection::confirm`], also saying, when it fails on a refusal after the barrier
-    /// passed, how many messages the server refused: every other message sent before the
+    /// [`Connection::confirm`], also giving, when it fails on a refusal after the barrier
+    /// passed, the subjects the server refused: every other message sent before the
     /// barrier was processed.
     pub(crate) async fn confirm_counting(
         &self,
         timeout: Duration,
-    ) -> Result<(), (Failure, Option<usize>)> {
+    ) -> Result<(), (Failure, Option<HashSet<String>>)> {
         let client = &self.client;
-        let passed = self
+        let barrier = self
             .barrier
+            .get_or_try_init(|| Barrier::new(client, self.events.clone()))
+            .await
+            .map_err(|e| {
+                let failure = Failure::Transient(
+                    TransientKind::Connection,
+                    format!("cannot subscribe the confirmation inbox: {e}"),
+                );
+                (failure, None)
+            })?;
+        let passed = barrier
             .pass(client, timeout, || {
                 client.connection_state() != State::Connected
             })
             .await;
         // Errors first: a refusal explains a lost connection or a missing answer too.
-        let errors = self.barrier.take_errors();
-        let refused = errors.len();
+        let errors = barrier.take_errors();
+        let refused: HashSet<String> = errors
+            .iter()
+            .filter_map(|text| out_of_band::refused_subject(text))
+            .map(str::to_string)
+            .collect();
         if let Some(refusal) = refusal(errors) {
             return Err((refusal, passed.is_ok().then_some(refused)));
         }
@@ -226,7 +240,13 @@ impl Connection {
     /// A refusal the server reported so far, without waiting for a confirmation: lets a
     /// wait for acks end early. [`Connection::confirm`] is the ordered check.
     pub(crate) fn refused_so_far(&self) -> Option<Failure> {
-        refusal(self.barrier.take_errors_so_far())
+        refusal(self.events.take_all())
+    }
+
+    /// Forgets the refusals recorded so far: those of the start checks, which reported
+    /// them already (or chose to ignore them), are not about rows.
+    pub(crate) fn forget_refusals(&self) {
+        self.events.take_all();
     }
 
     /// The server's `max_payload` for this connection.
@@ -248,10 +268,8 @@ mod tests;
 /// The statement's failure for errors the server reported, if any.
 fn refusal(errors: Vec<String>) -> Option<Failure> {
     let first = errors.into_iter().next()?;
-    Some(Failure::Permanent(NatsSinkError::Refused {
-        problem: format!(
-            "the server refused a publish: {first}; check the user's publish permissions for that subject"
-        ),
-        published: 0,
-    }))
+    warn!("nats_sink: the server refused a publish: {first}");
+    Some(Failure::refused(format!(
+        "the server refused a publish: {first}; check the user's publish permissions for that subject"
+    )))
 }

@@ -28,6 +28,9 @@ use tracing::{debug, warn};
 
 use crate::metrics::SinkMetrics;
 
+/// Bytes written between two checks that show the client is still writing a batch.
+const WRITING: u64 = 1024;
+
 /// How often a wait for a barrier checks whether the connection was lost or is still
 /// writing.
 const POLL: Duration = Duration::from_millis(100);
@@ -40,6 +43,15 @@ struct Record {
     /// Errors the server sent, each with the number of barriers seen before it; the oldest
     /// first, cleared once taken.
     errors: Vec<(u64, String)>,
+}
+
+/// How nats-server words a refused publish: `Permissions Violation for Publish to "x"`.
+const PUBLISH_REFUSED: &str = "Permissions Violation for Publish";
+
+/// The subject a refused publish names, if the text has one.
+pub(crate) fn refused_subject(text: &str) -> Option<&str> {
+    let (_, quoted) = text.split_once('"')?;
+    quoted.rsplit_once('"').map(|(subject, _)| subject)
 }
 
 /// The callback's side: records events in the order async-nats queued them.
@@ -58,11 +70,19 @@ impl Events {
                 metrics.connected(false);
                 debug!("nats_sink: the connection to the server was lost");
             }
-            Event::ServerError(async_nats::ServerError::Other(text)) => {
-                warn!("nats_sink: the server reported an error: {text}");
+            // Only a refused publish is about a row; the sink reports it once, as the
+            // statement's error. async-nats gives `-ERR`s as text only
+            // (`ServerError::Other`), so this is the one place that reads one.
+            Event::ServerError(async_nats::ServerError::Other(text))
+                if text.starts_with(PUBLISH_REFUSED) =>
+            {
+                debug!("nats_sink: the server refused a publish: {text}");
                 let mut record = self.lock();
                 let seen = record.barriers;
                 record.errors.push((seen, text));
+            }
+            Event::ServerError(error) => {
+                warn!("nats_sink: the server reported an error: {error}");
             }
             // The client has one subscription, the barrier's, so every slow-consumer event
             // is a barrier passing.
@@ -72,6 +92,11 @@ impl Events {
             }
             other => debug!("nats_sink: connection event: {other}"),
         }
+    }
+
+    /// Takes every refusal recorded so far, without a barrier.
+    pub(crate) fn take_all(&self) -> Vec<String> {
+        self.lock().errors.drain(..).map(|(_, text)| text).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
@@ -143,14 +168,21 @@ impl Barrier {
         let mut deadline = Instant::now() + timeout;
         loop {
             let changed = self.events.changed.notified();
-            if self.events.lock().barriers >= target {
-                return Ok(());
+            {
+                let record = self.events.lock();
+                // Passed, or a refusal of something before it is in: the caller reports
+                // that (a refused barrier would never pass).
+                if record.barriers >= target || record.errors.iter().any(|(seen, _)| *seen < target)
+                {
+                    return Ok(());
+                }
             }
             if lost() {
                 return Err(BarrierFailed::Lost);
             }
             let now_written = client.statistics().out_bytes.load(Ordering::Relaxed);
-            if now_written != written {
+            // More than keep-alives (a PING is 6 bytes) went out: still writing.
+            if now_written > written + WRITING {
                 // Still writing what came before the barrier: the server cannot answer yet.
                 written = now_written;
                 deadline = Instant::now() + timeout;
@@ -179,15 +211,42 @@ impl Barrier {
             .map(|(_, text)| text)
             .collect()
     }
+}
 
-    /// Takes whatever the server reported so far, without a barrier: for a caller that
-    /// only needs to know whether anything was refused yet.
-    pub(crate) fn take_errors_so_far(&self) -> Vec<String> {
-        self.events
-            .lock()
-            .errors
-            .drain(..)
-            .map(|(_, text)| text)
-            .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_publish_names_its_subject() {
+        let text = r#"Permissions Violation for Publish to "orders.secret.1""#;
+        assert!(text.starts_with(PUBLISH_REFUSED));
+        assert_eq!(refused_subject(text), Some("orders.secret.1"));
+        assert_eq!(
+            refused_subject(r#"Permissions Violation for Publish to "a"b""#),
+            Some(r#"a"b"#)
+        );
+        assert_eq!(refused_subject("Stale Connection"), None);
+    }
+
+    #[test]
+    fn only_refused_publishes_are_recorded_and_stamped_with_the_barriers_before_them() {
+        let events = Events::default();
+        let metrics = SinkMetrics::new("out_of_band_unit_test");
+        let error = |text: &str| Event::ServerError(async_nats::ServerError::Other(text.into()));
+        events.on_event(
+            error(r#"Permissions Violation for Publish to "a""#),
+            &metrics,
+        );
+        events.on_event(Event::SlowConsumer(1), &metrics);
+        events.on_event(error("Stale Connection"), &metrics);
+        events.on_event(
+            error(r#"Permissions Violation for Publish to "b""#),
+            &metrics,
+        );
+        let record = events.lock();
+        assert_eq!(record.barriers, 1);
+        let stamps: Vec<u64> = record.errors.iter().map(|(seen, _)| *seen).collect();
+        assert_eq!(stamps, [0, 1]);
     }
 }

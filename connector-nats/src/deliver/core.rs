@@ -15,6 +15,7 @@
 //!
 //! [`Connection::confirm`]: crate::connect::Connection::confirm
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
@@ -33,9 +34,9 @@ use crate::metrics::SinkMetrics;
 struct Batch<'a> {
     planned: &'a [(usize, Planned)],
     confirm_timeout: Duration,
-    /// Set when the server processed the batch but refused this many of its messages
-    /// (the statement then fails): the others count as delivered.
-    refused: Option<usize>,
+    /// Set when the server processed the batch but refused the messages to these
+    /// subjects (the statement then fails): the others count as delivered.
+    refused: Option<HashSet<String>>,
 }
 
 #[async_trait]
@@ -94,15 +95,20 @@ pub(crate) async fn send(
     let result = driver::run(link, retry, &mut work).await;
     metrics.in_flight(0);
     if let Err(err) = result {
-        // The server processed every message of the batch but the refused ones: those
-        // reached subscribers, and the error's count says so. Which messages were
-        // refused is known only by subject, so the count is all the batch knows.
+        // The server processed every message of the batch but the refused ones, and it
+        // refuses by subject (permissions): the others reached subscribers, and the
+        // error's count says so.
         if let Some(refused) = work.refused {
-            let sent = planned
-                .iter()
-                .filter(|(_, plan)| matches!(plan, Planned::Send(_)))
-                .count();
-            metrics.published_rows(sent.saturating_sub(refused), 0);
+            let (mut rows, mut bytes) = (0, 0);
+            for (i, plan) in &planned {
+                if let Planned::Send(m) = plan
+                    && !refused.contains(m.subject.as_str())
+                {
+                    rows += 1;
+                    bytes += batch.payload_len(*i);
+                }
+            }
+            metrics.published_rows(rows, bytes);
         }
         return Err(err);
     }

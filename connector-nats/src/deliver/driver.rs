@@ -42,6 +42,10 @@ pub(crate) trait Work: Send {
     /// After a failure: forget what is in flight, so the next attempt starts from the
     /// first unconfirmed row, in order.
     fn rewind(&mut self) {}
+
+    /// Before the statement fails for good: settle what is still in flight, so that the
+    /// count of confirmed rows is what the server holds.
+    async fn abandon(&mut self, _link: &mut Link) {}
 }
 
 /// The connection the sink publishes on, and what is made on it.
@@ -124,8 +128,14 @@ pub(crate) async fn run(link: &mut Link, retry: &mut Retry, work: &mut impl Work
             Ok(Step::Waiting) => return Ok(()),
             Ok(Step::Progress) => retry.succeeded(),
             Err(failure) => {
-                retry.wait(failure).await?;
-                link.reopen_if_lost(retry).await?;
+                let resumed = match retry.wait(failure).await {
+                    Ok(()) => link.reopen_if_lost(retry).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = resumed {
+                    work.abandon(link).await;
+                    return Err(e);
+                }
                 work.rewind();
             }
         }

@@ -33,7 +33,7 @@ pub mod names {
     pub const DEAD_LETTERED: &str = "dead_lettered_rows";
     /// Times a publish or a connect was retried after a transient failure.
     pub const RETRIES: &str = "retries";
-    /// RowPlanner published and not confirmed yet (a gauge).
+    /// Messages published and not confirmed yet (a gauge).
     pub const IN_FLIGHT: &str = "in_flight";
     /// Why the sink is retrying right now; displays `-` when it is not.
     pub const RETRYING: &str = "retrying";
@@ -105,7 +105,7 @@ impl SinkMetrics {
         self.series.batches.inc();
     }
 
-    /// RowPlanner published and not yet confirmed.
+    /// Messages published and not yet confirmed.
     pub(crate) fn in_flight(&self, messages: usize) {
         self.in_flight.set(messages);
         self.series.in_flight.set(messages as i64);

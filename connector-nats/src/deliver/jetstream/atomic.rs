@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use async_trait::async_trait;
+use futures::FutureExt;
 
 use crate::deliver::core::publish_failure;
 use crate::deliver::driver::{self, Link, Step, Work};
@@ -238,7 +239,7 @@ impl Atomic {
             publish = publish.headers(headers);
         }
         match link.js().send_publish(m.subject.clone(), publish).await {
-            Ok(ack) => Ok(ack.into_future()),
+            Ok(ack) => Ok(ack.into_future().fuse()),
             Err(e) => Err(self.acks.failure(link, &e).await),
         }
     }

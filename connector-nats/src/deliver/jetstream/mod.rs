@@ -94,6 +94,7 @@ pub(crate) async fn setup(
         found: None,
     };
     driver::run(link, retry, &mut checks).await?;
+    link.connection.forget_refusals();
     Ok(checks.found.expect("the checks are done"))
 }
 

@@ -3,6 +3,8 @@
 //! [`Failure`].
 
 use std::future::Future;
+
+use futures::future::Fuse;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -39,7 +41,10 @@ impl AckError {
     }
 }
 
-pub(crate) type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+/// An ack on its way. Fused: a finished ack must never be polled again (async-nats's
+/// ack future is an `async fn`, which panics when resumed after completion).
+pub(crate) type AckFuture =
+    Fuse<Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>>;
 
 /// How long the "does the stream still exist?" check may take. Short, and not
 /// `confirm_timeout`: during a leader election the check itself goes unanswered, and a

@@ -20,6 +20,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_trait::async_trait;
 use futures::FutureExt;
+use futures::future::FusedFuture;
 use tokio::time::Instant;
 
 use crate::deliver::driver::{self, Link, Step, Work};
@@ -253,13 +254,11 @@ impl Window {
 #[async_trait]
 impl Work for Window {
     async fn attempt(&mut self, link: &mut Link) -> Result<Step, Failure> {
-        match self.step(link).await {
-            Err(failure) if !failure.is_transient() => {
-                self.settle(link).await;
-                Err(failure)
-            }
-            other => other,
-        }
+        self.step(link).await
+    }
+
+    async fn abandon(&mut self, _link: &mut Link) {
+        self.settle().await;
     }
 
     /// After a failure: forget what is in flight and send again from the first
@@ -288,24 +287,17 @@ impl Window {
         Ok(Step::Progress)
     }
 
-    /// Before the statement fails: waits for the acks still in flight (each within its
-    /// deadline) and counts every row the stream confirms, so the error's count of
-    /// confirmed rows is what the stream holds. The failed row's own ack never comes.
-    async fn settle(&mut self, link: &Link) {
-        while let Some(front) = self.in_flight.front_mut() {
-            let confirmed = match front.failed.take() {
-                Some(_) => None,
-                None => self
-                    .acks
-                    .wait(link, &mut front.ack, front.deadline)
-                    .await
-                    .ok(),
-            };
-            match confirmed {
-                Some(ack) => self.confirm_front(&ack, Instant::now()),
-                None => {
-                    self.in_flight.pop_front();
-                }
+    /// Before the statement fails: waits for the acks still in flight (each until its
+    /// deadline, without retrying or classifying) and counts every row the stream
+    /// confirms, so the error's count of confirmed rows is what the stream holds.
+    async fn settle(&mut self) {
+        while let Some(mut front) = self.in_flight.pop_front() {
+            if front.failed.is_some() || front.ack.is_terminated() {
+                continue;
+            }
+            if let Ok(Ok(ack)) = tokio::time::timeout_at(front.deadline, &mut front.ack).await {
+                self.in_flight.push_front(front);
+                self.confirm_front(&ack, Instant::now());
             }
         }
         self.metrics.in_flight(0);
@@ -337,5 +329,5 @@ async fn publish(js: &Context, m: Message) -> Result<AckFuture, PublishError> {
             js.send_publish(m.subject, publish).await
         }
     };
-    sent.map(|ack| ack.into_future())
+    sent.map(|ack| ack.into_future().fuse())
 }
