@@ -710,3 +710,29 @@ async fn a_dead_letter_is_sized_for_the_dead_letter_stream() {
     assert!(dead[0].payload.is_empty(), "the body did not fit: left out");
     assert!(header(&dead[0], "StreamSQL-Error").is_some());
 }
+
+/// The stream deleted while rows are in flight: acks fail for good. The statement fails
+/// naming the deletion, with a clean exit (no panic from settling the acks still in
+/// flight), and its count of confirmed rows is what the stream held when it went.
+#[tokio::test]
+async fn a_stream_deleted_mid_statement_fails_cleanly() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "GONE", &["gone.>"], |_| {}).await;
+    let select = "SELECT value AS id, 'gone.rows' AS subject FROM generate_series(1, 2000000)";
+    let script = insert_script(
+        &server.url(),
+        select,
+        "subject_field = 'subject', stream = 'GONE', confirm_timeout = '2s'",
+    );
+    let running = Running::start(&script);
+    let js = jetstream::new(client.clone());
+    // Delete once rows are being stored.
+    while stored(&client, "GONE").await < 1000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    js.delete_stream("GONE").await.unwrap();
+    let output = running.finish(Duration::from_secs(60)).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_fails_with(&output, &["stream 'GONE' was deleted during the statement"]);
+}
