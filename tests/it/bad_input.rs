@@ -3,7 +3,7 @@
 //! row fails so under `on_error = 'fail'` and never panics; under 'skip' and
 //! 'dead_letter' the other rows go on.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::time::Duration;

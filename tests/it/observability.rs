@@ -1,7 +1,7 @@
 //! What an operator sees: `/metrics` scraped during and after runs and checked against
 //! what a real subscriber or stream received, the progress line, and EXPLAIN.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

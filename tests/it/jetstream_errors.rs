@@ -17,7 +17,7 @@
 //!   lost); rerunning the same statement completes it, every row exactly once, and the
 //!   summary counts as duplicates exactly the rows stored before the rerun.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

@@ -1,6 +1,6 @@
 //! `streamsql sub`: what a user runs to see their messages (no `nats` CLI exists here).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;

@@ -9,7 +9,7 @@
 //! published (a subscriber gets the rows) and really have traced (the connection's
 //! CONNECT is in the log), so that a clean output is not clean because nothing ran.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@
 //! 500k. The small runs of these tests are past most of the warm-up, so that the
 //! tolerance is not spent on it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

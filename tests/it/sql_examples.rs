@@ -1,7 +1,7 @@
 //! Every file in `sql-examples/` run by the `streamsql` binary against a real nats-server,
 //! checking what a subscriber receives.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! filter over expressions, unnest, round-robin and hash repartitions) must deliver each
 //! row to a real subscriber within a bound, while the statement runs.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

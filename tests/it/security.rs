@@ -9,7 +9,7 @@
 //! or an announced server, goes without; a failover target refused for that, or for a
 //! certificate that does not name its announced address, is retried, not fatal.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Output};
@@ -362,7 +362,7 @@ async fn conflicting_credentials_are_refused_naming_both_options() {
 
 /// Core NATS: the server reports a denied publish only as an asynchronous `-ERR`; the
 /// sink ties it to the statement, which fails naming the subject (JetStream mode:
-/// `tests/jetstream_errors.rs`).
+/// `tests/it/jetstream_errors.rs`).
 #[tokio::test]
 async fn a_core_publish_permission_violation_fails_the_statement() {
     let server = NatsServer::builder()

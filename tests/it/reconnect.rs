@@ -3,7 +3,7 @@
 //! server records what arrived (a core subscriber would itself miss messages while
 //! disconnected, so it cannot tell).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

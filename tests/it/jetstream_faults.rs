@@ -18,7 +18,7 @@
 //! that the stream already had (duplicates); each test prints its figures (visible with
 //! `--nocapture`).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,7 +238,7 @@ async fn stream_leader_lost_in_a_three_node_cluster() {
     .await;
 
     // The sink connects to the followers only, so this shows a leader change on its own;
-    // `tests/multi_server.rs` kills the server the sink is connected to.
+    // `tests/it/multi_server.rs` kills the server the sink is connected to.
     let leader = cluster.stream_leader(&client, STREAM).await;
     let followers: Vec<String> = (0..cluster.size())
         .filter(|&i| i != leader)

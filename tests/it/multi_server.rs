@@ -12,7 +12,7 @@
 //!
 //! Each test prints its figures (visible with `--nocapture`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The leak check behind `tests/secrets.rs`: secrets and their distinctive parts, the
+//! The leak check behind `tests/it/secrets.rs`: secrets and their distinctive parts, the
 //! two runs (succeeding and failing) of each authentication mode, and the assertions that
 //! the output is clean and that the run really traced and published.
 

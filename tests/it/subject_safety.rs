@@ -3,7 +3,7 @@
 //! `allow_system_subjects = 'true'`, and `subject_prefix` pens every row inside a prefix.
 //! Each refusal names the row and the subject; what the server holds is checked directly.
 
-mod common;
+use crate::common;
 
 use async_nats::jetstream;
 use common::*;

@@ -1,7 +1,7 @@
 //! JetStream mode end to end: what the stream stores, the start checks, deduplication
 //! and the summary's counts. Every check reads the stream back with a real consumer.
 
-mod common;
+use crate::common;
 
 use common::js::{assert_each_id_once, create_stream, header, read_all, stored};
 use common::{assert_fails_with, inserted_rows, run_script, stdout, summary_count};
