@@ -54,14 +54,21 @@ impl Work for Batch<'_> {
                 Planned::Skip => {}
             }
         }
-        link.connection
-            .confirm_counting(self.confirm_timeout)
-            .await
-            .map_err(|(failure, refused)| {
+        match link.connection.confirm_counting(self.confirm_timeout).await {
+            Ok(()) => Ok(Step::Done),
+            Err((failure @ Failure::Transient(TransientKind::Timeout, _), _)) => {
+                // The client may still hold part of the batch (a slow link), or the
+                // barrier's event was lost: resending on this connection would queue the
+                // batch behind itself. End the connection (the connect-once guard refuses
+                // the reconnect) and resend on a fresh one.
+                let _ = link.connection.client.force_reconnect().await;
+                Err(failure)
+            }
+            Err((failure, refused)) => {
                 self.refused = refused;
-                failure
-            })?;
-        Ok(Step::Done)
+                Err(failure)
+            }
+        }
     }
 }
 
