@@ -181,18 +181,7 @@ async fn unbounded_insert_ends_on_shutdown_with_every_row_counted() {
     assert!(insert.completed(), "an unbounded insert ends this way");
     assert!(insert.rows > 0, "rows were produced before the signal");
     // The reported count is what the table holds.
-    let held = engine
-        .context()
-        .sql("SELECT count(*) FROM kept")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(
-        held[0].column(0).as_primitive::<Int64Type>().value(0) as u64,
-        insert.rows
-    );
+    assert_eq!(rows_in(&engine, "kept").await, insert.rows);
 }
 
 #[tokio::test]
@@ -403,18 +392,7 @@ async fn a_bounded_insert_stops_reading_on_shutdown_and_says_it_did_not_complete
     assert_eq!(insert.stopped, Some(SignalStop::Bounded));
     assert!(!insert.completed());
     assert!(insert.rows > 0 && insert.rows < TOTAL, "{}", insert.rows);
-    let held = engine
-        .context()
-        .sql("SELECT count(*) FROM kept")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(
-        held[0].column(0).as_primitive::<Int64Type>().value(0) as u64,
-        insert.rows
-    );
+    assert_eq!(rows_in(&engine, "kept").await, insert.rows);
 }
 
 #[tokio::test]
@@ -488,4 +466,17 @@ async fn a_query_still_running_after_the_grace_period_is_cancelled() {
         err.to_string(),
         "statement 1 (line 1): stopped on signal: not finished within the 0.2s grace period, so it was cancelled"
     );
+}
+
+/// The number of rows table `name` holds.
+async fn rows_in(engine: &Engine, name: &str) -> u64 {
+    let counted = engine
+        .context()
+        .sql(&format!("SELECT count(*) FROM {name}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    counted[0].column(0).as_primitive::<Int64Type>().value(0) as u64
 }

@@ -69,10 +69,10 @@ fn confirmed_in_error(stderr: &str) -> u64 {
         .unwrap_or_else(|_| panic!("no count before 'rows were published':\n{stderr}"))
 }
 
-#[tokio::test]
-async fn publish_permission_denied_fails_fast_naming_the_violation() {
-    // "publisher" may publish anywhere but under orders.secret.; the JetStream API and
-    // its own inboxes stay allowed, so the start checks and the acks work.
+/// A server where "publisher" may publish anywhere but under `orders.secret.` (the
+/// JetStream API and its own inboxes stay allowed, so the start checks and the acks
+/// work), and a client of its "admin".
+async fn server_denying_orders_secret() -> (NatsServer, async_nats::Client) {
     let server = NatsServer::builder()
         .config(
             r#"authorization {
@@ -84,6 +84,12 @@ async fn publish_permission_denied_fails_fast_naming_the_violation() {
         )
         .start();
     let client = nats_testkit::connect_with_user(&server.url(), "admin", "admin-pw").await;
+    (server, client)
+}
+
+#[tokio::test]
+async fn publish_permission_denied_fails_fast_naming_the_violation() {
+    let (server, client) = server_denying_orders_secret().await;
     create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
 
     // Row 1001 (id 1000) goes to a subject the user may not publish to.
@@ -619,17 +625,7 @@ async fn exactly_once_honours_retry_timeout_when_the_server_stays_down() {
 /// sent before the commit, is stored once (it carries a deterministic message id).
 #[tokio::test]
 async fn exactly_once_with_a_denied_subject_fails_at_once_and_stores_its_dead_letter_once() {
-    let server = NatsServer::builder()
-        .config(
-            r#"authorization {
-  users = [
-    { user: "admin", password: "admin-pw" }
-    { user: "publisher", password: "publisher-pw", permissions: { publish: { deny: ["orders.secret.>"] } } }
-  ]
-}"#,
-        )
-        .start();
-    let client = nats_testkit::connect_with_user(&server.url(), "admin", "admin-pw").await;
+    let (server, client) = server_denying_orders_secret().await;
     create_stream(&client, "ORDERS", &["orders.>"], |c| {
         c.allow_atomic_publish = true
     })

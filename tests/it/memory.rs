@@ -84,16 +84,23 @@ fn assert_bounded(small: (u64, u64), large: (u64, u64), mode: &str) {
     );
 }
 
+/// Runs `script(rows)` for the small and the large size, checks every row was
+/// confirmed, and asserts the large run's peak is within the tolerance of the small one's.
+fn assert_peak_bounded(sizes: [u64; 2], mode: &str, script: impl Fn(u64) -> String) {
+    let [small, large] = sizes.map(|rows| {
+        let (peak, out) = peak_rss(&script(rows));
+        assert_eq!(inserted_rows(&out, "mem"), rows);
+        (rows, peak)
+    });
+    assert_bounded(small, large, mode);
+}
+
 #[test]
 fn core_peak_memory_does_not_grow_with_the_rows_sent() {
     let server = NatsServer::start();
-    let mut peaks = Vec::new();
-    for rows in [100_000, 1_000_000] {
-        let (peak, out) = peak_rss(&insert(rows, &server.url(), ""));
-        assert_eq!(inserted_rows(&out, "mem"), rows);
-        peaks.push((rows, peak));
-    }
-    assert_bounded(peaks[0], peaks[1], "core");
+    assert_peak_bounded([100_000, 1_000_000], "core", |rows| {
+        insert(rows, &server.url(), "")
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,30 +108,24 @@ async fn jetstream_peak_memory_does_not_grow_with_the_rows_sent() {
     let server = NatsServer::start();
     let client = nats_testkit::connect(&server.url()).await;
     create_stream(&client, "MEM", &["mem.>"], |_| {}).await;
-    let mut peaks = Vec::new();
-    for rows in [50_000, 500_000] {
-        let script = insert(rows, &server.url(), ", stream = 'MEM'");
-        let (peak, out) = tokio::task::spawn_blocking(move || peak_rss(&script))
-            .await
-            .unwrap();
-        assert_eq!(inserted_rows(&out, "mem"), rows);
-        peaks.push((rows, peak));
-    }
+    let url = server.url();
+    tokio::task::spawn_blocking(move || {
+        assert_peak_bounded([50_000, 500_000], "jetstream", |rows| {
+            insert(rows, &url, ", stream = 'MEM'")
+        })
+    })
+    .await
+    .unwrap();
     assert_eq!(stored(&client, "MEM").await, 550_000);
-    assert_bounded(peaks[0], peaks[1], "jetstream");
 }
 
 /// One subject per row: nothing the sink keeps per subject may outlive its batch.
 #[test]
 fn core_peak_memory_does_not_grow_with_distinct_subjects() {
     let server = NatsServer::start();
-    let mut peaks = Vec::new();
-    for rows in [200_000, 1_000_000] {
-        let (peak, out) = peak_rss(&insert_unique(rows, &server.url(), ""));
-        assert_eq!(inserted_rows(&out, "mem"), rows);
-        peaks.push((rows, peak));
-    }
-    assert_bounded(peaks[0], peaks[1], "core, a subject per row");
+    assert_peak_bounded([200_000, 1_000_000], "core, a subject per row", |rows| {
+        insert_unique(rows, &server.url(), "")
+    });
 }
 
 /// One subject per row in JetStream mode, where each row's subject is checked against
@@ -134,15 +135,13 @@ async fn jetstream_peak_memory_does_not_grow_with_distinct_subjects() {
     let server = NatsServer::start();
     let client = nats_testkit::connect(&server.url()).await;
     create_stream(&client, "UNIQ", &["uniq.>"], |_| {}).await;
-    let mut peaks = Vec::new();
-    for rows in [100_000, 500_000] {
-        let script = insert_unique(rows, &server.url(), ", stream = 'UNIQ'");
-        let (peak, out) = tokio::task::spawn_blocking(move || peak_rss(&script))
-            .await
-            .unwrap();
-        assert_eq!(inserted_rows(&out, "mem"), rows);
-        peaks.push((rows, peak));
-    }
+    let url = server.url();
+    tokio::task::spawn_blocking(move || {
+        assert_peak_bounded([100_000, 500_000], "jetstream, a subject per row", |rows| {
+            insert_unique(rows, &url, ", stream = 'UNIQ'")
+        })
+    })
+    .await
+    .unwrap();
     assert_eq!(stored(&client, "UNIQ").await, 600_000);
-    assert_bounded(peaks[0], peaks[1], "jetstream, a subject per row");
 }

@@ -106,35 +106,38 @@ pub(crate) async fn send(
         // refuses by subject (permissions): the others reached subscribers, and the
         // error's count says so.
         if let Some(refused) = work.refused {
-            let (mut rows, mut bytes) = (0, 0);
-            for (i, plan) in &planned {
-                if let Planned::Send(m) = plan
-                    && !refused.contains(m.subject.as_str())
-                {
-                    rows += 1;
-                    bytes += batch.payload_len(*i);
-                }
-            }
+            let (rows, bytes) = delivered_rows(batch, &planned, &refused);
             metrics.published_rows(rows, bytes);
         }
         return Err(err);
     }
     metrics.confirmed_after(started.elapsed());
-    let (mut rows, mut bytes, mut dead_lettered) = (0, 0, 0);
-    for (i, plan) in &planned {
-        match plan {
-            Planned::Send(_) => {
-                rows += 1;
-                bytes += batch.payload_len(*i);
-            }
-            Planned::DeadLetter(_) => dead_lettered += 1,
-            Planned::Skip => {}
-        }
-    }
+    let (rows, bytes) = delivered_rows(batch, &planned, &HashSet::new());
+    let dead_lettered = planned
+        .iter()
+        .filter(|(_, plan)| matches!(plan, Planned::DeadLetter(_)))
+        .count();
     metrics.published_rows(rows, bytes);
     metrics.dead_lettered(dead_lettered);
     metrics.skipped(planned.len() - rows - dead_lettered);
     Ok(())
+}
+
+/// The rows of `planned` sent to a subject not in `refused`, and their payload bytes.
+fn delivered_rows(
+    batch: &EncodedBatch,
+    planned: &[(usize, Planned)],
+    refused: &HashSet<String>,
+) -> (usize, usize) {
+    planned
+        .iter()
+        .filter_map(|(i, plan)| match plan {
+            Planned::Send(m) if !refused.contains(m.subject.as_str()) => Some(*i),
+            _ => None,
+        })
+        .fold((0, 0), |(rows, bytes), i| {
+            (rows + 1, bytes + batch.payload_len(i))
+        })
 }
 
 async fn publish(link: &Link, m: &Message) -> std::result::Result<(), Failure> {

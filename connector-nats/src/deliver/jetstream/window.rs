@@ -215,8 +215,13 @@ impl Window {
 
     /// Records the ack of the oldest in-flight message, which arrived by `now`.
     fn confirm_front(&mut self, ack: &PublishAck, now: Instant) {
-        let metrics = &self.metrics;
         let front = self.in_flight.pop_front().expect("an ack has a message");
+        self.record_ack(&front, ack, now);
+    }
+
+    /// Counts the row (or dead letter) `front` stands for as confirmed by `ack`.
+    fn record_ack(&self, front: &InFlight, ack: &PublishAck, now: Instant) {
+        let metrics = &self.metrics;
         let sent = front.deadline - self.acks.confirm_timeout;
         metrics.acked(now.saturating_duration_since(sent));
         if front.dead_letter {
@@ -254,22 +259,6 @@ impl Window {
 #[async_trait]
 impl Work for Window {
     async fn attempt(&mut self, link: &mut Link) -> Result<Step, Failure> {
-        self.step(link).await
-    }
-
-    async fn abandon(&mut self, _link: &mut Link) {
-        self.settle().await;
-    }
-
-    /// After a failure: forget what is in flight and send again from the first
-    /// unconfirmed row, in order.
-    fn rewind(&mut self) {
-        self.rewind_to_first_unconfirmed();
-    }
-}
-
-impl Window {
-    async fn step(&mut self, link: &Link) -> Result<Step, Failure> {
         self.fill(link).await?;
         if self.in_flight.is_empty() {
             return Ok(Step::Done);
@@ -287,23 +276,9 @@ impl Window {
         Ok(Step::Progress)
     }
 
-    /// Before the statement fails: waits for the acks still in flight (each until its
-    /// deadline, without retrying or classifying) and counts every row the stream
-    /// confirms, so the error's count of confirmed rows is what the stream holds.
-    async fn settle(&mut self) {
-        while let Some(mut front) = self.in_flight.pop_front() {
-            if front.failed.is_some() || front.ack.is_terminated() {
-                continue;
-            }
-            if let Ok(Ok(ack)) = tokio::time::timeout_at(front.deadline, &mut front.ack).await {
-                self.in_flight.push_front(front);
-                self.confirm_front(&ack, Instant::now());
-            }
-        }
-        self.metrics.in_flight(0);
-    }
-
-    fn rewind_to_first_unconfirmed(&mut self) {
+    /// After a failure: forget what is in flight and send again from the first
+    /// unconfirmed row, in order.
+    fn rewind(&mut self) {
         let Some(first) = self.in_flight.front() else {
             return;
         };
@@ -317,6 +292,27 @@ impl Window {
             }
         }
         self.in_flight.clear();
+    }
+
+    async fn abandon(&mut self, _link: &mut Link) {
+        self.settle().await;
+    }
+}
+
+impl Window {
+    /// Before the statement fails: waits for the acks still in flight (each until its
+    /// deadline, without retrying or classifying) and counts every row the stream
+    /// confirms, so the error's count of confirmed rows is what the stream holds.
+    async fn settle(&mut self) {
+        while let Some(mut front) = self.in_flight.pop_front() {
+            if front.failed.is_some() || front.ack.is_terminated() {
+                continue;
+            }
+            if let Ok(Ok(ack)) = tokio::time::timeout_at(front.deadline, &mut front.ack).await {
+                self.record_ack(&front, &ack, Instant::now());
+            }
+        }
+        self.metrics.in_flight(0);
     }
 }
 
