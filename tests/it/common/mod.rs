@@ -13,6 +13,7 @@ use nats_testkit::Collector;
 pub mod engine;
 pub mod js;
 pub mod leak;
+pub mod link;
 
 /// The `streamsql` binary built for these tests.
 pub fn streamsql() -> Command {

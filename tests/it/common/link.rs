@@ -1,0 +1,92 @@
+//! A TCP proxy between the sink and a nats-server that a test can slow down or cut: a
+//! network fault, which the server does not see as its own shutdown, so what it has
+//! accepted it keeps processing and JetStream keeps storing.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub struct Link {
+    url: String,
+    cuts: watch::Sender<u64>,
+    refuse_until: Arc<Mutex<Instant>>,
+}
+
+impl Link {
+    /// A link to `server` (a `nats://` URL). With `bytes_per_second`, what the client
+    /// sends passes at about that rate (replies pass at full speed): a slow link.
+    pub async fn to(server: &str, bytes_per_second: Option<usize>) -> Link {
+        let upstream = server.trim_start_matches("nats://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("nats://{}", listener.local_addr().unwrap());
+        let (cuts, _) = watch::channel(0);
+        let refuse_until = Arc::new(Mutex::new(Instant::now()));
+        let link = Link {
+            url,
+            cuts: cuts.clone(),
+            refuse_until: refuse_until.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                // Refused while the link is down: the client sees the connection close
+                // before the server's INFO, as when nothing listens.
+                if Instant::now() < *refuse_until.lock().unwrap() {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    // Whichever ends first ends both directions; dropping the sockets
+                    // with data unread resets them, so what was in flight is lost.
+                    tokio::select! {
+                        _ = pump(from_client, to_server, bytes_per_second) => {}
+                        _ = pump(from_server, to_client, None) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        link
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Drops every connection through the link at once, as a failed network would, and
+    /// refuses new ones for `outage`.
+    pub fn cut(&self, outage: Duration) {
+        *self.refuse_until.lock().unwrap() = Instant::now() + outage;
+        self.cuts.send_modify(|n| *n += 1);
+    }
+}
+
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    bytes_per_second: Option<usize>,
+) {
+    // 20 chunks a second make the rate.
+    let chunk = bytes_per_second.map_or(64 * 1024, |rate| (rate / 20).max(1));
+    let mut buffer = vec![0u8; chunk];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buffer[..n]).await.is_err() {
+                    return;
+                }
+                if bytes_per_second.is_some() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
