@@ -8,6 +8,7 @@
 //!   statement retries connecting until it can.
 //! - In a three-node cluster the leader of an R=3 stream is SIGKILLed mid-run; the
 //!   statement waits out the election and finishes on the new leader.
+//! - A stream with `discard: new` is full while a consumer frees space mid-window.
 //!
 //! Each test reads the whole stream back and checks that it holds one message per row,
 //! with every `Nats-Msg-Id` present once, that on each subject the stream's order is the
@@ -26,12 +27,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
-use async_nats::jetstream::stream::StorageType;
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType};
 use common::engine::{check_summary, log_sink, run_insert};
 use common::js::{
     assert_each_id_once, assert_in_query_order, create_stream, out_of_query_order, read_all, stored,
 };
 use common::{inserted_rows, run_script, stderr, stdout, summary_count};
+use futures::StreamExt;
 use nats_testkit::{NatsCluster, NatsServer};
 
 /// The stream every test writes to, and the subjects it captures.
@@ -164,8 +168,10 @@ async fn server_down_at_start_comes_up_later() {
     server.stop();
 
     // The binary, so that its log (stderr) is this statement's alone.
+    // One partition: the query's order is then one order.
     let script = format!(
-        "INSERT INTO out SELECT value AS id, \
+        "SET datafusion.execution.target_partitions = 1;
+         INSERT INTO out SELECT value AS id, \
            concat('orders.', CAST(value % 8 AS VARCHAR)) AS subject \
            FROM generate_series(0, {last}) \
          WITH ({SINK_OPTIONS}, servers = '{url}', connect_timeout = '1s');",
@@ -291,6 +297,84 @@ async fn stream_leader_lost_in_a_three_node_cluster() {
         late.iter()
             .all(|(_, id, before, _)| before - id < MAX_IN_FLIGHT),
         "rows stored further out of order than the window of {MAX_IN_FLIGHT} acks: {:?}",
+        &late[..late.len().min(10)]
+    );
+}
+
+/// "Stream full" with `discard: new` refuses a message at a time, and space comes back
+/// mid-window as a consumer removes what it has read: a refused row is resent, but a
+/// later row of the same window may find room first. The README states the bound: a row
+/// lands behind rows fewer than `max_in_flight` later. Each row is still stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_freeing_space_mid_window_reorders_by_less_than_the_window() {
+    log_sink();
+    const ROWS: u64 = 20_000;
+    const WINDOW: u64 = 64;
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, STREAM, SUBJECTS, |c| {
+        c.retention = RetentionPolicy::WorkQueue;
+        c.discard = DiscardPolicy::New;
+        c.max_messages = FULL;
+    })
+    .await;
+    // The consumer removes each message it acknowledges, freeing space while the sink
+    // has a window in flight; it keeps the messages in stream order for the checks.
+    const FULL: i64 = 300;
+    let consumer: PullConsumer = jetstream::new(client.clone())
+        .get_stream(STREAM)
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("drain".into()),
+            ack_policy: AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let observer = client.clone();
+    let drained = tokio::spawn(async move {
+        // Full first, then freed at a pace (at most 5000 rows/s) the sink outruns.
+        wait_until_stored(&observer, FULL as u64).await;
+        let mut messages = consumer.messages().await.unwrap();
+        let mut kept = Vec::new();
+        while (kept.len() as u64) < ROWS {
+            if kept.len() % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
+            let message = next
+                .expect("the stream keeps receiving rows")
+                .unwrap()
+                .unwrap();
+            message.ack().await.unwrap();
+            kept.push(message);
+        }
+        kept
+    });
+
+    // One partition: the query's order is then one order.
+    let script = format!(
+        "SET datafusion.execution.target_partitions = 1;
+         INSERT INTO out SELECT value AS id, concat('orders.', CAST(value % 8 AS VARCHAR)) \
+           AS subject FROM generate_series(0, {last}) \
+         WITH ({SINK_OPTIONS}, servers = '{url}', max_in_flight = '{WINDOW}');",
+        last = ROWS - 1,
+        url = server.url()
+    );
+    let summary = run_insert(script, STATEMENT_LIMIT).await;
+    let (retries, duplicates) = check_summary(&summary, ROWS);
+    let messages = drained.await.unwrap();
+    let late = out_of_query_order(&messages);
+    eprintln!(
+        "stream full: {retries} retries, {duplicates} duplicates, {} rows stored late",
+        late.len()
+    );
+    assert!(retries > 0, "the stream was never full: {summary:?}");
+    assert_each_id_once(&messages, ROWS);
+    assert!(
+        late.iter().all(|(_, id, before, _)| before - id < WINDOW),
+        "rows stored further out of order than the window of {WINDOW} acks: {:?}",
         &late[..late.len().min(10)]
     );
 }
