@@ -1,7 +1,8 @@
 //! Bad input: each case fails with exit code 1, an error naming what is wrong, and
 //! nothing published (checked by a real subscriber on every subject). A bad value in a
 //! row fails so under `on_error = 'fail'` and never panics; under 'skip' and
-//! 'dead_letter' the other rows go on.
+//! 'dead_letter' the other rows go on. When earlier batches went out before the bad one,
+//! the error's count of confirmed rows is exactly what the server holds.
 
 use crate::common;
 
@@ -396,4 +397,67 @@ async fn line_break_in_a_message_id_under_jetstream_is_dead_lettered_or_fails_cl
         .map(|m| common::js::header(m, "StreamSQL-Row"))
         .collect();
     assert_eq!(rows, [Some("2".to_string()), Some("3".into())]);
+}
+
+/// Waits until stream `name` stops growing (JetStream stores core publishes
+/// asynchronously) and returns how many messages it holds.
+async fn settled_count(client: &async_nats::Client, name: &str) -> u64 {
+    let mut settled = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = common::js::stored(client, name).await;
+        if now == settled {
+            return settled;
+        }
+        settled = now;
+    }
+}
+
+/// Core NATS at full speed through many batches: the bad row's error counts exactly the
+/// rows the server received (a stream capturing the subjects holds them), which are all
+/// the batches before the bad row's.
+#[tokio::test]
+async fn a_bad_row_after_many_core_batches_counts_exactly_what_the_server_received() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    common::js::create_stream(&client, "HELD", &["ok.>"], |_| {}).await;
+    let script = format!(
+        "INSERT INTO out SELECT value AS id, \
+           CASE WHEN value = 77777 THEN NULL ELSE concat('ok.', value % 8) END AS subject \
+         FROM generate_series(1, 100000) \
+         WITH (connector = 'nats_sink', servers = '{}', subject_field = 'subject');",
+        server.url()
+    );
+    let output = run_script(&script, &[]);
+    assert_fails_with(&output, &["row 77777: column 'subject' is null"]);
+    let confirmed = confirmed_in_error(&stderr(&output));
+    assert_eq!(settled_count(&client, "HELD").await, confirmed);
+    // DataFusion's batches hold 8192 rows: nine were sent, none of the bad row's.
+    assert_eq!(confirmed, 9 * 8192);
+}
+
+/// An out-of-range timestamp inside a struct fails its batch (the row is not known), in
+/// JetStream mode with acks in flight: the error counts exactly what the stream holds.
+#[tokio::test]
+async fn an_out_of_range_nested_value_counts_exactly_what_the_stream_holds() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    common::js::create_stream(&client, "HELD", &["ok.>"], |_| {}).await;
+    let script = format!(
+        "INSERT INTO out SELECT value AS id, concat('ok.', value % 8) AS subject, \
+           named_struct('at', to_timestamp_seconds( \
+             CASE WHEN value = 20000 THEN 9223372036854775807 ELSE value END)) AS detail \
+         FROM generate_series(0, 29999) \
+         WITH (connector = 'nats_sink', servers = '{}', subject_field = 'subject', \
+               stream = 'HELD', msg_id_field = 'id');",
+        server.url()
+    );
+    let output = run_script(&script, &[]);
+    assert_fails_with(&output, &["column 'detail'", "out of range"]);
+    let confirmed = confirmed_in_error(&stderr(&output));
+    let held = common::js::read_all(&client, "HELD").await;
+    assert_eq!(held.len() as u64, confirmed, "{}", stderr(&output));
+    // Ids 0.. in order: the first two batches, none of the failing one.
+    common::js::assert_each_id_once(&held, confirmed);
+    assert_eq!(confirmed, 2 * 8192);
 }

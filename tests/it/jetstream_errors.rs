@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream::DiscardPolicy};
 use common::js::{assert_each_id_once, create_stream, header, msg_id_counts, read_all, stored};
 use common::{
-    assert_fails_with, inserted_rows, run_script, run_script_timed, stderr, stdout, summary_count,
+    assert_fails_with, confirmed_in_error, inserted_rows, run_script, run_script_timed, stderr,
+    stdout, summary_count,
 };
 use nats_testkit::{NatsServer, payload_json};
 
@@ -50,23 +51,6 @@ fn insert_script(url: &str, select: &str, options: &str) -> String {
     format!(
         "INSERT INTO out {select} WITH (connector = 'nats_sink', servers = '{url}', {options});"
     )
-}
-
-/// The count in an error's "N rows were published and confirmed" (or "N earlier rows").
-fn confirmed_in_error(stderr: &str) -> u64 {
-    let at = stderr
-        .find(" rows were published and confirmed")
-        .or_else(|| stderr.find(" earlier rows were published and confirmed"))
-        .unwrap_or_else(|| panic!("the error says how many rows were confirmed:\n{stderr}"));
-    let before = &stderr[..at];
-    let before = before.strip_suffix(" earlier").unwrap_or(before);
-    let digits = before
-        .rsplit(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap_or_default();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no count before 'rows were published':\n{stderr}"))
 }
 
 /// A server where "publisher" may publish anywhere but under `orders.secret.` (the

@@ -127,6 +127,23 @@ pub async fn published(collector: &mut Collector) -> Vec<Message> {
         .collect()
 }
 
+/// The count in an error's "N rows were published and confirmed" (or "N earlier rows").
+pub fn confirmed_in_error(stderr: &str) -> u64 {
+    let at = stderr
+        .find(" rows were published and confirmed")
+        .or_else(|| stderr.find(" earlier rows were published and confirmed"))
+        .unwrap_or_else(|| panic!("the error says how many rows were confirmed:\n{stderr}"));
+    let before = &stderr[..at];
+    let before = before.strip_suffix(" earlier").unwrap_or(before);
+    let digits = before
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap_or_default();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no count before 'rows were published':\n{stderr}"))
+}
+
 /// The payload as text.
 pub fn text(message: &Message) -> String {
     String::from_utf8_lossy(&message.payload).into_owned()
