@@ -14,6 +14,7 @@ pub mod engine;
 pub mod js;
 pub mod leak;
 pub mod link;
+pub mod running;
 
 /// The `streamsql` binary built for these tests.
 pub fn streamsql() -> Command {
