@@ -209,8 +209,7 @@ impl NatsSink {
             let mut encoded = match encoded {
                 Ok(encoded) => encoded,
                 Err(e) => {
-                    // Settle what is in flight first, so the error's count is exact.
-                    delivery.flush(&mut retry).await?;
+                    delivery.settle().await;
                     return Err(e);
                 }
             };
@@ -219,10 +218,11 @@ impl NatsSink {
             }
             delivery.planner().check_sizes(&mut encoded);
             if encoded.rejections().next().is_some() {
-                if delivery.planner().fails() {
-                    // Settle what is in flight first, so the error's count is exact.
-                    delivery.flush(&mut retry).await?;
-                    delivery.planner().check_fail(&encoded, rows_before)?;
+                if delivery.planner().fails()
+                    && let Err(e) = delivery.planner().check_fail(&encoded, rows_before)
+                {
+                    delivery.settle().await;
+                    return Err(e.into());
                 }
                 delivery.planner().log_rejections(&encoded, rows_before);
             }
@@ -306,6 +306,7 @@ impl Delivery {
         let acks = StreamAcks {
             stream: js_config.stream.clone(),
             confirm_timeout: config.confirm_timeout,
+            subjects: setup.captures.filters.clone(),
         };
         let mode = match js_config.atomic_batch {
             Some(size) => Mode::ExactlyOnce(Atomic::new(acks, size, planner)),
@@ -364,6 +365,18 @@ impl Delivery {
             Mode::JetStream(window) => window.flush(&mut self.link, retry).await,
             // Core and exactly-once confirm each batch before `send` returns.
             Mode::Core { .. } | Mode::ExactlyOnce(_) => Ok(()),
+        }
+    }
+
+    /// Before the statement fails for a reason of its own (the query, a row under
+    /// `on_error = 'fail'`): sends nothing more and waits for the acks in flight, each
+    /// until its deadline, so the error's count of confirmed rows is what the stream
+    /// holds, and the error comes within `confirm_timeout` even with the server gone.
+    async fn settle(&mut self) {
+        match &mut self.mode {
+            Mode::JetStream(window) => window.settle().await,
+            // Core and exactly-once confirm each batch before `send` returns.
+            Mode::Core { .. } | Mode::ExactlyOnce(_) => {}
         }
     }
 

@@ -19,12 +19,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::DiscardPolicy};
 use common::js::{assert_each_id_once, create_stream, header, read_all, stored};
+use common::link::Link;
 use common::running::Running;
 use common::{
     assert_fails_with, confirmed_in_error, inserted_rows, run_script, run_script_timed, stderr,
     stdout, summary_count,
 };
 use nats_testkit::{NatsServer, payload_json};
+use streamsql::Engine;
 
 /// The `id` field of a stored message's JSON payload.
 pub(crate) fn id_of(message: &jetstream::Message) -> u64 {
@@ -368,4 +370,105 @@ async fn a_stream_deleted_mid_statement_fails_cleanly() {
     let output = running.finish(Duration::from_secs(60)).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_fails_with(&output, &["stream 'GONE' was deleted during the statement"]);
+}
+
+/// The stream's subjects edited mid-statement so that the rows' subject is no longer
+/// captured: publishes get "no responders" while the stream exists, which is not a leader
+/// election. The statement fails at once (not after `retry_timeout`), naming the change.
+#[tokio::test]
+async fn a_stream_whose_subjects_are_edited_away_mid_statement_fails_naming_the_change() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "EDITED", &["edited.>"], |_| {}).await;
+    let select = "SELECT value AS id, 'edited.rows' AS subject FROM generate_series(1, 2000000)";
+    let script = insert_script(
+        &server.url(),
+        select,
+        "subject_field = 'subject', stream = 'EDITED', retry_timeout = '120s'",
+    );
+    let running = Running::start(&script);
+    while stored(&client, "EDITED").await < 1000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let js = jetstream::new(client.clone());
+    let mut config = js
+        .get_stream("EDITED")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    config.subjects = vec!["elsewhere.>".into()];
+    js.update_stream(config).await.unwrap();
+    let edited_at = std::time::Instant::now();
+    let output = running.finish(Duration::from_secs(100)).await;
+    assert_fails_with(
+        &output,
+        &[
+            "the subjects of stream 'EDITED' were changed during the statement",
+            "from edited.> to elsewhere.>",
+        ],
+    );
+    assert!(
+        edited_at.elapsed() < Duration::from_secs(30),
+        "retried for {:?} instead of failing",
+        edited_at.elapsed()
+    );
+    let confirmed = confirmed_in_error(&stderr(&output));
+    assert_eq!(stored(&client, "EDITED").await, confirmed);
+}
+
+/// A stream with `no_ack` never acknowledges: the statement could not confirm a row, so
+/// it is refused at the start, saying what to change.
+#[tokio::test]
+async fn a_stream_without_acks_is_refused_at_the_start() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "SILENT", &["silent.>"], |c| c.no_ack = true).await;
+    let script = insert_script(
+        &server.url(),
+        "SELECT value AS id FROM generate_series(1, 10)",
+        "subject = 'silent.rows', stream = 'SILENT', retry_timeout = '60s'",
+    );
+    let (output, elapsed) = run_script_timed(&script, &[]);
+    assert_fails_with(&output, &["stream 'SILENT'", "no_ack", "unset no_ack"]);
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    assert_eq!(stored(&client, "SILENT").await, 0);
+}
+
+/// The query fails while acks are outstanding and the server has stopped answering: the
+/// statement reports the query's error once the acks in flight are past
+/// `confirm_timeout`, without first retrying them until `retry_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_error_while_the_server_is_silent_is_reported_within_confirm_timeout() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "STALL", &["stall.>"], |_| {}).await;
+    let link = Link::to(&server.url(), None).await;
+    // Row 3000 fails the cast, at about 1.5 s; the server's replies stop at 1 s.
+    let script = format!(
+        "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', rows_per_second = '2000');
+         INSERT INTO out SELECT id, CAST(CASE WHEN id = 3000 THEN 'x' ELSE '1' END AS INT) AS n \
+         FROM gen WITH (connector = 'nats_sink', servers = '{}', subject = 'stall.rows', \
+           stream = 'STALL', confirm_timeout = '2s', retry_timeout = '120s', \
+           max_in_flight = '65536');",
+        link.url()
+    );
+    let statement = tokio::spawn(async move { Engine::new().execute(&script).await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    link.hold_replies();
+    let held_at = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(100), statement)
+        .await
+        .expect("the statement ends")
+        .unwrap();
+    let err = outcome
+        .expect_err("the cast fails the statement")
+        .to_string();
+    assert!(err.contains("Cannot cast string 'x'"), "{err}");
+    assert!(
+        held_at.elapsed() < Duration::from_secs(20),
+        "the error came after {:?}",
+        held_at.elapsed()
+    );
 }

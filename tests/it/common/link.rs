@@ -2,6 +2,7 @@
 //! network fault, which the server does not see as its own shutdown, so what it has
 //! accepted it keeps processing and JetStream keeps storing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ pub struct Link {
     url: String,
     cuts: watch::Sender<u64>,
     refuse_until: Arc<Mutex<Instant>>,
+    replies_held: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -24,10 +26,12 @@ impl Link {
         let url = format!("nats://{}", listener.local_addr().unwrap());
         let (cuts, _) = watch::channel(0);
         let refuse_until = Arc::new(Mutex::new(Instant::now()));
+        let replies_held = Arc::new(AtomicBool::new(false));
         let link = Link {
             url,
             cuts: cuts.clone(),
             refuse_until: refuse_until.clone(),
+            replies_held: replies_held.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -40,14 +44,15 @@ impl Link {
                     continue;
                 };
                 let mut cut = cuts.subscribe();
+                let held = replies_held.clone();
                 tokio::spawn(async move {
                     let (from_client, to_client) = client.into_split();
                     let (from_server, to_server) = server.into_split();
                     // Whichever ends first ends both directions; dropping the sockets
                     // with data unread resets them, so what was in flight is lost.
                     tokio::select! {
-                        _ = pump(from_client, to_server, bytes_per_second) => {}
-                        _ = pump(from_server, to_client, None) => {}
+                        _ = pump(from_client, to_server, bytes_per_second, None) => {}
+                        _ = pump(from_server, to_client, None, Some(held)) => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -58,6 +63,12 @@ impl Link {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// From now on, holds back everything the server sends (acks, PONGs) while the
+    /// connections stay up: a server that has stopped answering.
+    pub fn hold_replies(&self) {
+        self.replies_held.store(true, Ordering::SeqCst);
     }
 
     /// Drops every connection through the link at once, as a failed network would, and
@@ -72,11 +83,15 @@ async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     bytes_per_second: Option<usize>,
+    held: Option<Arc<AtomicBool>>,
 ) {
     // 20 chunks a second make the rate.
     let chunk = bytes_per_second.map_or(64 * 1024, |rate| (rate / 20).max(1));
     let mut buffer = vec![0u8; chunk];
     loop {
+        while held.as_ref().is_some_and(|h| h.load(Ordering::SeqCst)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         match from.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {

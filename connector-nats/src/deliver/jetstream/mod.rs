@@ -15,7 +15,9 @@ pub(crate) mod window;
 use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::context::{AccountErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::context::{
+    AccountErrorKind, GetStreamByNameErrorKind, GetStreamErrorKind,
+};
 use async_trait::async_trait;
 use tracing::{info, warn};
 
@@ -170,6 +172,9 @@ async fn check(
     };
     let info = stream.cached_info();
     let captures = Captures::new(name, info.config.subjects.clone());
+    if info.config.no_ack {
+        return Err(fail("the stream has no_ack set, so it acknowledges nothing and no row could be confirmed: unset no_ack on the stream, or publish in core mode (leave out 'stream')".into()));
+    }
     if info.config.subjects.is_empty() {
         return Err(fail("the stream captures no subjects (a mirror or sourced stream?): publish into a stream with subjects".into()));
     }
@@ -183,16 +188,31 @@ async fn check(
     }
     let mut dead_letter_limit = None;
     if let OnError::DeadLetter(subject) = &sink.on_error {
-        let Ok(dead_letters) = js.stream_by_subject(subject.clone()).await else {
-            return Err(fail(format!(
-                "no stream captures dead_letter_subject '{subject}': create one that does (dead letters are stored and acknowledged like rows)"
-            )));
+        let dead_letters = match js.stream_by_subject(subject.clone()).await {
+            Ok(stream) => stream,
+            Err(e) if matches!(e.kind(), GetStreamByNameErrorKind::NotFound) => {
+                return Err(fail(format!(
+                    "no stream captures dead_letter_subject '{subject}': create one that does (dead letters are stored and acknowledged like rows)"
+                )));
+            }
+            Err(e) => {
+                return Err(Failure::Transient(
+                    TransientKind::Timeout,
+                    format!("cannot find the stream for dead_letter_subject '{subject}': {e}"),
+                ));
+            }
         };
         // Dead letters go to their own stream: its limit is theirs.
-        if dead_letters != *name
-            && let Ok(mut stream) = js.get_stream(&dead_letters).await
-            && let Ok(info) = stream.info().await
-        {
+        if dead_letters != *name {
+            let info = match js.get_stream(&dead_letters).await {
+                Ok(stream) => stream.cached_info().clone(),
+                Err(e) => {
+                    return Err(Failure::Transient(
+                        TransientKind::Timeout,
+                        format!("cannot read dead-letter stream '{dead_letters}': {e}"),
+                    ));
+                }
+            };
             dead_letter_limit = Some(message_limit(
                 info.config.max_message_size,
                 connection.max_payload(),

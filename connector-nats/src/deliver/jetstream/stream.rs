@@ -56,6 +56,8 @@ const STATE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct StreamAcks {
     pub stream: String,
     pub confirm_timeout: Duration,
+    /// The stream's subjects at the start, which every row's subject was checked against.
+    pub subjects: Vec<String>,
 }
 
 impl StreamAcks {
@@ -102,7 +104,7 @@ impl StreamAcks {
     }
 
     /// The class of a failed ack; "no responders" is settled by asking whether the stream
-    /// still exists (it did at the start).
+    /// still exists (it did at the start), and what it captures now.
     pub(crate) async fn failure(&self, link: &Link, err: &PublishError) -> AckError {
         AckError::Failed(match classify(err, &self.stream, link.connection.lost()) {
             Classified::Failure(Failure::Transient(TransientKind::IncompleteBatch, reason)) => {
@@ -126,13 +128,7 @@ impl StreamAcks {
                             self.stream
                         ),
                     ),
-                    Ok(Ok(_)) => Failure::Transient(
-                        TransientKind::NoLeader,
-                        format!(
-                            "stream '{}' did not answer (no responders: a leader election?)",
-                            self.stream
-                        ),
-                    ),
+                    Ok(Ok(stream)) => self.no_responders(&stream.cached_info().config.subjects),
                     Ok(Err(e)) => match e.kind() {
                         GetStreamErrorKind::JetStream(api)
                             if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
@@ -153,5 +149,26 @@ impl StreamAcks {
                 }
             }
         })
+    }
+
+    /// Nobody answered on a subject of a stream that exists: a leader election, unless
+    /// the stream's subjects were edited so that one it captured at the start is gone,
+    /// which no retry can mend.
+    fn no_responders(&self, subjects_now: &[String]) -> Failure {
+        if self.subjects.iter().all(|s| subjects_now.contains(s)) {
+            return Failure::Transient(
+                TransientKind::NoLeader,
+                format!(
+                    "stream '{}' did not answer (no responders: a leader election?)",
+                    self.stream
+                ),
+            );
+        }
+        Failure::refused(format!(
+            "the subjects of stream '{}' were changed during the statement, from {} to {}, and a row's subject is no longer captured: restore the subjects, or rerun (rows for subjects the stream does not capture then follow on_error)",
+            self.stream,
+            self.subjects.join(", "),
+            subjects_now.join(", ")
+        ))
     }
 }

@@ -300,10 +300,10 @@ impl Work for Window {
 }
 
 impl Window {
-    /// Before the statement fails: waits for the acks still in flight (each until its
+    /// Before the statement fails: sends nothing more, waits for the acks still in flight (each until its
     /// deadline, without retrying or classifying) and counts every row the stream
     /// confirms, so the error's count of confirmed rows is what the stream holds.
-    async fn settle(&mut self) {
+    pub(crate) async fn settle(&mut self) {
         while let Some(mut front) = self.in_flight.pop_front() {
             if front.failed.is_some() || front.ack.is_terminated() {
                 continue;
