@@ -1,5 +1,5 @@
-//! Core NATS across a lost connection: the statement survives, and the batch in flight
-//! when the connection dropped is sent again, so no row is missing.
+//! Core NATS across a lost connection or a silent server: the statement survives, and
+//! the batch in flight is sent again, so no row is missing.
 //!
 //! A JetStream stream on the server records what arrived: a core subscriber would itself
 //! miss messages while disconnected. But JetStream stores core publishes from a queue
@@ -28,8 +28,9 @@ const ROWS: u64 = 100_000;
 /// time, so that each one's timing is its own.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Publishes ids `0..ROWS` at 40k rows/s through core NATS to `recon.<id % 4>`.
-async fn publish_ids(servers: &str) -> InsertSummary {
+/// Publishes ids `0..ROWS` at 40k rows/s through core NATS to `recon.<id % 4>`, with
+/// the sink's `options` added.
+async fn publish_ids(servers: &str, options: &str) -> InsertSummary {
     // The sink's warnings (disconnect, resend) show in the output of a failing run.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("connector_nats=warn")
@@ -40,7 +41,7 @@ async fn publish_ids(servers: &str) -> InsertSummary {
         .execute(&format!(
             "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', rows_per_second = '40000', row_limit = '{ROWS}');
              INSERT INTO recon SELECT id, concat('recon.', id % 4) AS subject FROM gen
-             WITH (connector = 'nats_sink', servers = '{servers}', subject_field = 'subject', connect_timeout = '2s');"
+             WITH (connector = 'nats_sink', servers = '{servers}', subject_field = 'subject', connect_timeout = '2s'{options});"
         ))
         .await
         .expect("the statement survives the lost connection");
@@ -105,10 +106,39 @@ async fn a_link_cut_twice_mid_statement_loses_no_row() {
             }
         })
     };
-    let summary = publish_ids(link.url()).await;
+    let summary = publish_ids(link.url(), "").await;
     cutter.await.unwrap();
     let retries = summary.delivery.map(|d| d.retries).unwrap_or_default();
     assert!(retries >= 2, "each cut is a retry: {summary:?}");
+
+    let settled = settled_count(&client, "RECON").await;
+    assert!(settled >= ROWS, "only {settled} of {ROWS} rows stored");
+    assert_every_id(&stored_ids(&client, "RECON").await);
+}
+
+/// A server that stops answering for three seconds while the connection stays up: each
+/// batch's confirmation times out (`confirm_timeout` 1 s), the sink ends that connection
+/// and resends the batch on a new one once the server answers again; no row is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_silent_past_confirm_timeout_loses_no_row() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "RECON", &["recon.>"], |_| {}).await;
+    let link = Arc::new(Link::to(&server.url(), None).await);
+    let silencer = {
+        let link = link.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            link.hold_replies();
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+            link.release_replies();
+        })
+    };
+    let summary = publish_ids(link.url(), ", confirm_timeout = '1s'").await;
+    silencer.await.unwrap();
+    let retries = summary.delivery.map(|d| d.retries).unwrap_or_default();
+    assert!(retries >= 1, "the silence is a retry: {summary:?}");
 
     let settled = settled_count(&client, "RECON").await;
     assert!(settled >= ROWS, "only {settled} of {ROWS} rows stored");
@@ -148,7 +178,7 @@ async fn a_server_restart_mid_statement_loses_no_row() {
         server.restart();
         server
     });
-    publish_ids(&url).await;
+    publish_ids(&url, "").await;
     let server = restarter.join().unwrap();
 
     let client = nats_testkit::connect(&server.url()).await;

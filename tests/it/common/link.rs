@@ -71,6 +71,11 @@ impl Link {
         self.replies_held.store(true, Ordering::SeqCst);
     }
 
+    /// Lets the server's replies through again, the held ones first.
+    pub fn release_replies(&self) {
+        self.replies_held.store(false, Ordering::SeqCst);
+    }
+
     /// Drops every connection through the link at once, as a failed network would, and
     /// refuses new ones for `outage`.
     pub fn cut(&self, outage: Duration) {
