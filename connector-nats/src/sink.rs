@@ -218,11 +218,11 @@ impl NatsSink {
             }
             delivery.planner().check_sizes(&mut encoded);
             if encoded.rejections().next().is_some() {
-                if delivery.planner().fails()
-                    && let Err(e) = delivery.planner().check_fail(&encoded, rows_before)
-                {
-                    delivery.settle().await;
-                    return Err(e.into());
+                if delivery.planner().fails() {
+                    // The rows before the bad one are delivered (the server is fine), so
+                    // the error's count is exact and a rerun can start after them.
+                    delivery.flush(&mut retry).await?;
+                    delivery.planner().check_fail(&encoded, rows_before)?;
                 }
                 delivery.planner().log_rejections(&encoded, rows_before);
             }
@@ -368,10 +368,10 @@ impl Delivery {
         }
     }
 
-    /// Before the statement fails for a reason of its own (the query, a row under
-    /// `on_error = 'fail'`): sends nothing more and waits for the acks in flight, each
-    /// until its deadline, so the error's count of confirmed rows is what the stream
-    /// holds, and the error comes within `confirm_timeout` even with the server gone.
+    /// Before the statement fails for its query's error: sends nothing more, and waits
+    /// for the acks in flight, each at most until its deadline, without resending, so the
+    /// error is not held up by retries (the count of confirmed rows it reports may then
+    /// leave out rows the stream stored but whose ack did not come).
     async fn settle(&mut self) {
         match &mut self.mode {
             Mode::JetStream(window) => window.settle().await,

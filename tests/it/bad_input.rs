@@ -399,20 +399,6 @@ async fn line_break_in_a_message_id_under_jetstream_is_dead_lettered_or_fails_cl
     assert_eq!(rows, [Some("2".to_string()), Some("3".into())]);
 }
 
-/// Waits until stream `name` stops growing (JetStream stores core publishes
-/// asynchronously) and returns how many messages it holds.
-async fn settled_count(client: &async_nats::Client, name: &str) -> u64 {
-    let mut settled = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = common::js::stored(client, name).await;
-        if now == settled {
-            return settled;
-        }
-        settled = now;
-    }
-}
-
 /// Core NATS at full speed through many batches: the bad row's error counts exactly the
 /// rows the server received (a stream capturing the subjects holds them), which are all
 /// the batches before the bad row's.
@@ -421,8 +407,10 @@ async fn a_bad_row_after_many_core_batches_counts_exactly_what_the_server_receiv
     let server = NatsServer::start();
     let client = nats_testkit::connect(&server.url()).await;
     common::js::create_stream(&client, "HELD", &["ok.>"], |_| {}).await;
+    // One partition: rows reach the sink in the query's order, so row 77777 is id 77777.
     let script = format!(
-        "INSERT INTO out SELECT value AS id, \
+        "SET datafusion.execution.target_partitions = 1;
+         INSERT INTO out SELECT value AS id, \
            CASE WHEN value = 77777 THEN NULL ELSE concat('ok.', value % 8) END AS subject \
          FROM generate_series(1, 100000) \
          WITH (connector = 'nats_sink', servers = '{}', subject_field = 'subject');",
@@ -431,7 +419,10 @@ async fn a_bad_row_after_many_core_batches_counts_exactly_what_the_server_receiv
     let output = run_script(&script, &[]);
     assert_fails_with(&output, &["row 77777: column 'subject' is null"]);
     let confirmed = confirmed_in_error(&stderr(&output));
-    assert_eq!(settled_count(&client, "HELD").await, confirmed);
+    assert_eq!(
+        common::js::settled_at_least(&client, "HELD", confirmed).await,
+        confirmed
+    );
     // DataFusion's batches hold 8192 rows: nine were sent, none of the bad row's.
     assert_eq!(confirmed, 9 * 8192);
 }
@@ -444,7 +435,8 @@ async fn an_out_of_range_nested_value_counts_exactly_what_the_stream_holds() {
     let client = nats_testkit::connect(&server.url()).await;
     common::js::create_stream(&client, "HELD", &["ok.>"], |_| {}).await;
     let script = format!(
-        "INSERT INTO out SELECT value AS id, concat('ok.', value % 8) AS subject, \
+        "SET datafusion.execution.target_partitions = 1;
+         INSERT INTO out SELECT value AS id, concat('ok.', value % 8) AS subject, \
            named_struct('at', to_timestamp_seconds( \
              CASE WHEN value = 20000 THEN 9223372036854775807 ELSE value END)) AS detail \
          FROM generate_series(0, 29999) \

@@ -80,8 +80,15 @@ impl Running {
         Samples(samples)
     }
 
-    /// Stops the run as Ctrl-C would; returns its whole stdout and stderr once it exited 0.
+    /// Stops the run as Ctrl-C would, once its last statement (the keep-alive) is
+    /// publishing: a signal between statements leaves one unrun, which exits 3. Returns
+    /// the whole stdout and stderr once it exited 0.
     fn interrupt(mut self) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.scrape().get("rows_published_total", "live") == 0.0 {
+            assert!(Instant::now() < deadline, "the keep-alive never published");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let pid = self.child.id().to_string();
         let status = std::process::Command::new("kill")
             .args(["-INT", &pid])

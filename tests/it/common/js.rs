@@ -36,6 +36,26 @@ pub async fn stored(client: &Client, name: &str) -> u64 {
     stream.info().await.unwrap().state.messages
 }
 
+/// How many messages stream `name` holds once it holds at least `at_least` and has
+/// stopped growing for half a second (JetStream stores core publishes asynchronously, so
+/// what a core publisher had confirmed may still be arriving). Fails after 30 s.
+pub async fn settled_at_least(client: &Client, name: &str, at_least: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = stored(client, name).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = stored(client, name).await;
+        if now >= at_least && now == last {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream {name} holds {now} messages after 30 s, expected at least {at_least}"
+        );
+        last = now;
+    }
+}
+
 /// Every message stream `name` holds, in stream order.
 pub async fn read_all(client: &Client, name: &str) -> Vec<jetstream::Message> {
     let count = stored(client, name).await as usize;
@@ -101,23 +121,23 @@ pub fn assert_each_id_once(messages: &[jetstream::Message], rows: u64) {
     );
 }
 
-/// A row stored after a later row of its subject: its subject and id, the id stored just
-/// before it on that subject, and its stream sequence.
+/// A row stored after a later row of its subject: its subject and id, the highest id
+/// stored before it on that subject, and its stream sequence.
 pub type Late = (String, u64, u64, u64);
 
 /// The rows of `messages` (in stream order, see [`read_all`]) stored after a later row
 /// of their subject, by the rows' `id` (a JSON payload field, increasing in the query).
 pub fn out_of_query_order(messages: &[jetstream::Message]) -> Vec<Late> {
-    let mut previous: BTreeMap<String, u64> = BTreeMap::new();
+    let mut highest: BTreeMap<String, u64> = BTreeMap::new();
     let mut late = Vec::new();
     for m in messages {
         let id = nats_testkit::payload_json(m)["id"].as_u64().expect("an id");
-        if let Some(before) = previous.insert(m.subject.to_string(), id)
-            && before > id
-        {
+        let top = highest.entry(m.subject.to_string()).or_insert(id);
+        if *top > id {
             let sequence = m.info().expect("a stream message").stream_sequence;
-            late.push((m.subject.to_string(), id, before, sequence));
+            late.push((m.subject.to_string(), id, *top, sequence));
         }
+        *top = (*top).max(id);
     }
     eprintln!(
         "{} rows were stored after a later row of their subject",

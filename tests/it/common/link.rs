@@ -15,6 +15,7 @@ pub struct Link {
     cuts: watch::Sender<u64>,
     refuse_until: Arc<Mutex<Instant>>,
     replies_held: Arc<AtomicBool>,
+    requests_held: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -27,11 +28,13 @@ impl Link {
         let (cuts, _) = watch::channel(0);
         let refuse_until = Arc::new(Mutex::new(Instant::now()));
         let replies_held = Arc::new(AtomicBool::new(false));
+        let requests_held = Arc::new(AtomicBool::new(false));
         let link = Link {
             url,
             cuts: cuts.clone(),
             refuse_until: refuse_until.clone(),
             replies_held: replies_held.clone(),
+            requests_held: requests_held.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -44,15 +47,15 @@ impl Link {
                     continue;
                 };
                 let mut cut = cuts.subscribe();
-                let held = replies_held.clone();
+                let (replies, requests) = (replies_held.clone(), requests_held.clone());
                 tokio::spawn(async move {
                     let (from_client, to_client) = client.into_split();
                     let (from_server, to_server) = server.into_split();
                     // Whichever ends first ends both directions; dropping the sockets
                     // with data unread resets them, so what was in flight is lost.
                     tokio::select! {
-                        _ = pump(from_client, to_server, bytes_per_second, None) => {}
-                        _ = pump(from_server, to_client, None, Some(held)) => {}
+                        _ = pump(from_client, to_server, bytes_per_second, requests) => {}
+                        _ = pump(from_server, to_client, None, replies) => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -71,9 +74,12 @@ impl Link {
         self.replies_held.store(true, Ordering::SeqCst);
     }
 
-    /// Lets the server's replies through again, the held ones first.
-    pub fn release_replies(&self) {
-        self.replies_held.store(false, Ordering::SeqCst);
+    /// From now on, holds back everything in both directions while the connections stay
+    /// up: a network that has stopped delivering. [`Link::cut`] ends it, dropping what
+    /// was held.
+    pub fn hold_everything(&self) {
+        self.requests_held.store(true, Ordering::SeqCst);
+        self.hold_replies();
     }
 
     /// Drops every connection through the link at once, as a failed network would, and
@@ -81,6 +87,8 @@ impl Link {
     pub fn cut(&self, outage: Duration) {
         *self.refuse_until.lock().unwrap() = Instant::now() + outage;
         self.cuts.send_modify(|n| *n += 1);
+        self.requests_held.store(false, Ordering::SeqCst);
+        self.replies_held.store(false, Ordering::SeqCst);
     }
 }
 
@@ -88,13 +96,13 @@ async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     bytes_per_second: Option<usize>,
-    held: Option<Arc<AtomicBool>>,
+    held: Arc<AtomicBool>,
 ) {
     // 20 chunks a second make the rate.
     let chunk = bytes_per_second.map_or(64 * 1024, |rate| (rate / 20).max(1));
     let mut buffer = vec![0u8; chunk];
     loop {
-        while held.as_ref().is_some_and(|h| h.load(Ordering::SeqCst)) {
+        while held.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         match from.read(&mut buffer).await {

@@ -186,7 +186,11 @@ impl Atomic {
             .await
             .map_err(AckError::into_failure)?;
         let deadline = Instant::now() + self.acks.confirm_timeout;
-        match self.acks.wait(link, &mut ack, deadline).await {
+        match self
+            .acks
+            .wait(link, &mut ack, deadline, &last.subject)
+            .await
+        {
             Ok(ack) => {
                 debug!(batch = %batch_id, seq = ack.sequence, "nats_sink: atomic batch committed");
                 Ok(Committed::Atomic)
@@ -217,10 +221,10 @@ impl Atomic {
         }
         let deadline = Instant::now() + self.acks.confirm_timeout;
         let mut duplicates = 0;
-        for ack in &mut acks {
+        for (ack, m) in acks.iter_mut().zip(messages) {
             let ack: PublishAck = self
                 .acks
-                .wait(link, ack, deadline)
+                .wait(link, ack, deadline, &m.subject)
                 .await
                 .map_err(AckError::into_failure)?;
             duplicates += u64::from(ack.duplicate);
@@ -240,7 +244,7 @@ impl Atomic {
         }
         match link.js().send_publish(m.subject.clone(), publish).await {
             Ok(ack) => Ok(ack.into_future().fuse()),
-            Err(e) => Err(self.acks.failure(link, &e).await),
+            Err(e) => Err(self.acks.failure(link, &e, &m.subject).await),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
-    AccountErrorKind, GetStreamByNameErrorKind, GetStreamErrorKind,
+    AccountErrorKind, GetStreamByNameErrorKind, GetStreamError, GetStreamErrorKind,
 };
 use async_trait::async_trait;
 use tracing::{info, warn};
@@ -140,36 +140,14 @@ async fn check(
             });
         }
     }
-    let stream = match js.get_stream(name).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            return Err(match e.kind() {
-                GetStreamErrorKind::JetStream(api)
-                    if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    fail(format!(
-                        "the stream does not exist: create it first (for example `nats stream add {name} --subjects '<subjects>'`), or fix 'stream'"
-                    ))
-                }
-                GetStreamErrorKind::JetStream(api)
-                    if matches!(
-                        api.error_code(),
-                        ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER
-                    ) =>
-                {
-                    Failure::Transient(
-                        TransientKind::NoLeader,
-                        format!("the stream has no leader yet: {api}"),
-                    )
-                }
-                GetStreamErrorKind::Request => Failure::Transient(
-                    TransientKind::Timeout,
-                    format!("cannot read the stream's configuration: {e}"),
-                ),
-                _ => fail(format!("cannot read the stream's configuration: {e}")),
-            });
-        }
-    };
+    let stream = js.get_stream(name).await.map_err(|e| {
+        stream_unreadable(&e, || {
+            fail(format!(
+                "the stream does not exist: create it first (for example `nats stream add {name} --subjects '<subjects>'`), or fix 'stream'"
+            ))
+        })
+        .unwrap_or_else(|| fail(format!("cannot read the stream's configuration: {e}")))
+    })?;
     let info = stream.cached_info();
     let captures = Captures::new(name, info.config.subjects.clone());
     if info.config.no_ack {
@@ -195,24 +173,29 @@ async fn check(
                     "no stream captures dead_letter_subject '{subject}': create one that does (dead letters are stored and acknowledged like rows)"
                 )));
             }
-            Err(e) => {
+            // The request went unanswered (the kind async-nats gives a timeout).
+            Err(e) if matches!(e.kind(), GetStreamByNameErrorKind::Request) => {
                 return Err(Failure::Transient(
                     TransientKind::Timeout,
                     format!("cannot find the stream for dead_letter_subject '{subject}': {e}"),
                 ));
             }
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot find the stream for dead_letter_subject '{subject}': {e}"
+                )));
+            }
         };
         // Dead letters go to their own stream: its limit is theirs.
         if dead_letters != *name {
-            let info = match js.get_stream(&dead_letters).await {
-                Ok(stream) => stream.cached_info().clone(),
-                Err(e) => {
-                    return Err(Failure::Transient(
-                        TransientKind::Timeout,
-                        format!("cannot read dead-letter stream '{dead_letters}': {e}"),
-                    ));
-                }
+            let problem = |e: &dyn std::fmt::Display| {
+                format!("cannot read dead-letter stream '{dead_letters}': {e}")
             };
+            let stream = js.get_stream(&dead_letters).await.map_err(|e| {
+                stream_unreadable(&e, || fail(problem(&"it no longer exists")))
+                    .unwrap_or_else(|| fail(problem(&e)))
+            })?;
+            let info = stream.cached_info();
             dead_letter_limit = Some(message_limit(
                 info.config.max_message_size,
                 connection.max_payload(),
@@ -243,6 +226,33 @@ async fn check(
         limit,
         dead_letter_limit,
     })
+}
+
+/// The failure for a stream that cannot be read: `missing()` when it does not exist,
+/// transient when it has no leader or the request went unanswered; `None` for anything
+/// else, which the caller reports as permanent.
+fn stream_unreadable(e: &GetStreamError, missing: impl FnOnce() -> Failure) -> Option<Failure> {
+    match e.kind() {
+        GetStreamErrorKind::JetStream(api) if api.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+            Some(missing())
+        }
+        GetStreamErrorKind::JetStream(api)
+            if matches!(
+                api.error_code(),
+                ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER
+            ) =>
+        {
+            Some(Failure::Transient(
+                TransientKind::NoLeader,
+                format!("the stream has no leader yet: {api}"),
+            ))
+        }
+        GetStreamErrorKind::Request => Some(Failure::Transient(
+            TransientKind::Timeout,
+            format!("cannot read the stream's configuration: {e}"),
+        )),
+        _ => None,
+    }
 }
 
 fn report_dedup(stream: &str, window: Duration, msg_id_field: Option<&str>) {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::deliver::driver::Link;
 use crate::deliver::failure::{Failure, TransientKind};
+use crate::deliver::jetstream::captures::Captures;
 use crate::deliver::jetstream::classify::{Classified, classify};
 
 /// How often a wait for an ack checks whether the connection was lost or the server
@@ -64,18 +65,21 @@ impl StreamAcks {
     /// Waits for `ack` until `deadline`. An ack failure, a lost connection (the ack can
     /// no longer come) and an error the server reported asynchronously (a permissions
     /// violation) end the wait early.
+    /// `subject` is the message's, to tell a stream that stopped capturing it from one
+    /// without a leader.
     pub(crate) async fn wait(
         &self,
         link: &Link,
         ack: &mut AckFuture,
         deadline: Instant,
+        subject: &str,
     ) -> Result<PublishAck, AckError> {
         loop {
             // The ack first: one that arrived before the connection was lost still counts.
             let slice = deadline.min(Instant::now() + POLL);
             match tokio::time::timeout_at(slice, &mut *ack).await {
                 Ok(Ok(ack)) => return Ok(ack),
-                Ok(Err(e)) => return Err(self.failure(link, &e).await),
+                Ok(Err(e)) => return Err(self.failure(link, &e, subject).await),
                 Err(_) => {}
             }
             if link.connection.lost() {
@@ -105,7 +109,7 @@ impl StreamAcks {
 
     /// The class of a failed ack; "no responders" is settled by asking whether the stream
     /// still exists (it did at the start), and what it captures now.
-    pub(crate) async fn failure(&self, link: &Link, err: &PublishError) -> AckError {
+    pub(crate) async fn failure(&self, link: &Link, err: &PublishError, subject: &str) -> AckError {
         AckError::Failed(match classify(err, &self.stream, link.connection.lost()) {
             Classified::Failure(Failure::Transient(TransientKind::IncompleteBatch, reason)) => {
                 // A message of the batch did not reach the stream: if the server refused
@@ -128,7 +132,9 @@ impl StreamAcks {
                             self.stream
                         ),
                     ),
-                    Ok(Ok(stream)) => self.no_responders(&stream.cached_info().config.subjects),
+                    Ok(Ok(stream)) => {
+                        self.no_responders(subject, &stream.cached_info().config.subjects)
+                    }
                     Ok(Err(e)) => match e.kind() {
                         GetStreamErrorKind::JetStream(api)
                             if api.error_code() == ErrorCode::STREAM_NOT_FOUND =>
@@ -151,11 +157,11 @@ impl StreamAcks {
         })
     }
 
-    /// Nobody answered on a subject of a stream that exists: a leader election, unless
-    /// the stream's subjects were edited so that one it captured at the start is gone,
-    /// which no retry can mend.
-    fn no_responders(&self, subjects_now: &[String]) -> Failure {
-        if self.subjects.iter().all(|s| subjects_now.contains(s)) {
+    /// Nobody answered on `subject`, and the stream exists: a leader election, unless
+    /// its subjects were edited so that it no longer captures `subject`, which no retry
+    /// can mend.
+    fn no_responders(&self, subject: &str, subjects_now: &[String]) -> Failure {
+        if Captures::new(&self.stream, subjects_now.to_vec()).matches(subject) {
             return Failure::Transient(
                 TransientKind::NoLeader,
                 format!(
@@ -165,7 +171,7 @@ impl StreamAcks {
             );
         }
         Failure::refused(format!(
-            "the subjects of stream '{}' were changed during the statement, from {} to {}, and a row's subject is no longer captured: restore the subjects, or rerun (rows for subjects the stream does not capture then follow on_error)",
+            "stream '{}' no longer captures subject '{subject}': its subjects were changed during the statement, from {} to {}; restore them, or rerun (rows for subjects the stream does not capture then follow on_error)",
             self.stream,
             self.subjects.join(", "),
             subjects_now.join(", ")

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 
+use async_nats::Subject;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
@@ -46,6 +47,8 @@ struct InFlight {
     batch_seq: u64,
     row: usize,
     dead_letter: bool,
+    /// The message's subject, which a failed ack is classified with.
+    subject: Subject,
     ack: AckFuture,
     /// A failure seen by a non-blocking check: the future is done and must not be polled
     /// again.
@@ -143,6 +146,7 @@ impl Window {
                 if link.connection.lost_at(row) {
                     return Err(Failure::lost("while rows were sent"));
                 }
+                let subject = message.subject.clone();
                 let ack = match publish(link.js(), message).await {
                     Ok(ack) => ack,
                     Err(e) if e.kind() == PublishErrorKind::TimedOut => {
@@ -152,13 +156,17 @@ impl Window {
                                 .into(),
                         ));
                     }
-                    Err(e) => return Err(self.acks.failure(link, &e).await.into_failure()),
+                    Err(e) => {
+                        let failure = self.acks.failure(link, &e, &subject).await;
+                        return Err(failure.into_failure());
+                    }
                 };
                 self.pending[index].next += 1;
                 self.in_flight.push_back(InFlight {
                     batch_seq: seq,
                     row,
                     dead_letter,
+                    subject,
                     ack,
                     failed: None,
                     deadline: Instant::now() + self.acks.confirm_timeout,
@@ -202,10 +210,10 @@ impl Window {
         let acks = &self.acks;
         let front = self.in_flight.front_mut().expect("checked by the caller");
         if let Some(e) = front.failed.take() {
-            return Err(acks.failure(link, &e).await.into_failure());
+            return Err(acks.failure(link, &e, &front.subject).await.into_failure());
         }
         let ack = acks
-            .wait(link, &mut front.ack, front.deadline)
+            .wait(link, &mut front.ack, front.deadline, &front.subject)
             .await
             .map_err(AckError::into_failure)?;
         self.confirm_front(&ack, Instant::now());
@@ -312,6 +320,17 @@ impl Window {
                 self.record_ack(&front, &ack, Instant::now());
             }
         }
+        // Rows skipped are counted when their batch is done; these batches never are.
+        if self.planner.skips() {
+            let skipped = self.pending.iter().map(|p| {
+                p.batch
+                    .rejections()
+                    .filter(|(row, _)| *row < p.next)
+                    .count()
+            });
+            self.metrics.skipped(skipped.sum());
+        }
+        self.pending.clear();
         self.metrics.in_flight(0);
     }
 }
