@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::Client;
-use common::js::{create_stream, read_all, settled_at_least, stored};
+use common::js::{create_stream, read_all, settled_at_least};
 use common::link::Link;
 use futures::StreamExt;
 use nats_testkit::{NatsServer, payload_json};
