@@ -18,8 +18,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use async_nats::Subject;
-use async_nats::client::PublishErrorKind;
 use async_trait::async_trait;
 
 use crate::deliver::driver::{self, Link, Step, Work};
@@ -27,7 +25,7 @@ use crate::deliver::failure::{Failure, TransientKind};
 use crate::deliver::retry::Retry;
 use crate::deliver::rows::{Message, Planned, RowPlanner};
 use crate::encode::EncodedBatch;
-use crate::error::{NatsSinkError, Result};
+use crate::error::Result;
 use crate::metrics::SinkMetrics;
 
 /// One batch, planned: sent whole and confirmed by one barrier.
@@ -158,27 +156,5 @@ async fn publish(link: &Link, m: &Message) -> std::result::Result<(), Failure> {
                 .await
         }
     };
-    sent.map_err(|e| publish_failure(e, &m.subject))
-}
-
-/// What a failed core publish means, from its kind (never its message text). `Send`: the
-/// client stopped taking commands, which it does once its connection is lost (see
-/// `connect`), so it is worth a retry on a new connection.
-pub(crate) fn publish_failure(err: async_nats::PublishError, subject: &Subject) -> Failure {
-    let problem = match err.kind() {
-        PublishErrorKind::Send => {
-            return Failure::Transient(
-                TransientKind::Connection,
-                "the connection to the server was lost before a message was sent".into(),
-            );
-        }
-        PublishErrorKind::MaxPayloadExceeded => format!(
-            "a message to '{subject}' is over the server's max_payload (the server's limit changed during the statement?)"
-        ),
-        PublishErrorKind::InvalidSubject => format!("'{subject}' is not a valid subject"),
-    };
-    Failure::Permanent(NatsSinkError::Publish {
-        problem,
-        source: Some(Box::new(err)),
-    })
+    sent.map_err(|e| Failure::core_publish(e, &m.subject))
 }

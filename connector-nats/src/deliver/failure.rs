@@ -2,6 +2,8 @@
 //! transient (the driver backs off and resends) or permanent (the statement fails). Each
 //! cause has its constructor here, so the same cause reads the same wherever it is met.
 
+use async_nats::{PublishErrorKind, Subject};
+
 use crate::error::NatsSinkError;
 
 /// The kind of a transient failure: the `class` label of the `retries` and `errors`
@@ -68,6 +70,28 @@ impl Failure {
         Failure::Permanent(NatsSinkError::Refused {
             problem,
             published: 0,
+        })
+    }
+
+    /// What a failed core publish means, from its kind (never its message text). `Send`:
+    /// the client stopped taking commands, which it does once its connection is lost
+    /// (see `connect`), so it is worth a retry on a new connection.
+    pub(crate) fn core_publish(err: async_nats::PublishError, subject: &Subject) -> Self {
+        let problem = match err.kind() {
+            PublishErrorKind::Send => {
+                return Failure::Transient(
+                    TransientKind::Connection,
+                    "the connection to the server was lost before a message was sent".into(),
+                );
+            }
+            PublishErrorKind::MaxPayloadExceeded => format!(
+                "a message to '{subject}' is over the server's max_payload (the server's limit changed during the statement?)"
+            ),
+            PublishErrorKind::InvalidSubject => format!("'{subject}' is not a valid subject"),
+        };
+        Failure::Permanent(NatsSinkError::Publish {
+            problem,
+            source: Some(Box::new(err)),
         })
     }
 

@@ -28,7 +28,6 @@ use tracing::{debug, info};
 use async_trait::async_trait;
 use futures::FutureExt;
 
-use crate::deliver::core::publish_failure;
 use crate::deliver::driver::{self, Link, Step, Work};
 use crate::deliver::failure::Failure;
 use crate::deliver::jetstream::stream::{AckError, AckFuture, StreamAcks};
@@ -178,7 +177,7 @@ impl Atomic {
             client
                 .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
                 .await
-                .map_err(|e| publish_failure(e, &m.subject))?;
+                .map_err(|e| Failure::core_publish(e, &m.subject))?;
         }
         let headers = batch_headers(last, &batch_id, messages.len(), true);
         let mut ack = self
