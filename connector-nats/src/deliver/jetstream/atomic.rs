@@ -30,7 +30,7 @@ use futures::FutureExt;
 
 use crate::deliver::driver::{self, Link, Step, Work};
 use crate::deliver::failure::Failure;
-use crate::deliver::jetstream::stream::{AckError, AckFuture, StreamAcks};
+use crate::deliver::jetstream::stream::{AckFuture, Acked, StreamAcks};
 use crate::deliver::retry::Retry;
 use crate::deliver::rows::{BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE, Message, Planned, RowPlanner};
 use crate::encode::EncodedBatch;
@@ -180,21 +180,18 @@ impl Atomic {
                 .map_err(|e| Failure::core_publish(e, &m.subject))?;
         }
         let headers = batch_headers(last, &batch_id, messages.len(), true);
-        let mut ack = self
-            .publish_one(link, last, Some(headers))
-            .await
-            .map_err(AckError::into_failure)?;
+        let mut ack = self.publish_one(link, last, Some(headers)).await?;
         let deadline = Instant::now() + self.acks.confirm_timeout;
         match self
             .acks
             .wait(link, &mut ack, deadline, &last.subject)
             .await
         {
-            Ok(ack) => {
+            Ok(Acked::Stored(ack)) => {
                 debug!(batch = %batch_id, seq = ack.sequence, "nats_sink: atomic batch committed");
                 Ok(Committed::Atomic)
             }
-            Err(AckError::AlreadyStored) => {
+            Ok(Acked::AlreadyStored) => {
                 info!(
                     rows = messages.len(),
                     "nats_sink: the stream already has some of these rows (committed by an earlier run?); sending them one by one so it keeps each exactly once"
@@ -203,7 +200,7 @@ impl Atomic {
                 let duplicates = self.one_by_one(link, &messages).await?;
                 Ok(Committed::OneByOne { duplicates })
             }
-            Err(AckError::Failed(failure)) => Err(failure),
+            Err(failure) => Err(failure),
         }
     }
 
@@ -212,10 +209,7 @@ impl Atomic {
     async fn one_by_one(&self, link: &Link, messages: &[Message]) -> Result<u64, Failure> {
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
-            let ack = self
-                .publish_one(link, m, m.headers.clone())
-                .await
-                .map_err(AckError::into_failure)?;
+            let ack = self.publish_one(link, m, m.headers.clone()).await?;
             acks.push(ack);
         }
         let deadline = Instant::now() + self.acks.confirm_timeout;
@@ -225,7 +219,7 @@ impl Atomic {
                 .acks
                 .wait(link, ack, deadline, &m.subject)
                 .await
-                .map_err(AckError::into_failure)?;
+                .and_then(Acked::stored)?;
             duplicates += u64::from(ack.duplicate);
         }
         Ok(duplicates)
@@ -236,7 +230,7 @@ impl Atomic {
         link: &Link,
         m: &Message,
         headers: Option<HeaderMap>,
-    ) -> Result<AckFuture, AckError> {
+    ) -> Result<AckFuture, Failure> {
         let mut publish = PublishMessage::build().payload(m.payload.clone());
         if let Some(headers) = headers {
             publish = publish.headers(headers);

@@ -22,24 +22,28 @@ use crate::deliver::jetstream::classify::{Classified, classify};
 /// reported an error.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Why an ack did not come.
+/// What the stream answered to a publish, when it answered. Failures are [`Failure`]s.
 #[derive(Debug)]
-pub(crate) enum AckError {
-    /// An atomic batch was refused because the stream has one of its message ids.
+pub(crate) enum Acked {
+    Stored(PublishAck),
+    /// An atomic batch was refused whole because the stream already has one of its
+    /// message ids: not a failure for exactly-once delivery, which then sends the batch
+    /// one by one.
     AlreadyStored,
-    Failed(Failure),
 }
 
-impl AckError {
-    /// As a plain failure, where a duplicate batch is not expected.
-    pub(crate) fn into_failure(self) -> Failure {
+impl Acked {
+    /// The ack of a message stored on its own, where a duplicate batch cannot occur.
+    pub(crate) fn stored(self) -> Result<PublishAck, Failure> {
         match self {
-            AckError::Failed(failure) => failure,
-            AckError::AlreadyStored => Failure::refused(
-                "the stream refused a message as part of a duplicate atomic batch".into(),
-            ),
+            Acked::Stored(ack) => Ok(ack),
+            Acked::AlreadyStored => Err(duplicate_batch()),
         }
     }
+}
+
+fn duplicate_batch() -> Failure {
+    Failure::refused("the stream refused a message as part of a duplicate atomic batch".into())
 }
 
 /// An ack on its way. Fused: a finished ack must never be polled again (async-nats's
@@ -73,44 +77,53 @@ impl StreamAcks {
         ack: &mut AckFuture,
         deadline: Instant,
         subject: &str,
-    ) -> Result<PublishAck, AckError> {
+    ) -> Result<Acked, Failure> {
         loop {
             // The ack first: one that arrived before the connection was lost still counts.
             let slice = deadline.min(Instant::now() + POLL);
             match tokio::time::timeout_at(slice, &mut *ack).await {
-                Ok(Ok(ack)) => return Ok(ack),
-                Ok(Err(e)) => return Err(self.failure(link, &e, subject).await),
+                Ok(Ok(ack)) => return Ok(Acked::Stored(ack)),
+                Ok(Err(e)) => return self.answer(link, &e, subject).await,
                 Err(_) => {}
             }
             if link.connection.lost() {
-                return Err(AckError::Failed(Failure::lost(
-                    "while messages waited for their acks",
-                )));
+                return Err(Failure::lost("while messages waited for their acks"));
             }
             if let Some(refusal) = link.connection.refused_so_far() {
-                return Err(AckError::Failed(refusal));
+                return Err(refusal);
             }
             if Instant::now() >= deadline {
                 // A refused publish gets no ack: make sure no refusal is still on its way.
-                link.connection
-                    .confirm(STATE_CHECK_TIMEOUT)
-                    .await
-                    .map_err(AckError::Failed)?;
-                return Err(AckError::Failed(Failure::Transient(
+                link.connection.confirm(STATE_CHECK_TIMEOUT).await?;
+                return Err(Failure::Transient(
                     TransientKind::Timeout,
                     format!(
                         "no ack from stream '{}' within {:?} (confirm_timeout)",
                         self.stream, self.confirm_timeout
                     ),
-                )));
+                ));
             }
         }
     }
 
-    /// The class of a failed ack; "no responders" is settled by asking whether the stream
-    /// still exists (it did at the start), and what it captures now.
-    pub(crate) async fn failure(&self, link: &Link, err: &PublishError, subject: &str) -> AckError {
-        AckError::Failed(match classify(err, &self.stream, link.connection.lost()) {
+    /// What a failed publish or ack means, where a duplicate batch is not expected.
+    pub(crate) async fn failure(&self, link: &Link, err: &PublishError, subject: &str) -> Failure {
+        match self.answer(link, err, subject).await {
+            Ok(_) => duplicate_batch(),
+            Err(failure) => failure,
+        }
+    }
+
+    /// What a failed publish or ack amounts to: a [`Failure`], or the stream's refusal of
+    /// an atomic batch it already has. "No responders" is settled by asking whether the
+    /// stream still exists (it did at the start), and what it captures now.
+    async fn answer(
+        &self,
+        link: &Link,
+        err: &PublishError,
+        subject: &str,
+    ) -> Result<Acked, Failure> {
+        Err(match classify(err, &self.stream, link.connection.lost()) {
             Classified::Failure(Failure::Transient(TransientKind::IncompleteBatch, reason)) => {
                 // A message of the batch did not reach the stream: if the server refused
                 // it (a permission violation), retrying cannot help.
@@ -120,7 +133,7 @@ impl StreamAcks {
                 }
             }
             Classified::Failure(failure) => failure,
-            Classified::AlreadyStored => return AckError::AlreadyStored,
+            Classified::AlreadyStored => return Ok(Acked::AlreadyStored),
             Classified::NoResponders => {
                 match tokio::time::timeout(STATE_CHECK_TIMEOUT, link.js().get_stream(&self.stream))
                     .await

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::deliver::driver::{self, Link, Step, Work};
 use crate::deliver::failure::{Failure, TransientKind};
-use crate::deliver::jetstream::stream::{AckError, AckFuture, StreamAcks};
+use crate::deliver::jetstream::stream::{AckFuture, Acked, StreamAcks};
 use crate::deliver::retry::Retry;
 use crate::deliver::rows::{Message, Planned, RowPlanner};
 use crate::encode::EncodedBatch;
@@ -157,8 +157,7 @@ impl Window {
                         ));
                     }
                     Err(e) => {
-                        let failure = self.acks.failure(link, &e, &subject).await;
-                        return Err(failure.into_failure());
+                        return Err(self.acks.failure(link, &e, &subject).await);
                     }
                 };
                 self.pending[index].next += 1;
@@ -210,12 +209,12 @@ impl Window {
         let acks = &self.acks;
         let front = self.in_flight.front_mut().expect("checked by the caller");
         if let Some(e) = front.failed.take() {
-            return Err(acks.failure(link, &e, &front.subject).await.into_failure());
+            return Err(acks.failure(link, &e, &front.subject).await);
         }
         let ack = acks
             .wait(link, &mut front.ack, front.deadline, &front.subject)
             .await
-            .map_err(AckError::into_failure)?;
+            .and_then(Acked::stored)?;
         self.confirm_front(&ack, Instant::now());
         self.take_ready();
         Ok(())
