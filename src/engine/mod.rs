@@ -263,20 +263,22 @@ impl Engine {
                 let connector = self.connector_of(&table).await;
                 self.run_insert(at, plan, table, connector).await
             }
-            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
-                let run = async { self.ctx.execute_logical_plan(plan).await?.collect().await };
-                self.within_grace(at, run).await?.map_err(df_err)?;
-                Ok(Outcome::Done {
-                    statement: summary(sql),
-                })
-            }
             _ => {
+                // DDL and statements such as SET or PREPARE answer with no columns and
+                // print as done; any other result is shown, also that of an EXECUTE,
+                // which is a statement too.
+                let statement = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
                 let run = async {
                     let df = self.ctx.execute_logical_plan(plan).await?;
                     let schema = Arc::new(df.schema().as_arrow().clone());
                     Ok((schema, df.collect().await?))
                 };
                 let (schema, batches) = self.within_grace(at, run).await?.map_err(df_err)?;
+                if statement && schema.fields().is_empty() {
+                    return Ok(Outcome::Done {
+                        statement: summary(sql),
+                    });
+                }
                 Ok(Outcome::Query { schema, batches })
             }
         }

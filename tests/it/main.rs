@@ -12,6 +12,7 @@ mod common;
 
 mod bad_input;
 mod cli_sub;
+mod datafusion_slt;
 mod engine_sql;
 mod jetstream;
 mod jetstream_errors;
