@@ -178,6 +178,13 @@ impl Engine {
         &self.shutdown
     }
 
+    /// Replaces the shutdown latch for the statements run from now on. A latch fires
+    /// only once, so an interactive host that stops one statement and goes on gives
+    /// each statement a fresh one.
+    pub fn set_shutdown(&mut self, shutdown: Shutdown) {
+        self.shutdown = shutdown;
+    }
+
     /// The connections defined so far, by name.
     pub fn connections(&self) -> impl Iterator<Item = &Connection> {
         self.connections.values()

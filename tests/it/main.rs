@@ -24,6 +24,7 @@ mod reconnect;
 mod routing;
 mod secrets;
 mod security;
+mod shell;
 mod sql_examples;
 mod streaming;
 mod subject_safety;
