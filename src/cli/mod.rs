@@ -7,13 +7,14 @@
 //! Ctrl-C stopped the run before it completed, 130 a second Ctrl-C aborted the run.
 
 mod connectors;
-mod metrics;
+mod http;
 mod print;
 mod progress;
 mod run;
 mod session;
 mod shell;
 mod signals;
+mod status_page;
 mod sub;
 
 use std::io::IsTerminal;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::metrics;
+use super::http;
 use super::print::format_outcome;
 use super::progress::{ProgressLine, ProgressMode};
 use crate::engine::{DEFAULT_STOP_GRACE, Engine, Outcome, SignalStop};
@@ -26,8 +26,9 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub threads: usize,
 
-    /// Serve the sinks' Prometheus metrics at http://HOST:PORT/metrics while statements
-    /// run (port 0 picks a free port; the address is printed on stderr).
+    /// Serve a live status page at http://HOST:PORT/ (its figures as JSON at
+    /// /status.json) and the sinks' Prometheus metrics at /metrics while statements run
+    /// (port 0 picks a free port; the address is printed on stderr).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
 
@@ -57,7 +58,7 @@ impl Session {
         let mut engine = Engine::with_shutdown(shutdown);
         engine.set_stop_grace(grace);
         if let Some(addr) = &args.metrics_addr {
-            metrics::serve(addr, engine.registry())?;
+            http::serve(addr, engine.registry(), engine.status_board())?;
         }
         let progress = ProgressLine::for_mode(args.progress);
         if let Some(line) = &progress {

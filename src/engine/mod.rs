@@ -26,6 +26,7 @@
 mod connector_statements;
 mod outcome;
 mod progress;
+mod status;
 mod stop;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 
 pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome, SignalStop};
 pub use self::progress::{InsertProgress, Progress};
+pub use self::status::{SinkStatus, SourceStatus, State, Status, StatusBoard};
 pub use self::stop::DEFAULT_STOP_GRACE;
 use self::unbounded_latency::UnboundedLatency;
 use crate::connectors::NatsSinkConnector;
@@ -81,6 +83,7 @@ pub struct Engine {
     shutdown: Shutdown,
     stop_grace: Duration,
     progress: Option<Progress>,
+    board: StatusBoard,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,6 +133,7 @@ impl Engine {
         }
         Self {
             ctx: SessionContext::new_with_state(builder.build()),
+            board: StatusBoard::new(registry.clone()),
             registry,
             connections: BTreeMap::new(),
             connector_tables: HashMap::new(),
@@ -162,6 +166,11 @@ impl Engine {
     /// The DataFusion session, e.g. to register tables or functions before running SQL.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// What is running now: a host's live status view reads it from any thread.
+    pub fn status_board(&self) -> StatusBoard {
+        self.board.clone()
     }
 
     /// The registered connectors.
@@ -324,6 +333,7 @@ impl Engine {
         let (physical, input) =
             stop::stop_sink_input(physical, &self.shutdown.signal()).map_err(df_err)?;
         let table_name = table.to_string();
+        let _on_board = self.board.enter(&table_name, Arc::clone(&physical));
         let collect = datafusion::physical_plan::collect(physical.clone(), task_ctx);
         let run = async {
             match &self.progress {

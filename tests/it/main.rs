@@ -26,5 +26,6 @@ mod secrets;
 mod security;
 mod shell;
 mod sql_examples;
+mod status_page;
 mod streaming;
 mod subject_safety;

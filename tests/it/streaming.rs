@@ -315,12 +315,13 @@ async fn low_rate_rows_arrive_promptly_through_a_hash_repartition() {
 // ---------------------------------------------------------------------------------------
 
 mod one_signal {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::process::{Child, ExitStatus};
-    use std::sync::mpsc::{Receiver, channel};
+    use std::sync::mpsc::Receiver;
     use std::time::{Duration, Instant};
 
     use super::common::js::{create_stream, stored};
+    use super::common::running::lines;
     use super::common::spawn_with_args;
     use nats_testkit::NatsServer;
 
@@ -458,19 +459,6 @@ mod one_signal {
             );
             confirmed
         }
-    }
-
-    fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
     }
 
     /// The rows-confirmed figure of a progress line (`INSERT INTO t: N rows confirmed, ...`).
