@@ -159,7 +159,7 @@ impl Engine {
     pub fn builtin_registry() -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(NatsSinkConnector));
-        registry.register(Arc::new(DatagenConnector));
+        registry.register(Arc::new(DatagenConnector::default()));
         registry
     }
 
