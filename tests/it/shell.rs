@@ -3,7 +3,7 @@
 //! running INSERT shows its progress line, Ctrl-C stops only that statement (its
 //! summary gives the rows confirmed, which is what a subscriber received) and the prompt
 //! comes back for the next statement; `\q` leaves with exit code 0 and the history file
-//! holds what was typed.
+//! holds what was typed. Also the one-liners of `run -c` and piped input.
 
 use std::process::Command;
 use std::time::Duration;
@@ -118,4 +118,58 @@ async fn ctrl_c_stops_only_the_running_insert_and_the_session_goes_on() {
             "history lacks {typed:?}:\n{history}"
         );
     }
+}
+
+/// `run -c` runs statements given on the command line, each `-c` ending one, with the
+/// output and exit codes of a file; `streamsql` with piped input runs it as a script.
+#[tokio::test]
+async fn one_liners_and_piped_input_run_like_a_file() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = nats_testkit::connect(&url).await;
+    let mut pings = Collector::subscribe(&client, "oneliner.ping").await;
+    let output = crate::common::streamsql()
+        .args([
+            "run",
+            "-c",
+            &format!("CREATE CONNECTION c FROM nats_sink WITH (servers = '{url}')"),
+            "-c",
+            "INSERT INTO out SELECT value AS id FROM generate_series(1, 3) \
+             WITH (connection = 'c', subject = 'oneliner.ping') -- no ';' needed",
+            "-c",
+            "SELECT md5('order-42') AS msg_id;",
+        ])
+        .output()
+        .unwrap();
+    let out = crate::common::stdout(&output);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(crate::common::inserted_rows(&out, "out"), 3);
+    assert!(out.contains("4f416b0c12aa8c754209da955fb755cc"), "{out}");
+    let received = pings.collect(3, Duration::from_secs(10)).await;
+    let ids: Vec<_> = received
+        .iter()
+        .map(|m| payload_json(m)["id"].clone())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+
+    // A bad statement: exit 1 naming it; a script given twice: a usage error.
+    let output = crate::common::streamsql()
+        .args(["run", "-c", "SELECT 1", "-c", "SELEC 2"])
+        .output()
+        .unwrap();
+    crate::common::assert_fails_with(&output, &["error: statement 2", "SELEC"]);
+    let output = crate::common::streamsql()
+        .args(["run", "x.sql", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(crate::common::stderr(&output).contains("cannot be used with"));
+
+    // Piped into the shell: run as a script.
+    let output = crate::common::run_with_args(&[], "SELECT 6 * 7 AS answer;", &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        crate::common::stdout(&output).contains("| 42 "),
+        "{output:?}"
+    );
 }
