@@ -286,8 +286,14 @@ impl Engine {
                 let statement = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
                 let run = async {
                     let df = self.ctx.execute_logical_plan(plan).await?;
-                    let schema = Arc::new(df.schema().as_arrow().clone());
-                    Ok((schema, df.collect().await?))
+                    let task_ctx = Arc::new(df.task_ctx());
+                    // The executed plan's schema, not the DataFrame's: that one is read
+                    // before type coercion, so `SELECT 1 UNION ALL SELECT 'a'` would be
+                    // labelled Int64 over rows of Utf8.
+                    let physical = df.create_physical_plan().await?;
+                    let schema = physical.schema();
+                    let batches = datafusion::physical_plan::collect(physical, task_ctx).await?;
+                    Ok((schema, batches))
                 };
                 let (schema, batches) = self.within_grace(at, run).await?.map_err(df_err)?;
                 if statement && schema.fields().is_empty() {
