@@ -28,6 +28,16 @@ fn shell(history: &std::path::Path) -> expectrl::session::OsSession {
     session
 }
 
+/// Asserts the shell exited with code 0 (nix's WaitStatus, read through its Debug form:
+/// `Exited(Pid(..), 0)`).
+fn assert_exited_0(session: &mut expectrl::session::OsSession) {
+    let status = format!("{:?}", session.get_process().wait().unwrap());
+    assert!(
+        status.starts_with("Exited(") && status.ends_with(", 0)"),
+        "{status}"
+    );
+}
+
 /// The first capture of `pattern` in the shell's output, as text.
 fn capture(session: &mut expectrl::session::OsSession, pattern: &str) -> String {
     let found = session
@@ -87,14 +97,10 @@ async fn ctrl_c_stops_only_the_running_insert_and_the_session_goes_on() {
         sh.expect("nats_sink (sink)").unwrap();
         sh.send_line("\\nope").unwrap();
         sh.expect("unknown command '\\nope'").unwrap();
-        sh.send_line("\\q").unwrap();
+        // Ctrl-D at an empty prompt leaves.
+        sh.send(ControlCode::EndOfTransmission).unwrap();
         sh.expect(Eof).unwrap();
-        // nix's WaitStatus, read through its Debug form: `Exited(Pid(..), 0)`.
-        let status = format!("{:?}", sh.get_process().wait().unwrap());
-        assert!(
-            status.starts_with("Exited(") && status.ends_with(", 0)"),
-            "{status}"
-        );
+        assert_exited_0(&mut sh);
         (
             confirmed,
             std::fs::read_to_string(dir.path().join("history")).unwrap(),
@@ -118,6 +124,24 @@ async fn ctrl_c_stops_only_the_running_insert_and_the_session_goes_on() {
             "history lacks {typed:?}:\n{history}"
         );
     }
+}
+
+/// `\q` leaves too, and the history of an earlier session is there to recall.
+#[test]
+fn backslash_q_leaves_and_the_history_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    std::fs::write(&history, "#V2\nSELECT 1 AS kept;\n").unwrap();
+    let mut sh = shell(&history);
+    sh.expect(PROMPT).unwrap();
+    // Up arrow recalls the last entry of the history file; Enter runs it.
+    sh.send("\x1b[A").unwrap();
+    sh.send_line("").unwrap();
+    sh.expect("| kept |").unwrap();
+    sh.expect(PROMPT).unwrap();
+    sh.send_line("\\q").unwrap();
+    sh.expect(Eof).unwrap();
+    assert_exited_0(&mut sh);
 }
 
 /// `run -c` runs statements given on the command line, each `-c` ending one, with the
