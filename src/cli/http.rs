@@ -65,8 +65,8 @@ pub(super) fn serve(
         .spawn(move || runtime.block_on(accept(listener, views)))
         .map_err(|e| format!("cannot start the metrics server: {e}"))?;
     // Always said: with port 0 this is the only way to learn the port.
-    eprintln!("serving metrics at http://{bound}/metrics");
-    eprintln!("status page at http://{bound}/");
+    say!("serving metrics at http://{bound}/metrics");
+    say!("status page at http://{bound}/");
     Ok(bound)
 }
 

@@ -6,6 +6,16 @@
 //! as `error: <message>`), 2 bad arguments (clap), [`EXIT_STOPPED`] (3) the first
 //! Ctrl-C stopped the run before it completed, 130 a second Ctrl-C aborted the run.
 
+/// `eprintln!` that cannot panic: a message for a stderr nobody reads any more (a closed
+/// pipe) is dropped, where `eprintln!` would panic, and on the signal thread lose the
+/// signal. Defined before the modules so that they all use it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod connectors;
 mod http;
 mod print;
@@ -65,7 +75,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(message) = init_logging(cli.log_level.as_deref()) {
-        eprintln!("error: {message}");
+        say!("error: {message}");
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
@@ -78,7 +88,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             ExitCode::FAILURE
         }
     }

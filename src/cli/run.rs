@@ -99,7 +99,7 @@ async fn run_script(
     for (i, statement) in statements.iter().enumerate() {
         if shutdown.is_triggered() {
             let left = statements.len() - i;
-            eprintln!("stopped on signal: {left} statement(s) not run");
+            say!("stopped on signal: {left} statement(s) not run");
             // Statements after an unbounded insert could never run: the run ended the
             // way it was written to.
             completed = ended_unbounded;

@@ -107,7 +107,7 @@ pub(super) async fn execute(
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(stopped @ EngineError::Stopped { .. }) => {
-            eprintln!("{stopped}");
+            say!("{stopped}");
             return Ok(Ran::Cancelled);
         }
         Err(e) => return Err(e.to_string()),

@@ -67,7 +67,7 @@ pub(super) fn install_stop(shutdown: Shutdown, grace: Duration) -> Result<(), St
         let name = caught.name();
         seen += 1;
         if seen == 1 {
-            eprintln!(
+            say!(
                 "received {name}: stopping the inputs; rows read get up to {}s to be confirmed \
                  (send it again to abort)",
                 grace.as_secs_f64()
@@ -75,7 +75,7 @@ pub(super) fn install_stop(shutdown: Shutdown, grace: Duration) -> Result<(), St
             tracing::info!(signal = name, "shutdown requested");
             shutdown.trigger();
         } else {
-            eprintln!("received {name} (second signal): aborting");
+            say!("received {name} (second signal): aborting");
             std::process::exit(130);
         }
     })

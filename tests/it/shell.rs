@@ -3,7 +3,8 @@
 //! running INSERT shows its progress line, Ctrl-C stops only that statement (its
 //! summary gives the rows confirmed, which is what a subscriber received) and the prompt
 //! comes back for the next statement; `\q` leaves with exit code 0 and the history file
-//! holds what was typed. Also the one-liners of `run -c` and piped input.
+//! holds what was typed. Also the one-liners of `run -c`, piped input, and signals when
+//! stderr is a closed pipe.
 
 use std::process::Command;
 use std::time::Duration;
@@ -196,4 +197,49 @@ async fn one_liners_and_piped_input_run_like_a_file() {
         crate::common::stdout(&output).contains("| 42 "),
         "{output:?}"
     );
+}
+
+/// A signal still stops `run` when nobody reads its stderr any more (a supervisor's log
+/// reader gone): what it would say there is dropped, not a panic that loses the signal.
+#[test]
+fn a_signal_stops_the_run_when_stderr_is_a_closed_pipe() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = crate::common::streamsql()
+        .args([
+            "run",
+            "-c",
+            "CREATE TABLE g (id BIGINT) WITH (connector = 'datagen', rows_per_second = '10')",
+            "-c",
+            "SELECT id FROM g",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    // Signals are watched before the first statement runs.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("CREATE TABLE g"), "{first}");
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    // Generous: the statement gets the 5 s grace period, then is cancelled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the run ignored SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // A SELECT over an unbounded source cancelled after the grace period: exit 3.
+    assert_eq!(status.code(), Some(3), "{status}");
 }

@@ -40,7 +40,7 @@ impl Interrupts {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         match running.as_ref() {
             Some(now) if !now.stop.is_triggered() => {
-                eprintln!(
+                say!(
                     "\nreceived {name}: stopping the statement; rows read get up to {}s to be \
                      confirmed (Ctrl-C again aborts it)",
                     grace.as_secs_f64()
@@ -49,7 +49,7 @@ impl Interrupts {
             }
             Some(now) => now.abort.trigger(),
             None if caught == Caught::Terminate => {
-                eprintln!("received {name}: leaving the shell");
+                say!("received {name}: leaving the shell");
                 std::process::exit(0);
             }
             None => {}

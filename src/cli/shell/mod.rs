@@ -79,7 +79,7 @@ pub(super) fn run(args: ShellArgs) -> Result<ExitCode, String> {
             match command(&entry, &session.engine) {
                 Ok(Next::Quit) => break,
                 Ok(Next::Print(text)) => println!("{text}"),
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => say!("error: {e}"),
             }
             continue;
         }
@@ -106,7 +106,7 @@ async fn run_entry(
 ) {
     let statements = match Engine::parse_script(entry) {
         Ok(statements) => statements,
-        Err(e) => return eprintln!("error: {e}"),
+        Err(e) => return say!("error: {e}"),
     };
     for (i, statement) in statements.iter().enumerate() {
         let mut abort = interrupts.begin(engine).signal();
@@ -117,12 +117,12 @@ async fn run_entry(
         let stopped = interrupts.end();
         match result {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return eprintln!("error: {e}"),
+            Some(Err(e)) => return say!("error: {e}"),
             None => {
                 if let Some(line) = progress {
                     line.clear();
                 }
-                return eprintln!(
+                return say!(
                     "aborted: the statement was dropped at once; rows it had sent but not yet \
                      confirmed may or may not have arrived"
                 );
@@ -130,7 +130,7 @@ async fn run_entry(
         }
         let left = statements.len() - i - 1;
         if stopped && left > 0 {
-            return eprintln!("stopped: {left} statement(s) of this entry not run");
+            return say!("stopped: {left} statement(s) of this entry not run");
         }
     }
 }

@@ -64,7 +64,6 @@ impl Running {
         }
     }
 
-    /// Stops the run as Ctrl-C would; returns its whole stdout and stderr once it exited 0.
     /// `http://HOST:PORT` of the server, without a path.
     pub fn base(&self) -> &str {
         self.metrics.trim_end_matches("/metrics")
@@ -75,6 +74,7 @@ impl Running {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Stops the run as Ctrl-C would; returns its whole stdout and stderr once it exited 0.
     pub fn interrupt(mut self) -> (String, String) {
         let pid = self.child.id().to_string();
         let status = std::process::Command::new("kill")
@@ -87,6 +87,17 @@ impl Running {
         assert!(status.success(), "{status}; stderr: {stderr:?}");
         self.stdout_seen.extend(self.stdout.iter());
         (self.stdout_seen.join("\n"), stderr.join("\n"))
+    }
+}
+
+/// A test that fails before [`Running::interrupt`] must not leave the run (often an
+/// unbounded source) going for the rest of the suite.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
