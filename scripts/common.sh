@@ -42,6 +42,29 @@ ensure_nats_server() {
     fi
 }
 
+# Makes a headless browser runnable for the status page's test: `chromium` (or
+# $CHROMIUM_BIN), installing Debian's package when it is missing, and prints its version.
+ensure_chromium() {
+    local bin="${CHROMIUM_BIN:-chromium}"
+    if ! command -v "$bin" >/dev/null 2>&1; then
+        if [ -n "${CHROMIUM_BIN:-}" ]; then
+            echo "CHROMIUM_BIN=$CHROMIUM_BIN is not an executable" >&2
+            return 1
+        fi
+        echo "chromium not found; installing it: apt-get install chromium" >&2
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null ||
+            {
+                echo "cannot install chromium; install Debian's package 'chromium' or set CHROMIUM_BIN" >&2
+                return 1
+            }
+        hash -r
+    fi
+    echo "$("$bin" --version 2>/dev/null) ($(command -v "$bin"))"
+}
+
 # pip puts the binary in the interpreter's scripts directory, or the user one for
 # --user installs; neither has to be on PATH (pyenv, CI images).
 _add_python_scripts_to_path() {

@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 source scripts/common.sh
 
 ensure_nats_server
+ensure_chromium
 echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR"
 if [ "$#" -gt 0 ]; then
     cargo test --all-targets --no-fail-fast "$@"

@@ -14,10 +14,13 @@ pub mod shutdown;
 pub mod sources;
 pub mod sql;
 
-pub use engine::{Connection, Engine, InsertSummary, Outcome, SignalStop};
+pub use engine::{
+    Connection, Engine, InsertSummary, Outcome, SignalStop, SinkStatus, SourceStatus, State,
+    Status, StatusBoard,
+};
 pub use error::{EngineError, StatementAt, root_message};
 pub use registry::{
     Connector, ConnectorKind, DeliveryMetrics, ENGINE_OPTIONS, OptionDoc, OptionMap, OptionScope,
-    Registry,
+    ReadingMetrics, Registry,
 };
 pub use shutdown::{Shutdown, ShutdownSignal};

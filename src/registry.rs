@@ -165,6 +165,24 @@ pub struct DeliveryMetrics {
     pub in_flight: u64,
     /// Why the sink is retrying, while it is.
     pub retrying: Option<String>,
+    /// Whether the sink holds a connection now; `None` when it does not say.
+    pub connected: Option<bool>,
+    /// Why the last few skipped or dead-lettered rows were left out, oldest first.
+    pub recent_rejections: Vec<String>,
+}
+
+/// How a source's reading stands, read from its plan node while the statement runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadingMetrics {
+    /// Rows the source has produced so far in this statement.
+    pub rows: u64,
+    /// Messages waiting at the source's server for this reader (a consumer's pending
+    /// count), where the source has such a thing.
+    pub pending: Option<u64>,
+    /// Whether the source holds a connection now; `None` when it does not say.
+    pub connected: Option<bool>,
+    /// Why the source is retrying, while it is.
+    pub retrying: Option<String>,
 }
 
 /// A source or sink the engine can create tables from.
@@ -202,6 +220,13 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// is this connector's sink; `None` for any other node (by default the connector
     /// reports nothing).
     fn delivery(&self, _metrics: &MetricsSet) -> Option<DeliveryMetrics> {
+        None
+    }
+
+    /// How reading stands when `node`, a node of a running plan, is this connector's
+    /// source; `None` for any other node (by default the connector reports nothing).
+    /// The status page lists what this returns under `sources`.
+    fn reading(&self, _node: &dyn ExecutionPlan) -> Option<ReadingMetrics> {
         None
     }
 
@@ -246,14 +271,34 @@ impl Registry {
     /// The delivery figures of the first node of `plan` (depth first) that a registered
     /// connector reports on; `None` when no node is a reporting sink.
     pub fn delivery(&self, plan: &dyn ExecutionPlan) -> Option<DeliveryMetrics> {
+        self.delivery_by(plan).map(|(_, delivery)| delivery)
+    }
+
+    /// [`Registry::delivery`] with the name of the connector that reported.
+    pub fn delivery_by(&self, plan: &dyn ExecutionPlan) -> Option<(String, DeliveryMetrics)> {
         if let Some(metrics) = plan.metrics()
-            && let Some(found) = self.iter().find_map(|c| c.delivery(&metrics))
+            && let Some(found) = self
+                .iter()
+                .find_map(|c| c.delivery(&metrics).map(|d| (c.name().to_string(), d)))
         {
             return Some(found);
         }
         plan.children()
             .into_iter()
-            .find_map(|child| self.delivery(child.as_ref()))
+            .find_map(|child| self.delivery_by(child.as_ref()))
+    }
+
+    /// Every source node of `plan` a registered connector reports on, depth first, with
+    /// the connector's name.
+    pub fn readings(&self, plan: &dyn ExecutionPlan) -> Vec<(String, ReadingMetrics)> {
+        let mut found: Vec<_> = self
+            .iter()
+            .filter_map(|c| c.reading(plan).map(|r| (c.name().to_string(), r)))
+            .collect();
+        for child in plan.children() {
+            found.extend(self.readings(child.as_ref()));
+        }
+        found
     }
 
     /// Adds every connector's Prometheus series to `registry`.

@@ -225,6 +225,9 @@ impl NatsSink {
                     delivery.planner().check_fail(&encoded, rows_before)?;
                 }
                 delivery.planner().log_rejections(&encoded, rows_before);
+                for (i, rejection) in encoded.rejections() {
+                    metrics.rejected(rows_before + i as u64 + 1, &rejection.reason);
+                }
             }
             let rows = encoded.len() as u64;
             delivery

@@ -1,16 +1,30 @@
 //! The `streamsql` command line: argument parsing, logging setup and dispatch.
+//! Without a command, `streamsql` opens the interactive shell.
 //!
 //! Exit codes: 0 success (also after a first Ctrl-C that stopped an insert from an
 //! unbounded source with every row it read confirmed), 1 an error (printed to stderr
 //! as `error: <message>`), 2 bad arguments (clap), [`EXIT_STOPPED`] (3) the first
 //! Ctrl-C stopped the run before it completed, 130 a second Ctrl-C aborted the run.
 
+/// `eprintln!` that cannot panic: a message for a stderr nobody reads any more (a closed
+/// pipe) is dropped, where `eprintln!` would panic, and on the signal thread lose the
+/// signal. Defined before the modules so that they all use it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod connectors;
-mod metrics;
+mod http;
 mod print;
 mod progress;
 mod run;
+mod session;
+mod shell;
 mod signals;
+mod status_page;
 mod sub;
 
 use std::io::IsTerminal;
@@ -39,15 +53,18 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// Without a command: the interactive shell (`shell` takes its options).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the SQL statements of a file (or `-` for stdin) in order.
+    /// Run the SQL statements of a file (or `-` for stdin, or `-c SQL`) in order.
     Run(run::RunArgs),
+    /// An interactive SQL prompt (the default without a command).
+    Shell(shell::ShellArgs),
     /// List the registered connectors and their options.
     Connectors,
     /// Subscribe to a NATS subject and print each message on one line.
@@ -58,18 +75,20 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(message) = init_logging(cli.log_level.as_deref()) {
-        eprintln!("error: {message}");
+        say!("error: {message}");
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
-        Command::Connectors => connectors::run(),
-        Command::Sub(args) => sub::run(args),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Shell(args)) => shell::run(args),
+        None => shell::ShellArgs::defaults().and_then(shell::run),
+        Some(Command::Connectors) => connectors::run(),
+        Some(Command::Sub(args)) => sub::run(args),
     };
     match result {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             ExitCode::FAILURE
         }
     }
@@ -125,9 +144,11 @@ mod tests {
     fn parses_run_and_sub() {
         let cli = Cli::parse_from(["streamsql", "--log-level", "debug", "run", "-"]);
         assert_eq!(cli.log_level.as_deref(), Some("debug"));
-        assert!(matches!(cli.command, Command::Run(ref a) if a.file == "-" && a.stop_grace == 5.0));
+        assert!(
+            matches!(cli.command, Some(Command::Run(ref a)) if a.file.as_deref() == Some("-") && a.engine.stop_grace == 5.0)
+        );
         let cli = Cli::parse_from(["streamsql", "run", "--stop-grace", "0.5", "x.sql"]);
-        assert!(matches!(cli.command, Command::Run(ref a) if a.stop_grace == 0.5));
+        assert!(matches!(cli.command, Some(Command::Run(ref a)) if a.engine.stop_grace == 0.5));
         let cli = Cli::parse_from([
             "streamsql",
             "sub",
@@ -137,7 +158,7 @@ mod tests {
             "--timeout",
             "1.5",
         ]);
-        let Command::Sub(args) = cli.command else {
+        let Some(Command::Sub(args)) = cli.command else {
             panic!("not sub")
         };
         assert_eq!(
@@ -145,5 +166,17 @@ mod tests {
             ("orders.>", Some(3), Some(1.5))
         );
         assert_eq!(args.server, "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn no_command_is_the_shell() {
+        assert!(Cli::parse_from(["streamsql"]).command.is_none());
+        let defaults = shell::ShellArgs::defaults().unwrap();
+        assert_eq!(defaults.engine.stop_grace, 5.0);
+        assert!(defaults.history.is_none() && defaults.engine.metrics_addr.is_none());
+        let cli = Cli::parse_from(["streamsql", "shell", "--history", "h", "--stop-grace", "1"]);
+        assert!(
+            matches!(cli.command, Some(Command::Shell(ref a)) if a.history.as_deref() == Some("h".as_ref()) && a.engine.stop_grace == 1.0)
+        );
     }
 }

@@ -1,9 +1,10 @@
-//! SIGINT/SIGTERM handling for `streamsql run`.
+//! SIGINT/SIGTERM handling for `streamsql run` and the shell.
 //!
 //! Signals are watched on a thread of their own with its own small runtime, so a
-//! busy engine runtime (one thread by default) cannot delay them. The first signal
-//! fires the shutdown latch (the engine stops the running statement within `grace`);
-//! the second exits at once with code 130.
+//! busy engine runtime (one thread by default) cannot delay them. What a signal does
+//! is the caller's policy: for `run` ([`install_stop`]) the first signal fires the
+//! shutdown latch (the engine stops the running statement within `grace`) and the
+//! second exits at once with code 130; the shell stops only the running statement.
 
 use std::time::Duration;
 
@@ -11,9 +12,25 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::shutdown::Shutdown;
 
-/// Starts watching for signals. Handlers are registered before this returns, so a
-/// signal arriving at any later point is seen.
-pub(super) fn install(shutdown: Shutdown, grace: Duration) -> Result<(), String> {
+/// A signal the CLI reacts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Caught {
+    Interrupt,
+    Terminate,
+}
+
+impl Caught {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Caught::Interrupt => "SIGINT",
+            Caught::Terminate => "SIGTERM",
+        }
+    }
+}
+
+/// Calls `on_signal` on the signal thread for every SIGINT and SIGTERM. Handlers are
+/// registered before this returns, so a signal arriving at any later point is seen.
+pub(super) fn watch(mut on_signal: impl FnMut(Caught) + Send + 'static) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,28 +47,36 @@ pub(super) fn install(shutdown: Shutdown, grace: Duration) -> Result<(), String>
         .name("signals".to_string())
         .spawn(move || {
             runtime.block_on(async move {
-                let mut seen = 0;
                 loop {
-                    let name = tokio::select! {
-                        _ = interrupt.recv() => "SIGINT",
-                        _ = terminate.recv() => "SIGTERM",
+                    let caught = tokio::select! {
+                        _ = interrupt.recv() => Caught::Interrupt,
+                        _ = terminate.recv() => Caught::Terminate,
                     };
-                    seen += 1;
-                    if seen == 1 {
-                        eprintln!(
-                            "received {name}: stopping the inputs; rows read get up to {}s to \
-                             be confirmed (send it again to abort)",
-                            grace.as_secs_f64()
-                        );
-                        tracing::info!(signal = name, "shutdown requested");
-                        shutdown.trigger();
-                    } else {
-                        eprintln!("received {name} (second signal): aborting");
-                        std::process::exit(130);
-                    }
+                    on_signal(caught);
                 }
             })
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     Ok(())
+}
+
+/// `run`'s policy: the first signal fires `shutdown`, the second exits with code 130.
+pub(super) fn install_stop(shutdown: Shutdown, grace: Duration) -> Result<(), String> {
+    let mut seen = 0;
+    watch(move |caught| {
+        let name = caught.name();
+        seen += 1;
+        if seen == 1 {
+            say!(
+                "received {name}: stopping the inputs; rows read get up to {}s to be confirmed \
+                 (send it again to abort)",
+                grace.as_secs_f64()
+            );
+            tracing::info!(signal = name, "shutdown requested");
+            shutdown.trigger();
+        } else {
+            say!("received {name} (second signal): aborting");
+            std::process::exit(130);
+        }
+    })
 }

@@ -131,7 +131,7 @@ async fn subscribe(args: SubArgs, idle: Option<Duration>) -> Result<ExitCode, St
             match event {
                 // The client drops messages when our buffer is full; say so loudly.
                 Event::SlowConsumer(_) => {
-                    eprintln!("warning: slow consumer: the client dropped messages");
+                    say!("warning: slow consumer: the client dropped messages");
                 }
                 other => tracing::debug!(event = %other, "nats event"),
             }
@@ -169,7 +169,7 @@ async fn subscribe(args: SubArgs, idle: Option<Duration>) -> Result<ExitCode, St
         .await
         .map_err(|_| format!("{server} did not answer within 10s"))?;
     drop(echo);
-    eprintln!("listening on {}", args.subject);
+    say!("listening on {}", args.subject);
 
     let mut received = 0u64;
     let mut stdout = std::io::stdout().lock();

@@ -8,12 +8,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use connector_nats::metrics::names;
+use connector_nats::metrics::{RecentRejections, names};
 use connector_nats::options::{OPTIONS, OptionScope as NatsScope};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableProvider, TableProviderFactory};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::metrics::{MetricValue, MetricsSet};
 
 use crate::registry::{
     Connector, ConnectorKind, DeliveryMetrics, OptionDoc, OptionMap, OptionScope,
@@ -81,7 +81,21 @@ impl Connector for NatsSinkConnector {
             .find(|m| m.value().name() == names::RETRYING)
             .filter(|m| m.value().as_usize() > 0)
             .map(|m| m.value().to_string());
+        let recent_rejections = metrics
+            .iter()
+            .find_map(|m| match m.value() {
+                MetricValue::Custom { name, value } if name == names::REJECTIONS => value
+                    .as_any()
+                    .downcast_ref::<RecentRejections>()
+                    .map(RecentRejections::recent),
+                _ => None,
+            })
+            .unwrap_or_default();
         Some(DeliveryMetrics {
+            connected: metrics
+                .sum_by_name(names::CONNECTED)
+                .map(|v| v.as_usize() > 0),
+            recent_rejections,
             confirmed: confirmed.as_usize() as u64,
             bytes: count(names::PUBLISHED_BYTES),
             duplicates: count(names::DUPLICATES),
@@ -190,11 +204,18 @@ mod tests {
             .insert_into(&state, input.clone(), InsertOp::Append)
             .await
             .unwrap();
-        // Nothing ran: every figure is zero, and the sink is not retrying.
+        // Nothing ran: every figure is zero, and the sink is neither connected nor
+        // retrying.
         let delivery = NatsSinkConnector
             .delivery(&plan.metrics().expect("the sink node has metrics"))
             .expect("a NATS sink node");
-        assert_eq!(delivery, DeliveryMetrics::default());
+        assert_eq!(
+            delivery,
+            DeliveryMetrics {
+                connected: Some(false),
+                ..DeliveryMetrics::default()
+            }
+        );
         // Found through the registry from the plan's root; a plan without the sink has none.
         let mut registry = crate::registry::Registry::new();
         registry.register(Arc::new(NatsSinkConnector));

@@ -26,6 +26,7 @@
 mod connector_statements;
 mod outcome;
 mod progress;
+mod status;
 mod stop;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 
 pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome, SignalStop};
 pub use self::progress::{InsertProgress, Progress};
+pub use self::status::{SinkStatus, SourceStatus, State, Status, StatusBoard};
 pub use self::stop::DEFAULT_STOP_GRACE;
 use self::unbounded_latency::UnboundedLatency;
 use crate::connectors::NatsSinkConnector;
@@ -81,6 +83,7 @@ pub struct Engine {
     shutdown: Shutdown,
     stop_grace: Duration,
     progress: Option<Progress>,
+    board: StatusBoard,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,6 +133,7 @@ impl Engine {
         }
         Self {
             ctx: SessionContext::new_with_state(builder.build()),
+            board: StatusBoard::new(registry.clone()),
             registry,
             connections: BTreeMap::new(),
             connector_tables: HashMap::new(),
@@ -155,13 +159,18 @@ impl Engine {
     pub fn builtin_registry() -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(NatsSinkConnector));
-        registry.register(Arc::new(DatagenConnector));
+        registry.register(Arc::new(DatagenConnector::default()));
         registry
     }
 
     /// The DataFusion session, e.g. to register tables or functions before running SQL.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// What is running now: a host's live status view reads it from any thread.
+    pub fn status_board(&self) -> StatusBoard {
+        self.board.clone()
     }
 
     /// The registered connectors.
@@ -176,6 +185,13 @@ impl Engine {
     /// running [`execute`](Engine::execute) starts.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// Replaces the shutdown latch for the statements run from now on. A latch fires
+    /// only once, so an interactive host that stops one statement and goes on gives
+    /// each statement a fresh one.
+    pub fn set_shutdown(&mut self, shutdown: Shutdown) {
+        self.shutdown = shutdown;
     }
 
     /// The connections defined so far, by name.
@@ -263,20 +279,28 @@ impl Engine {
                 let connector = self.connector_of(&table).await;
                 self.run_insert(at, plan, table, connector).await
             }
-            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
-                let run = async { self.ctx.execute_logical_plan(plan).await?.collect().await };
-                self.within_grace(at, run).await?.map_err(df_err)?;
-                Ok(Outcome::Done {
-                    statement: summary(sql),
-                })
-            }
             _ => {
+                // DDL and statements such as SET or PREPARE answer with no columns and
+                // print as done; any other result is shown, also that of an EXECUTE,
+                // which is a statement too.
+                let statement = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
                 let run = async {
                     let df = self.ctx.execute_logical_plan(plan).await?;
-                    let schema = Arc::new(df.schema().as_arrow().clone());
-                    Ok((schema, df.collect().await?))
+                    let task_ctx = Arc::new(df.task_ctx());
+                    // The executed plan's schema, not the DataFrame's: that one is read
+                    // before type coercion, so `SELECT 1 UNION ALL SELECT 'a'` would be
+                    // labelled Int64 over rows of Utf8.
+                    let physical = df.create_physical_plan().await?;
+                    let schema = physical.schema();
+                    let batches = datafusion::physical_plan::collect(physical, task_ctx).await?;
+                    Ok((schema, batches))
                 };
                 let (schema, batches) = self.within_grace(at, run).await?.map_err(df_err)?;
+                if statement && schema.fields().is_empty() {
+                    return Ok(Outcome::Done {
+                        statement: summary(sql),
+                    });
+                }
                 Ok(Outcome::Query { schema, batches })
             }
         }
@@ -315,6 +339,7 @@ impl Engine {
         let (physical, input) =
             stop::stop_sink_input(physical, &self.shutdown.signal()).map_err(df_err)?;
         let table_name = table.to_string();
+        let _on_board = self.board.enter(&table_name, Arc::clone(&physical));
         let collect = datafusion::physical_plan::collect(physical.clone(), task_ctx);
         let run = async {
             match &self.progress {

@@ -369,3 +369,48 @@ async fn nothing_starts_after_shutdown() {
     assert!(outcomes.is_empty());
     assert!(!engine.context().table_exist("m").unwrap());
 }
+
+#[tokio::test]
+async fn execute_shows_the_rows_of_its_prepared_statement() {
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute(
+            "PREPARE pick(BIGINT) AS SELECT $1 * 2 AS doubled;
+             EXECUTE pick(21);
+             SET datafusion.execution.batch_size = 100;",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&outcomes[0], Outcome::Done { .. }), "{outcomes:?}");
+    let Outcome::Query { batches, .. } = &outcomes[1] else {
+        panic!("EXECUTE gave no rows: {outcomes:?}");
+    };
+    let shown = datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string();
+    assert!(shown.contains("| 42 "), "{shown}");
+    assert!(matches!(&outcomes[2], Outcome::Done { .. }), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn crypto_functions_are_compiled_in() {
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute("SELECT md5('abc') AS m, sha256('abc') AS s;")
+        .await
+        .unwrap();
+    let Outcome::Query { batches, .. } = &outcomes[0] else {
+        panic!("no rows: {outcomes:?}");
+    };
+    let shown = datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.contains("900150983cd24fb0d6963f7d28e17f72"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        "{shown}"
+    );
+}

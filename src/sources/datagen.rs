@@ -22,13 +22,15 @@ use datafusion::catalog::TableProvider;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use tokio::time::Instant;
 
 use crate::registry::{
-    Connector, ConnectorKind, OptionDoc, OptionMap, OptionScope, check_option_names,
+    Connector, ConnectorKind, OptionDoc, OptionMap, OptionScope, ReadingMetrics, check_option_names,
 };
+use crate::sources::datagen_reading::{Partitions, Produced};
 use crate::sources::datagen_values::{generate, supported};
 
 /// The connector's name.
@@ -59,9 +61,12 @@ pub const DATAGEN_OPTIONS: &[OptionDoc] = &[
     },
 ];
 
-/// The `datagen` connector.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DatagenConnector;
+/// The `datagen` connector. It reports the rows each running scan has produced
+/// (`datagen_reading`).
+#[derive(Debug, Default, Clone)]
+pub struct DatagenConnector {
+    partitions: Partitions,
+}
 
 impl Connector for DatagenConnector {
     fn name(&self) -> &str {
@@ -102,13 +107,25 @@ impl Connector for DatagenConnector {
                 )));
             }
         }
-        let partition = DatagenPartition {
+        let produced = Arc::new(Produced::default());
+        let partition: Arc<dyn PartitionStream> = Arc::new(DatagenPartition {
             schema: Arc::clone(&schema),
             config,
-        };
-        let table = StreamingTable::try_new(schema, vec![Arc::new(partition)])?
+            produced: Arc::clone(&produced),
+        });
+        self.partitions.add(&partition, produced);
+        let table = StreamingTable::try_new(schema, vec![partition])?
             .with_infinite_table(config.row_limit.is_none());
         Ok(Arc::new(table))
+    }
+
+    fn reading(&self, node: &dyn ExecutionPlan) -> Option<ReadingMetrics> {
+        let scan = node.downcast_ref::<StreamingTableExec>()?;
+        let rows = self.partitions.produced(scan.partitions())?;
+        Some(ReadingMetrics {
+            rows,
+            ..ReadingMetrics::default()
+        })
     }
 }
 
@@ -181,6 +198,7 @@ fn number(options: &OptionMap, key: &str) -> Result<u64> {
 struct DatagenPartition {
     schema: SchemaRef,
     config: DatagenConfig,
+    produced: Arc<Produced>,
 }
 
 impl PartitionStream for DatagenPartition {
@@ -189,9 +207,11 @@ impl PartitionStream for DatagenPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        self.produced.restart();
         let generator = Generator {
             schema: Arc::clone(&self.schema),
             config: self.config,
+            produced: Arc::clone(&self.produced),
             next_row: 0,
             started: None,
             failed: false,
@@ -209,6 +229,7 @@ impl PartitionStream for DatagenPartition {
 struct Generator {
     schema: SchemaRef,
     config: DatagenConfig,
+    produced: Arc<Produced>,
     next_row: u64,
     started: Option<Instant>,
     failed: bool,
@@ -245,6 +266,7 @@ impl Generator {
         match generate(&self.schema, self.next_row, len as usize, SystemTime::now()) {
             Ok(batch) => {
                 self.next_row += len;
+                self.produced.add(len);
                 Some(Ok(batch))
             }
             Err(e) => {
@@ -309,7 +331,7 @@ mod tests {
 
     #[test]
     fn unsupported_column_type_is_named() {
-        let connector = DatagenConnector;
+        let connector = DatagenConnector::default();
         let schema = Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, true)]));
         let err = connector
             .create_table("g", schema, OptionMap::new())
@@ -322,6 +344,7 @@ mod tests {
         DatagenPartition {
             schema: schema(),
             config,
+            produced: Arc::default(),
         }
     }
 
@@ -360,5 +383,26 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_running_scan_reports_the_rows_it_produced() {
+        let connector = DatagenConnector::default();
+        let options = options(&[("rows_per_second", "0"), ("batch_size", "100")]);
+        let table = connector.create_table("g", schema(), options).unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let scan = table.scan(&ctx.state(), None, &[], None).await.unwrap();
+        assert_eq!(connector.reading(scan.as_ref()).map(|r| r.rows), Some(0));
+        let mut stream = scan.execute(0, ctx.task_ctx()).unwrap();
+        for _ in 0..3 {
+            stream.next().await.unwrap().unwrap();
+        }
+        assert_eq!(connector.reading(scan.as_ref()).map(|r| r.rows), Some(300));
+        // Another connector's table (or another datagen connector's) is not ours.
+        let other = DatagenConnector::default()
+            .create_table("h", schema(), OptionMap::new())
+            .unwrap();
+        let other = other.scan(&ctx.state(), None, &[], None).await.unwrap();
+        assert_eq!(connector.reading(other.as_ref()), None);
     }
 }

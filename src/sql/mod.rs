@@ -7,7 +7,7 @@ mod statement;
 
 pub use hints::{is_cte_insert, statement_kind, table_with_hints};
 pub use split::{
-    ScriptError, ScriptStatement, SpannedToken, SyntaxError, TrailingWith, parse_options,
-    split_statements, split_trailing_with, tokenize,
+    ScriptError, ScriptStatement, SpannedToken, SyntaxError, TrailingWith, ends_statement,
+    parse_options, split_statements, split_trailing_with, tokenize,
 };
 pub use statement::{CreateConnection, EngineStatement, classify, summary};

@@ -184,6 +184,20 @@ pub fn split_statements(script: &str) -> Result<Vec<ScriptStatement>, ScriptErro
     Ok(statements)
 }
 
+/// Whether `text` is ready to run as typed at a prompt: it ends with a `;` outside
+/// strings and comments, or holds nothing but whitespace and comments. An unclosed
+/// string or comment is not ready: the user is still typing it.
+pub fn ends_statement(text: &str) -> bool {
+    let (tokens, error) = tokenize_partial(text);
+    if error.is_some() {
+        return false;
+    }
+    match tokens.iter().rev().find(|t| !t.is_trivia()) {
+        None => true,
+        Some(last) => last.token == Token::SemiColon,
+    }
+}
+
 /// Ends the statement made of `current` (if it has any significant token).
 fn push_statement(
     script: &str,

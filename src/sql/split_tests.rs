@@ -193,3 +193,27 @@ fn debug_never_shows_option_values() {
         "{debug}"
     );
 }
+
+#[test]
+fn a_statement_is_ready_at_its_semicolon_outside_strings_and_comments() {
+    for ready in [
+        "SELECT 1;",
+        "SELECT 1;  -- done",
+        "",
+        "  \n",
+        "-- only a comment",
+        "a; b;",
+    ] {
+        assert!(ends_statement(ready), "{ready:?}");
+    }
+    for typing in [
+        "SELECT 1",
+        "SELECT ';'",
+        "SELECT 'unclosed;",
+        "SELECT 1 /* ; */",
+        "SELECT 1; SELECT 2",
+        "SELECT 1 -- ;",
+    ] {
+        assert!(!ends_statement(typing), "{typing:?}");
+    }
+}

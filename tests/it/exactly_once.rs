@@ -10,7 +10,7 @@
 
 use crate::common;
 use crate::jetstream_errors::{id_of, ids, insert_script, server_denying_orders_secret};
-use common::running::Running;
+use common::spawned::Spawned;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ async fn exactly_once_commits_whole_batches_across_a_crash_and_a_rerun_completes
     };
 
     // Run 1: SIGKILL the server once a fifth of the rows is stored, keep it down 5 s.
-    let first = Running::start(&script(", confirm_timeout = '1s', retry_timeout = '2s'"));
+    let first = Spawned::start(&script(", confirm_timeout = '1s', retry_timeout = '2s'"));
     let watcher = nats_testkit::connect(&url).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -187,7 +187,7 @@ async fn exactly_once_commits_whole_batches_across_a_crash_and_a_rerun_completes
     // The default timeouts: with 1 s, an ack slow on a loaded machine made the rerun
     // resend a batch it had committed itself, counting its rows as duplicates too.
     let started = Instant::now();
-    let second = Running::start(&script(""))
+    let second = Spawned::start(&script(""))
         .finish(Duration::from_secs(60))
         .await;
     let rerun_took = started.elapsed();
@@ -243,7 +243,7 @@ async fn exactly_once_honours_retry_timeout_when_the_server_stays_down() {
              confirm_timeout = '1s', retry_timeout = '4s'",
         )
     );
-    let running = Running::start(&script);
+    let running = Spawned::start(&script);
     while stored(&client, "EXACT").await < 5_000 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream::DiscardPolicy};
 use common::js::{assert_each_id_once, create_stream, header, read_all, stored};
 use common::link::Link;
-use common::running::Running;
+use common::spawned::Spawned;
 use common::{
     assert_fails_with, confirmed_in_error, inserted_rows, run_script, run_script_timed, stderr,
     stdout, summary_count,
@@ -360,7 +360,7 @@ async fn a_stream_deleted_mid_statement_fails_cleanly() {
         select,
         "subject_field = 'subject', stream = 'GONE', confirm_timeout = '2s'",
     );
-    let running = Running::start(&script);
+    let running = Spawned::start(&script);
     let js = jetstream::new(client.clone());
     // Delete once rows are being stored.
     while stored(&client, "GONE").await < 1000 {
@@ -386,7 +386,7 @@ async fn a_stream_whose_subjects_are_edited_away_mid_statement_fails_naming_the_
         select,
         "subject_field = 'subject', stream = 'EDITED', retry_timeout = '120s'",
     );
-    let running = Running::start(&script);
+    let running = Spawned::start(&script);
     while stored(&client, "EDITED").await < 1000 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -12,6 +12,7 @@ mod common;
 
 mod bad_input;
 mod cli_sub;
+mod datafusion_slt;
 mod engine_sql;
 mod exactly_once;
 mod jetstream;
@@ -24,7 +25,9 @@ mod reconnect;
 mod routing;
 mod secrets;
 mod security;
+mod shell;
 mod sql_examples;
+mod status_page;
 mod stop_signal;
 mod streaming;
 mod subject_safety;

@@ -4,134 +4,31 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::js::{create_stream, stored};
+use common::running::Running;
 use common::{inserted_rows, stdout};
 use nats_testkit::{Collector, NatsServer};
 
-/// A `streamsql run` in the background, its output read line by line.
-struct Running {
-    child: Child,
-    metrics: String,
-    stdout: Receiver<String>,
-    stdout_seen: Vec<String>,
-    stderr: Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str], script: &str) -> Running {
-        let args = [&["run", "--metrics-addr", "127.0.0.1:0"], args, &["-"]].concat();
-        let mut child = common::spawn_with_args(&args, script, &[]);
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        let first = stderr
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the metrics address on stderr");
-        let metrics = first
-            .strip_prefix("serving metrics at ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
-        Running {
-            child,
-            metrics,
-            stdout,
-            stdout_seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    /// Waits for a stdout line starting with `prefix`.
-    fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    self.stdout_seen.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line starting with {prefix:?}; stdout so far: {:?}; stderr: {:?}",
-                    self.stdout_seen,
-                    self.stderr.try_iter().collect::<Vec<_>>()
-                ),
-            }
-        }
-    }
-
-    /// Scrapes `/metrics`: each sample line as `name{labels}` -> value.
-    fn scrape(&self) -> Samples {
-        let text = http_get(&self.metrics);
-        let samples = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(|l| {
-                let (key, value) = l.rsplit_once(' ').expect("name value");
-                (key.to_string(), value.parse().expect("a number"))
-            })
-            .collect();
-        Samples(samples)
-    }
-
-    /// Stops the run as Ctrl-C would, once its last statement (the keep-alive) is
-    /// publishing: a signal between statements leaves one unrun, which exits 3. Returns
-    /// the whole stdout and stderr once it exited 0.
-    fn interrupt(mut self) -> (String, String) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.scrape().get("rows_published_total", "live") == 0.0 {
-            assert!(Instant::now() < deadline, "the keep-alive never published");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let pid = self.child.id().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = self.child.wait().unwrap();
-        let stderr: Vec<_> = self.stderr.iter().collect();
-        assert!(status.success(), "{status}; stderr: {stderr:?}");
-        self.stdout_seen.extend(self.stdout.iter());
-        (self.stdout_seen.join("\n"), stderr.join("\n"))
-    }
-}
-
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A plain HTTP/1.1 GET; returns the body of a 200 response.
+/// `/metrics`: the body of a 200 response in the OpenMetrics format.
 fn http_get(url: &str) -> String {
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (host, path) = rest.split_once('/').expect("a path");
-    let mut stream = TcpStream::connect(host).expect("the metrics server accepts");
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("headers");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("application/openmetrics-text"), "{head}");
-    body.to_string()
+    common::http::get(url).ok("application/openmetrics-text")
+}
+
+/// Scrapes `/metrics`: each sample line as `name{labels}` -> value.
+fn scrape(run: &Running) -> Samples {
+    let text = http_get(&run.metrics);
+    let samples = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').expect("name value");
+            (key.to_string(), value.parse().expect("a number"))
+        })
+        .collect();
+    Samples(samples)
 }
 
 struct Samples(BTreeMap<String, f64>);
@@ -190,7 +87,7 @@ async fn core_counters_during_and_after_a_run_match_what_a_subscriber_received()
     let received = first_sub.collect(5000, Duration::from_secs(10)).await;
     assert_eq!(received.len(), 5000);
     let bytes: usize = received.iter().map(|m| m.payload.len()).sum();
-    let after = run.scrape();
+    let after = scrape(&run);
     assert_eq!(after.get("rows_published_total", "first"), 5000.0);
     assert_eq!(after.get("published_bytes_total", "first"), bytes as f64);
     assert!(after.get("batches_total", "first") >= 1.0);
@@ -206,9 +103,9 @@ async fn core_counters_during_and_after_a_run_match_what_a_subscriber_received()
 
     // During the next one: connected, and the count grows.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let during = run.scrape();
+    let during = scrape(&run);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let later = run.scrape();
+    let later = scrape(&run);
     assert_eq!(during.get("connected", "live"), 1.0);
     let (a, b) = (
         during.get("rows_published_total", "live"),
@@ -216,7 +113,7 @@ async fn core_counters_during_and_after_a_run_match_what_a_subscriber_received()
     );
     assert!(a > 0.0 && b > a, "live rows did not grow: {a} then {b}");
 
-    let (out, _) = run.interrupt();
+    let (out, _) = interrupt_when_live(run);
     let live = inserted_rows(&out, "live");
     assert!(live as f64 >= b, "{live} < {b}");
     let got = live_sub
@@ -251,7 +148,7 @@ async fn jetstream_acks_duplicates_and_latency_match_the_stream() {
     let done = format!("INSERT INTO js: {ROWS} rows published");
     run.wait_for_line(&done, Duration::from_secs(30));
     run.wait_for_line(&done, Duration::from_secs(30));
-    let m = run.scrape();
+    let m = scrape(&run);
     assert_eq!(stored(&client, "OBS").await, ROWS);
     assert_eq!(m.get("rows_published_total", "js"), 2.0 * ROWS as f64);
     assert_eq!(m.get("acks_total", "js"), 2.0 * ROWS as f64);
@@ -268,7 +165,7 @@ async fn jetstream_acks_duplicates_and_latency_match_the_stream() {
 
     // `--progress always` writes update lines even to a pipe, before the summary.
     let progress = run.wait_for_line("INSERT INTO live:", Duration::from_secs(15));
-    run.interrupt();
+    interrupt_when_live(run);
     assert!(
         progress.contains("rows/s") && progress.contains("in flight"),
         "{progress}"
@@ -294,7 +191,7 @@ async fn retries_are_counted_by_class_and_progress_says_why() {
         retrying.contains("retrying: cannot connect to NATS"),
         "{retrying}"
     );
-    let while_down = run.scrape();
+    let while_down = scrape(&run);
     assert!(while_down.sum("retries_total", "late") >= 1.0);
     assert_eq!(while_down.get("connected", "late"), 0.0);
     assert_eq!(while_down.get("rows_published_total", "late"), 0.0);
@@ -305,7 +202,7 @@ async fn retries_are_counted_by_class_and_progress_says_why() {
         "INSERT INTO late: 100 rows published",
         Duration::from_secs(30),
     );
-    let after = run.scrape();
+    let after = scrape(&run);
     let retries = after.sum("retries_total", "late");
     assert!(retries >= 2.0, "{retries}");
     // Each retry was a connection failure, and the statement did not fail.
@@ -314,7 +211,7 @@ async fn retries_are_counted_by_class_and_progress_says_why() {
     assert_eq!(after.sum("errors_total", "late"), 0.0);
     assert!(summary.contains(&format!("{retries} retries")), "{summary}");
     assert_eq!(after.get("rows_published_total", "late"), 100.0);
-    run.interrupt();
+    interrupt_when_live(run);
 }
 
 #[tokio::test]
@@ -339,7 +236,7 @@ async fn a_lost_connection_shows_in_the_gauge_and_counts_one_reconnect_logged_on
     let rows = back.get("rows_published_total", "live");
     wait_for(&run, |m| m.get("rows_published_total", "live") > rows);
 
-    let (_, stderr) = run.interrupt();
+    let (_, stderr) = interrupt_when_live(run);
     // One line for the loss, however many messages were in flight.
     let lost = stderr.matches("nats_sink: connecting again").count();
     assert_eq!(lost, 1, "{stderr}");
@@ -351,10 +248,17 @@ async fn a_lost_connection_shows_in_the_gauge_and_counts_one_reconnect_logged_on
 }
 
 /// Scrapes until `ready` holds (10 s at most) and returns that scrape.
+/// Stops `run` as Ctrl-C would, once its last statement (the keep-alive) publishes: a
+/// signal between statements leaves one unrun, and the run then exits 3, not 0.
+fn interrupt_when_live(run: Running) -> (String, String) {
+    wait_for(&run, |s| s.get("rows_published_total", "live") > 0.0);
+    run.interrupt()
+}
+
 fn wait_for(run: &Running, ready: impl Fn(&Samples) -> bool) -> Samples {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let samples = run.scrape();
+        let samples = scrape(run);
         if ready(&samples) {
             return samples;
         }

@@ -3,12 +3,13 @@
 //! and the run says how many rows were confirmed and exits 3 (a bounded statement did not
 //! complete). The unbounded datagen case is in `streaming.rs` (exit 0).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, ExitStatus};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::common::js::{create_stream, stored};
+use crate::common::running::lines;
 use crate::common::spawn_with_args;
 use nats_testkit::NatsServer;
 
@@ -146,19 +147,6 @@ impl Stopped {
         );
         confirmed
     }
-}
-
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// The rows-confirmed figure of a progress line (`INSERT INTO t: N rows confirmed, ...`).

@@ -37,7 +37,14 @@ pub mod names {
     pub const IN_FLIGHT: &str = "in_flight";
     /// Why the sink is retrying right now; displays `-` when it is not.
     pub const RETRYING: &str = "retrying";
+    /// 1 while the sink has a connection to the server, 0 before and after (a gauge).
+    pub const CONNECTED: &str = "connected";
+    /// The reasons of the last skipped or dead-lettered rows ([`super::RecentRejections`]).
+    pub const REJECTIONS: &str = "rejections";
 }
+
+/// How many reasons of rejected rows [`RecentRejections`] keeps.
+pub const RECENT_REJECTIONS: usize = 5;
 
 /// The counters of one sink execution.
 #[derive(Debug, Clone)]
@@ -50,7 +57,9 @@ pub(crate) struct SinkMetrics {
     dead_lettered: Count,
     retries: Count,
     in_flight: Gauge,
+    connected: Gauge,
     retrying: Arc<Retrying>,
+    rejections: Arc<RecentRejections>,
     series: SinkSeries,
 }
 
@@ -64,6 +73,11 @@ impl SinkMetrics {
             name: names::RETRYING.into(),
             value: retrying.clone(),
         });
+        let rejections = Arc::new(RecentRejections::default());
+        MetricBuilder::new(&set).build(MetricValue::Custom {
+            name: names::REJECTIONS.into(),
+            value: rejections.clone(),
+        });
         SinkMetrics {
             published: counter(names::PUBLISHED_ROWS),
             bytes: counter(names::PUBLISHED_BYTES),
@@ -72,7 +86,9 @@ impl SinkMetrics {
             dead_lettered: counter(names::DEAD_LETTERED),
             retries: counter(names::RETRIES),
             in_flight: MetricBuilder::new(&set).global_gauge(names::IN_FLIGHT),
+            connected: MetricBuilder::new(&set).global_gauge(names::CONNECTED),
             retrying,
+            rejections,
             series: SinkSeries::new(sink),
             set,
         }
@@ -157,7 +173,14 @@ impl SinkMetrics {
 
     /// The connection is up (`true`) or lost (`false`).
     pub(crate) fn connected(&self, up: bool) {
+        self.connected.set(usize::from(up));
         self.series.connected.set(i64::from(up));
+    }
+
+    /// Row `row` (from 1) was skipped or dead-lettered because of `reason`; the last
+    /// few reasons are kept for a host's status display.
+    pub(crate) fn rejected(&self, row: u64, reason: &str) {
+        self.rejections.push(format!("row {row}: {reason}"));
     }
 
     /// A connection was made again after one was lost.
@@ -214,6 +237,77 @@ impl CustomMetricValue for Retrying {
     }
 }
 
+/// The reasons of the last [`RECENT_REJECTIONS`] rows the sink skipped or
+/// dead-lettered, oldest first, as a DataFusion custom metric: a host reads them from
+/// the plan ([`RecentRejections::recent`]) to show why rows were left out. Each reason
+/// names the row and the rule, never an option value.
+#[derive(Debug, Default)]
+pub struct RecentRejections {
+    reasons: Mutex<std::collections::VecDeque<String>>,
+}
+
+impl RecentRejections {
+    /// The kept reasons, oldest first.
+    pub fn recent(&self) -> Vec<String> {
+        self.reasons
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn push(&self, reason: String) {
+        let mut reasons = self.reasons.lock().expect("not poisoned");
+        if reasons.len() == RECENT_REJECTIONS {
+            reasons.pop_front();
+        }
+        // One line each, however the reason was worded.
+        reasons.push_back(reason.replace(['\r', '\n'], " "));
+    }
+}
+
+impl fmt::Display for RecentRejections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reasons = self.recent();
+        if reasons.is_empty() {
+            f.write_str("-")
+        } else {
+            f.write_str(&reasons.join("; "))
+        }
+    }
+}
+
+impl CustomMetricValue for RecentRejections {
+    fn new_empty(&self) -> Arc<dyn CustomMetricValue> {
+        Arc::new(RecentRejections::default())
+    }
+
+    fn aggregate(&self, other: Arc<dyn CustomMetricValue>) {
+        if let Some(other) = other.as_any().downcast_ref::<RecentRejections>() {
+            for reason in other.recent() {
+                self.push(reason);
+            }
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    /// How many reasons are kept.
+    fn as_usize(&self) -> usize {
+        self.reasons.lock().expect("not poisoned").len()
+    }
+
+    fn is_eq(&self, other: &Arc<dyn CustomMetricValue>) -> bool {
+        other
+            .as_any()
+            .downcast_ref::<RecentRejections>()
+            .is_some_and(|o| o.recent() == self.recent())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +338,42 @@ mod tests {
         );
         metrics.recovered();
         assert_eq!(shown(&metrics), ("-".to_string(), 0));
+    }
+
+    #[test]
+    fn the_last_rejection_reasons_and_the_connection_are_readable_from_the_plan_metrics() {
+        let metrics = SinkMetrics::new("metrics_unit_test");
+        let set = metrics.snapshot();
+        assert_eq!(set.sum_by_name(names::CONNECTED).unwrap().as_usize(), 0);
+        metrics.connected(true);
+        assert_eq!(
+            metrics
+                .snapshot()
+                .sum_by_name(names::CONNECTED)
+                .unwrap()
+                .as_usize(),
+            1
+        );
+        for row in 1..=7 {
+            metrics.rejected(row, "subject 'a b' has\nwhitespace");
+        }
+        let set = metrics.snapshot();
+        let value = set
+            .iter()
+            .find(|m| m.value().name() == names::REJECTIONS)
+            .expect("registered")
+            .value()
+            .clone();
+        let MetricValue::Custom { value, .. } = value else {
+            panic!("not a custom metric");
+        };
+        let recent = value
+            .as_any()
+            .downcast_ref::<RecentRejections>()
+            .unwrap()
+            .recent();
+        assert_eq!(recent.len(), RECENT_REJECTIONS);
+        assert_eq!(recent[0], "row 3: subject 'a b' has whitespace");
+        assert_eq!(recent[4], "row 7: subject 'a b' has whitespace");
     }
 }

@@ -10,11 +10,14 @@ use std::time::Duration;
 use async_nats::Message;
 use nats_testkit::Collector;
 
+pub mod browser;
 pub mod engine;
+pub mod http;
 pub mod js;
 pub mod leak;
 pub mod link;
 pub mod running;
+pub mod spawned;
 
 /// The `streamsql` binary built for these tests.
 pub fn streamsql() -> Command {

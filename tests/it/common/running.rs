@@ -1,73 +1,116 @@
-//! A `streamsql` process running a script in the background.
+//! A `streamsql run --metrics-addr 127.0.0.1:0 -` in the background, its output read
+//! line by line, for tests that watch a run from outside (metrics, the status page).
 
-use std::fs::File;
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Child, Output, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::Child;
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-/// A `streamsql run -` process whose output goes to files, so a test can watch the
-/// stream, kill the server and wait with a deadline while it runs.
+/// A `streamsql run` in the background, its output read line by line.
 pub struct Running {
     child: Child,
-    _dir: tempfile::TempDir,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    /// The URL of `/metrics`.
+    pub metrics: String,
+    stdout: Receiver<String>,
+    stdout_seen: Vec<String>,
+    stderr: Receiver<String>,
 }
 
 impl Running {
-    pub fn start(script: &str) -> Running {
-        let dir = tempfile::tempdir().unwrap();
-        let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
-        let mut child = super::streamsql()
-            .args(["run", "-"])
-            .stdin(Stdio::piped())
-            .stdout(File::create(&stdout).unwrap())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn streamsql");
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(script.as_bytes()).unwrap();
-        drop(stdin);
+    pub fn start(args: &[&str], script: &str) -> Running {
+        let args = [&["run", "--metrics-addr", "127.0.0.1:0"], args, &["-"]].concat();
+        let mut child = super::spawn_with_args(&args, script, &[]);
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let first = stderr
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the metrics address on stderr");
+        let metrics = first
+            .strip_prefix("serving metrics at ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        // The status page's address follows on the next line.
+        let status = stderr
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the status page address on stderr");
+        assert!(status.starts_with("status page at "), "{status}");
         Running {
             child,
-            _dir: dir,
+            metrics,
             stdout,
+            stdout_seen: Vec::new(),
             stderr,
         }
     }
 
-    /// Waits until the process exits; kills it and panics after `limit`.
-    pub async fn finish(mut self, limit: Duration) -> Output {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
+    /// Waits for a stdout line starting with `prefix`.
+    pub fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout_seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line starting with {prefix:?}; stdout so far: {:?}; stderr: {:?}",
+                    self.stdout_seen,
+                    self.stderr.try_iter().collect::<Vec<_>>()
+                ),
             }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "streamsql still ran after {limit:?}; killed it. stderr:\n{}",
-                    String::from_utf8_lossy(&std::fs::read(&self.stderr).unwrap_or_default())
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Output {
-            status,
-            stdout: std::fs::read(&self.stdout).unwrap(),
-            stderr: std::fs::read(&self.stderr).unwrap(),
         }
+    }
+
+    /// `http://HOST:PORT` of the server, without a path.
+    pub fn base(&self) -> &str {
+        self.metrics.trim_end_matches("/metrics")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the run as Ctrl-C would; returns its whole stdout and stderr once it exited 0.
+    pub fn interrupt(mut self) -> (String, String) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        let stderr: Vec<_> = self.stderr.iter().collect();
+        assert!(status.success(), "{status}; stderr: {stderr:?}");
+        self.stdout_seen.extend(self.stdout.iter());
+        (self.stdout_seen.join("\n"), stderr.join("\n"))
     }
 }
 
+/// A test that fails before [`Running::interrupt`] must not leave the run (often an
+/// unbounded source) going for the rest of the suite.
 impl Drop for Running {
-    /// A test that fails while the statement runs leaves no process behind.
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
+        if self.is_running() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
+}
+
+/// The lines of `stream`, read on a thread of their own as they come.
+pub fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

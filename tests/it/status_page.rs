@@ -1,0 +1,161 @@
+//! The status page of `--metrics-addr`, as an operator sees it: `/status.json` and the
+//! page `/` rendered by a real headless browser (Debian's chromium) while a datagen ->
+//! NATS pipeline runs. The sink's figures on the page are the ones a real subscriber
+//! counts, the reasons of dead-lettered rows are shown, the datagen source shows the rows
+//! it produced, and the connection's password appears nowhere.
+
+use std::time::{Duration, Instant};
+
+use nats_testkit::{Collector, NatsServer};
+use serde_json::Value;
+
+use crate::common;
+use crate::common::browser;
+use crate::common::http;
+use crate::common::running::Running;
+
+const PASSWORD: &str = "s3cret-Status-Pw";
+/// Rows the pipeline publishes (ids 0 to 499), and those with a bad subject among them
+/// (ids 7, 57, ..., 457), which go to the dead-letter subject.
+const ROWS: u64 = 500;
+const BAD: u64 = 10;
+
+/// `/status.json`, parsed.
+fn status(run: &Running) -> Value {
+    let body = http::get(&format!("{}/status.json", run.base())).ok("application/json");
+    assert!(
+        !body.contains(PASSWORD),
+        "the password in /status.json: {body}"
+    );
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls `/status.json` until `ready` holds for it (the sink counts a batch once the
+/// server confirmed it, which may be after a subscriber saw its messages).
+fn wait_for_status(run: &mut Running, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(run.is_running(), "the run ended early");
+        let now = status(run);
+        if ready(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the status never got there: {now:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The text of the first element with `data-field="<field>"` after `from` in `dom`.
+fn field<'a>(dom: &'a str, from: usize, field: &str) -> &'a str {
+    let marker = format!("data-field=\"{field}\"");
+    let at = from
+        + dom[from..]
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {field} in {dom}"));
+    let start = at + dom[at..].find('>').unwrap() + 1;
+    let end = start + dom[start..].find('<').unwrap();
+    &dom[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_running_pipeline_as_its_subscriber_sees_it_without_secrets() {
+    let server = NatsServer::builder().user("publisher", PASSWORD).start();
+    let url = server.url();
+    let client = nats_testkit::connect_with_user(&url, "publisher", PASSWORD).await;
+    let mut rows = Collector::subscribe(&client, "status.rows.>").await;
+    let mut dead = Collector::subscribe(&client, "status.dead").await;
+    // Unbounded, so the statement keeps running; the WHERE lets only the first 500 rows
+    // through, so its figures settle and can be compared with what was received.
+    let script = format!(
+        "CREATE CONNECTION guarded FROM nats_sink
+         WITH (servers = '{url}', username = 'publisher', password = '{PASSWORD}');
+         CREATE TABLE clicks (id BIGINT) WITH (connector = 'datagen', rows_per_second = '1000');
+         INSERT INTO status_demo
+         SELECT id, CASE WHEN id % 50 = 7 THEN 'status.rows.bad subject'
+                         ELSE concat('status.rows.', id % 3) END AS subject
+         FROM clicks WHERE id < {ROWS}
+         WITH (connection = 'guarded', subject_field = 'subject',
+               on_error = 'dead_letter', dead_letter_subject = 'status.dead');"
+    );
+    let mut run = Running::start(&[], &script);
+
+    let received = rows
+        .collect((ROWS - BAD) as usize, Duration::from_secs(60))
+        .await;
+    assert_eq!(received.len() as u64, ROWS - BAD);
+    let dead_letters = dead.collect(BAD as usize, Duration::from_secs(30)).await;
+    assert_eq!(dead_letters.len() as u64, BAD);
+    let settled = wait_for_status(&mut run, |s| {
+        s["sinks"][0]["rows_confirmed"] == ROWS - BAD && s["sinks"][0]["dead_lettered"] == BAD
+    });
+    let sink = &settled["sinks"][0];
+    assert_eq!(sink["table"], "status_demo");
+    assert_eq!(sink["connector"], "nats_sink");
+    assert_eq!(sink["state"], "connected", "{settled:#}");
+    assert_eq!(sink["in_flight"], 0);
+    assert_eq!(sink["retries"], 0);
+    assert_eq!(sink["skipped"], 0);
+    let reasons = sink["recent_rejections"].as_array().unwrap();
+    assert_eq!(reasons.len(), 5, "the last five: {settled:#}");
+    // Each names its row (its place among the statement's rows) and the subject's fault.
+    let last = reasons[4].as_str().unwrap();
+    assert!(
+        reasons.iter().all(|r| {
+            let r = r.as_str().unwrap();
+            r.starts_with("row ")
+                && r.contains("\"status.rows.bad subject\"")
+                && r.contains("whitespace")
+        }),
+        "{reasons:?}"
+    );
+    // The source keeps producing rows the WHERE drops: at least what the sink got.
+    let source = &settled["sources"][0];
+    assert_eq!(source["connector"], "datagen", "{settled:#}");
+    assert_eq!(source["statement"], sink["statement"]);
+    assert_eq!(source["state"], "running");
+    assert_eq!(source["pending"], Value::Null);
+    assert!(source["rows_read"].as_u64().unwrap() >= ROWS, "{settled:#}");
+
+    // The page, as a browser renders it once its script fetched the figures.
+    let page = format!("{}/", run.base());
+    let html = http::get(&page).ok("text/html");
+    assert!(!html.contains(PASSWORD));
+    let dom = browser::dump_dom(&page);
+    assert!(!dom.contains(PASSWORD), "the password on the page");
+    let row = dom
+        .find("data-table=\"status_demo\"")
+        .unwrap_or_else(|| panic!("no row for the sink: {dom}"));
+    assert_eq!(field(&dom, row, "connector"), "nats_sink");
+    assert_eq!(field(&dom, row, "rows_confirmed"), (ROWS - BAD).to_string());
+    assert_eq!(field(&dom, row, "dead_lettered"), BAD.to_string());
+    assert_eq!(field(&dom, row, "in_flight"), "0");
+    assert_eq!(field(&dom, row, "retries"), "0");
+    assert!(dom[row..].contains("class=\"state connected\""), "{dom}");
+    assert!(dom.contains(last), "the last rejection's reason: {dom}");
+    let source = dom
+        .find("data-connector=\"datagen\"")
+        .unwrap_or_else(|| panic!("no row for the source: {dom}"));
+    let read: u64 = field(&dom, source, "rows_read").parse().unwrap();
+    assert!(read >= ROWS, "{read}");
+
+    // A picture of it; the README's docs/status-page.png is this test's, taken with
+    // STATUS_PAGE_SCREENSHOT=docs/status-page.png.
+    let dir = tempfile::tempdir().unwrap();
+    let shot = std::env::var_os("STATUS_PAGE_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("status-page.png"));
+    browser::screenshot(&page, &shot, 1400, 520);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{}",
+        shot.display()
+    );
+
+    let (out, err) = run.interrupt();
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
+    assert_eq!(common::inserted_rows(&out, "status_demo"), ROWS - BAD);
+}
