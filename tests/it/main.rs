@@ -24,6 +24,7 @@ mod reconnect;
 mod routing;
 mod secrets;
 mod security;
+mod source;
 mod sql_examples;
 mod stop_signal;
 mod streaming;

@@ -55,6 +55,7 @@ macro_rules! declare_options {
         ];
     };
 }
+pub(crate) use declare_options;
 
 /// Every option of one connector: the shared connection options, then its own.
 #[derive(Debug, PartialEq, Eq)]

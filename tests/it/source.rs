@@ -1,0 +1,421 @@
+//! `nats_source` end to end against a real nats-server: what a query reads (payload
+//! columns and metadata), an aggregate over a bounded read, source to sink with message
+//! ids from `_sequence`, poison messages under each `on_error`, the start errors, when a
+//! durable consumer is acknowledged, and how soon a continuous read delivers a row.
+
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, consumer};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use nats_testkit::{Collector, NatsServer};
+use streamsql::{Engine, Outcome};
+
+use crate::common;
+use common::js::{create_stream, header, read_all};
+
+/// Publishes each payload to its subject in stream `ORDERS` and waits for the acks.
+async fn publish(client: &Client, messages: &[(&str, &str)]) {
+    let js = jetstream::new(client.clone());
+    for (subject, payload) in messages {
+        js.publish(subject.to_string(), payload.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+/// A connection `c` and the table `orders_in` over stream `ORDERS` with `options`.
+fn source(url: &str, columns: &str, options: &str) -> String {
+    format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{url}');
+         CREATE TABLE orders_in ({columns})
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', {options});"
+    )
+}
+
+async fn run(script: &str) -> Result<Vec<Outcome>, streamsql::EngineError> {
+    let mut engine = Engine::new();
+    tokio::time::timeout(Duration::from_secs(60), engine.execute(script))
+        .await
+        .expect("the script finished within a minute")
+}
+
+/// The last query's result as a table.
+fn table(outcomes: &[Outcome]) -> String {
+    let Some(Outcome::Query { batches, .. }) = outcomes.last() else {
+        panic!("no query result: {outcomes:?}")
+    };
+    let batches: &[RecordBatch] = batches;
+    pretty_format_batches(batches).unwrap().to_string()
+}
+
+const ORDERS: &[(&str, &str)] = &[
+    (
+        "orders.eu",
+        r#"{"order_id": 1, "region": "eu", "amount": 30.5}"#,
+    ),
+    (
+        "orders.us",
+        r#"{"order_id": 2, "region": "us", "amount": 12.0, "note": "unknown fields are ignored"}"#,
+    ),
+    ("orders.eu", r#"{"order_id": 3, "region": "eu"}"#),
+];
+
+#[tokio::test]
+async fn a_bounded_read_returns_every_message_decoded_with_its_metadata() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    publish(&client, ORDERS).await;
+
+    let script = source(
+        &server.url(),
+        "order_id BIGINT, region VARCHAR, amount DOUBLE, _subject VARCHAR, _stream VARCHAR, \
+         _sequence BIGINT, _timestamp TIMESTAMP, _headers VARCHAR",
+        "stop_at = 'end'",
+    );
+    let outcomes = run(&format!(
+        "{script} SELECT order_id, region, amount, _subject, _stream, _sequence, \
+         _timestamp IS NOT NULL AS stamped, _headers FROM orders_in ORDER BY _sequence;"
+    ))
+    .await
+    .unwrap();
+    let expected = "\
++----------+--------+--------+-----------+---------+-----------+---------+----------+
+| order_id | region | amount | _subject  | _stream | _sequence | stamped | _headers |
++----------+--------+--------+-----------+---------+-----------+---------+----------+
+| 1        | eu     | 30.5   | orders.eu | ORDERS  | 1         | true    |          |
+| 2        | us     | 12.0   | orders.us | ORDERS  | 2         | true    |          |
+| 3        | eu     |        | orders.eu | ORDERS  | 3         | true    |          |
++----------+--------+--------+-----------+---------+-----------+---------+----------+";
+    assert_eq!(table(&outcomes), expected);
+
+    // A bounded read ends, so an aggregate over it works.
+    let outcomes = run(&format!(
+        "{} SELECT region, count(*) AS orders, sum(amount) AS total FROM orders_in \
+         GROUP BY region ORDER BY region;",
+        source(
+            &server.url(),
+            "region VARCHAR, amount DOUBLE",
+            "stop_at = 'end', filter_subjects = 'orders.>'"
+        )
+    ))
+    .await
+    .unwrap();
+    let expected = "\
++--------+--------+-------+
+| region | orders | total |
++--------+--------+-------+
+| eu     | 2      | 30.5  |
+| us     | 1      | 12.0  |
++--------+--------+-------+";
+    assert_eq!(table(&outcomes), expected);
+}
+
+#[tokio::test]
+async fn source_to_sink_stores_each_row_once_with_ids_from_the_sequence() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let orders: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            let region = ["eu", "us"][i % 2];
+            (
+                format!("orders.{region}"),
+                format!(r#"{{"order_id": {i}, "region": "{region}", "amount": {i}.5}}"#),
+            )
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = orders
+        .iter()
+        .map(|(s, p)| (s.as_str(), p.as_str()))
+        .collect();
+    publish(&client, &pairs).await;
+
+    let script = format!(
+        "{} INSERT INTO billing SELECT order_id, amount * 2 AS gross, \
+         concat('billing.', region) AS subject, CAST(_sequence - 1 AS VARCHAR) AS id \
+         FROM orders_in WHERE amount > 10 \
+         WITH (connector = 'nats_sink', connection = 'c', subject_field = 'subject', \
+               stream = 'BILLING', msg_id_field = 'id');",
+        source(
+            &server.url(),
+            "order_id BIGINT, region VARCHAR, amount DOUBLE, _sequence BIGINT",
+            "stop_at = 'end', fetch_size = '64'"
+        )
+    );
+    // Twice: the second run reads every message again (an ephemeral consumer
+    // acknowledges nothing), and the ids make the stream drop what it has.
+    for _ in 0..2 {
+        let outcomes = run(&script).await.unwrap();
+        let Some(Outcome::Insert(summary)) = outcomes.last() else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(summary.rows, 190, "{summary:?}");
+    }
+    let stored = read_all(&client, "BILLING").await;
+    // Orders 10..199 pass the filter; their ids are the source sequences 11..200, less 1,
+    // each stored once.
+    let mut ids: Vec<u64> = stored
+        .iter()
+        .map(|m| header(m, "Nats-Msg-Id").unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (10..200).collect::<Vec<u64>>());
+}
+
+const POISONED: &[(&str, &str)] = &[
+    ("orders.eu", r#"{"order_id": 1}"#),
+    ("orders.us", r#"{"order_id": "two"}"#),
+    ("orders.eu", "not json"),
+    ("orders.us", r#"{"order_id": 4}"#),
+];
+
+#[tokio::test]
+async fn a_poison_message_fails_is_skipped_or_is_dead_lettered() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    publish(&client, POISONED).await;
+    let select = "SELECT order_id FROM orders_in ORDER BY order_id;";
+
+    let err = run(&format!(
+        "{} {select}",
+        source(&server.url(), "order_id BIGINT", "stop_at = 'end'")
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "subject 'orders.us' (stream 'ORDERS', sequence 2)",
+        "order_id",
+        "on_error = 'skip'",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
+
+    let skipped = run(&format!(
+        "{} {select}",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', on_error = 'skip'"
+        )
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        table(&skipped),
+        "+----------+\n| order_id |\n+----------+\n| 1        |\n| 4        |\n+----------+"
+    );
+
+    let mut dead_letters = Collector::subscribe(&client, "dlq.orders").await;
+    let options = "stop_at = 'end', on_error = 'dead_letter', dead_letter_subject = 'dlq.orders'";
+    let outcomes = run(&format!(
+        "{} {select}",
+        source(&server.url(), "order_id BIGINT", options)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(table(&outcomes), table(&skipped));
+    let letters = dead_letters.collect(2, Duration::from_secs(10)).await;
+    let payloads: Vec<String> = letters.iter().map(common::text).collect();
+    assert_eq!(payloads, [r#"{"order_id": "two"}"#, "not json"]);
+    let headers = letters[0].headers.as_ref().expect("headers");
+    assert_eq!(
+        headers.get("StreamSQL-Subject").unwrap().as_str(),
+        "orders.us"
+    );
+    assert_eq!(headers.get("StreamSQL-Stream").unwrap().as_str(), "ORDERS");
+    assert_eq!(headers.get("StreamSQL-Sequence").unwrap().as_str(), "2");
+    let reason = headers.get("StreamSQL-Error").unwrap().as_str();
+    assert!(reason.contains("order_id"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_missing_stream_a_conflicting_consumer_and_an_unbounded_durable_read_are_refused() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+
+    let missing = run(&format!(
+        "{} SELECT * FROM orders_in;",
+        source(&server.url(), "order_id BIGINT", "stop_at = 'end'")
+            .replace("stream = 'ORDERS'", "stream = 'NOPE'")
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        missing.contains("JetStream stream 'NOPE': not found: create the stream first"),
+        "{missing}"
+    );
+
+    jetstream::new(client.clone())
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("etl".into()),
+            filter_subject: "orders.eu".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let conflict = run(&format!(
+        "{} SELECT * FROM orders_in;",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl', filter_subjects = 'orders.us'"
+        )
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "option 'filter_subjects'",
+        "consumer 'etl' of stream 'ORDERS' exists with filter_subjects 'orders.eu'",
+        "asks for 'orders.us'",
+    ] {
+        assert!(conflict.contains(needle), "{needle:?} not in: {conflict}");
+    }
+
+    let unbounded = run(&source(
+        &server.url(),
+        "order_id BIGINT",
+        "consumer = 'etl'",
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        unbounded.contains("option 'consumer'") && unbounded.contains("stop_at = 'end'"),
+        "{unbounded}"
+    );
+
+    // The connection is the sink's, checked the same way.
+    let guarded = NatsServer::builder().user("reader", "the-password").start();
+    let wrong = run(&format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{}', username = 'reader', password = 'not-the-password');
+         CREATE TABLE t (order_id BIGINT)
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', stop_at = 'end');
+         SELECT * FROM t;",
+        guarded.url()
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong.contains("cannot connect to NATS") && wrong.contains("'reader'"),
+        "{wrong}"
+    );
+    assert!(!wrong.contains("not-the-password"), "{wrong}");
+}
+
+/// The durable consumer's acknowledged floor and what it has left to deliver.
+async fn consumer_state(client: &Client, name: &str) -> (u64, u64) {
+    let info = jetstream::new(client.clone())
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .consumer_info(name)
+        .await
+        .unwrap();
+    (info.ack_floor.stream_sequence, info.num_pending)
+}
+
+#[tokio::test]
+async fn a_durable_consumer_is_acknowledged_only_after_its_statement_succeeded() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    publish(&client, POISONED).await;
+    let select = "SELECT count(*) AS n FROM orders_in;";
+    let options = "stop_at = 'end', consumer = 'etl'";
+
+    // The poison message fails the statement: nothing is acknowledged.
+    let failed = run(&format!(
+        "{} {select}",
+        source(&server.url(), "order_id BIGINT", options)
+    ))
+    .await;
+    assert!(failed.is_err());
+    assert_eq!(consumer_state(&client, "etl").await.0, 0);
+
+    // Read again, skipping it: every message is acknowledged once the count is in.
+    let counted = run(&format!(
+        "{} {select}",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            &format!("{options}, on_error = 'skip'")
+        )
+    ))
+    .await
+    .unwrap();
+    assert!(table(&counted).contains("| 2 |"), "{}", table(&counted));
+    assert_eq!(consumer_state(&client, "etl").await, (4, 0));
+
+    // Nothing is left for the consumer.
+    let again = run(&format!(
+        "{} {select}",
+        source(&server.url(), "order_id BIGINT", options)
+    ))
+    .await
+    .unwrap();
+    assert!(table(&again).contains("| 0 |"), "{}", table(&again));
+}
+
+#[tokio::test]
+async fn a_continuous_read_delivers_each_message_to_the_sink_while_the_next_is_awaited() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    let mut out = Collector::subscribe(&client, "out.>").await;
+    let script = format!(
+        "{} INSERT INTO out SELECT order_id, concat('out.', region) AS subject FROM orders_in          WHERE order_id >= 0          WITH (connector = 'nats_sink', connection = 'c', subject_field = 'subject');",
+        source(
+            &server.url(),
+            "order_id BIGINT, region VARCHAR",
+            "deliver = 'new'"
+        )
+    );
+    let mut running = common::spawn_with_args(&["run", "-"], &script, &[]);
+    // One message at a time, each sent only once the one before came out: a source or
+    // filter that held rows until a batch filled would never let the first one through.
+    // The first is sent again until the read has started (deliver = 'new').
+    let first = loop {
+        publish(
+            &client,
+            &[("orders.eu", r#"{"order_id": 0, "region": "eu"}"#)],
+        )
+        .await;
+        let got = out.collect(1, Duration::from_secs(2)).await;
+        if let Some(message) = got.into_iter().next() {
+            break message;
+        }
+        assert!(
+            running.try_wait().unwrap().is_none(),
+            "streamsql ended early"
+        );
+    };
+    assert_eq!(first.subject.as_str(), "out.eu");
+    for i in 1..5 {
+        let payload = format!(r#"{{"order_id": {i}, "region": "us"}}"#);
+        publish(&client, &[("orders.us", payload.as_str())]).await;
+        let got = out.collect(1, Duration::from_secs(30)).await;
+        assert_eq!(
+            got.len(),
+            1,
+            "row {i} did not come out while the source waited"
+        );
+        assert_eq!(common::text(&got[0]), format!(r#"{{"order_id":{i}}}"#));
+    }
+    running.kill().unwrap();
+    running.wait().unwrap();
+}
