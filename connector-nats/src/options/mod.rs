@@ -181,19 +181,20 @@ declare_options! { SINK_OPTIONS;
 /// The sink's option reference as a Markdown table, generated from [`OPTIONS`] (the
 /// README embeds this output; a test keeps the two identical).
 pub fn markdown_table() -> String {
-    markdown_table_of(&OPTIONS)
+    markdown_rows(OPTIONS.iter(), "connection or sink")
 }
 
-/// The option reference of `table` as a Markdown table.
-pub fn markdown_table_of(table: &OptionTable) -> String {
+/// An option reference as a Markdown table: `specs` in order, connection options marked
+/// as given `where` (`connection or sink`, ...).
+pub fn markdown_rows<'a>(
+    specs: impl Iterator<Item = &'a OptionSpec>,
+    connection_scope: &str,
+) -> String {
     let mut out =
         String::from("| option | where | value | default | description |\n|---|---|---|---|---|\n");
-    for spec in table.iter() {
+    for spec in specs {
         let scope = match spec.scope {
-            OptionScope::Connection if table.connector == crate::CONNECTOR_NAME => {
-                "connection or sink"
-            }
-            OptionScope::Connection => "connection or source",
+            OptionScope::Connection => connection_scope,
             OptionScope::Sink => "sink",
             OptionScope::Source => "source",
         };
