@@ -25,6 +25,7 @@ mod routing;
 mod secrets;
 mod security;
 mod source;
+mod source_acks;
 mod sql_examples;
 mod stop_signal;
 mod streaming;

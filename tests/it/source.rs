@@ -1,56 +1,16 @@
 //! `nats_source` end to end against a real nats-server: what a query reads (payload
 //! columns and metadata), an aggregate over a bounded read, source to sink with message
-//! ids from `_sequence`, poison messages under each `on_error`, the start errors, when a
-//! durable consumer is acknowledged, and how soon a continuous read delivers a row.
+//! ids from `_sequence`, poison messages under each `on_error`, and how soon a continuous
+//! read delivers a row. Durable consumers: `source_acks.rs`.
 
 use std::time::Duration;
 
-use async_nats::Client;
-use async_nats::jetstream::{self, consumer};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use nats_testkit::{Collector, NatsServer};
-use streamsql::{Engine, Outcome};
+use streamsql::Outcome;
 
 use crate::common;
 use common::js::{create_stream, header, read_all};
-
-/// Publishes each payload to its subject in stream `ORDERS` and waits for the acks.
-async fn publish(client: &Client, messages: &[(&str, &str)]) {
-    let js = jetstream::new(client.clone());
-    for (subject, payload) in messages {
-        js.publish(subject.to_string(), payload.to_string().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-}
-
-/// A connection `c` and the table `orders_in` over stream `ORDERS` with `options`.
-fn source(url: &str, columns: &str, options: &str) -> String {
-    format!(
-        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{url}');
-         CREATE TABLE orders_in ({columns})
-         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', {options});"
-    )
-}
-
-async fn run(script: &str) -> Result<Vec<Outcome>, streamsql::EngineError> {
-    let mut engine = Engine::new();
-    tokio::time::timeout(Duration::from_secs(60), engine.execute(script))
-        .await
-        .expect("the script finished within a minute")
-}
-
-/// The last query's result as a table.
-fn table(outcomes: &[Outcome]) -> String {
-    let Some(Outcome::Query { batches, .. }) = outcomes.last() else {
-        panic!("no query result: {outcomes:?}")
-    };
-    let batches: &[RecordBatch] = batches;
-    pretty_format_batches(batches).unwrap().to_string()
-}
+use common::source::{POISONED, publish, run, source, table};
 
 const ORDERS: &[(&str, &str)] = &[
     (
@@ -168,13 +128,6 @@ async fn source_to_sink_stores_each_row_once_with_ids_from_the_sequence() {
     assert_eq!(ids, (10..200).collect::<Vec<u64>>());
 }
 
-const POISONED: &[(&str, &str)] = &[
-    ("orders.eu", r#"{"order_id": 1}"#),
-    ("orders.us", r#"{"order_id": "two"}"#),
-    ("orders.eu", "not json"),
-    ("orders.us", r#"{"order_id": 4}"#),
-];
-
 #[tokio::test]
 async fn a_poison_message_fails_is_skipped_or_is_dead_lettered() {
     let server = NatsServer::start();
@@ -237,141 +190,6 @@ async fn a_poison_message_fails_is_skipped_or_is_dead_lettered() {
 }
 
 #[tokio::test]
-async fn a_missing_stream_a_conflicting_consumer_and_an_unbounded_durable_read_are_refused() {
-    let server = NatsServer::start();
-    let client = nats_testkit::connect(&server.url()).await;
-    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
-
-    let missing = run(&format!(
-        "{} SELECT * FROM orders_in;",
-        source(&server.url(), "order_id BIGINT", "stop_at = 'end'")
-            .replace("stream = 'ORDERS'", "stream = 'NOPE'")
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(
-        missing.contains("JetStream stream 'NOPE': not found: create the stream first"),
-        "{missing}"
-    );
-
-    jetstream::new(client.clone())
-        .get_stream("ORDERS")
-        .await
-        .unwrap()
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some("etl".into()),
-            filter_subject: "orders.eu".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let conflict = run(&format!(
-        "{} SELECT * FROM orders_in;",
-        source(
-            &server.url(),
-            "order_id BIGINT",
-            "stop_at = 'end', consumer = 'etl', filter_subjects = 'orders.us'"
-        )
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
-    for needle in [
-        "option 'filter_subjects'",
-        "consumer 'etl' of stream 'ORDERS' exists with filter_subjects 'orders.eu'",
-        "asks for 'orders.us'",
-    ] {
-        assert!(conflict.contains(needle), "{needle:?} not in: {conflict}");
-    }
-
-    let unbounded = run(&source(
-        &server.url(),
-        "order_id BIGINT",
-        "consumer = 'etl'",
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(
-        unbounded.contains("option 'consumer'") && unbounded.contains("stop_at = 'end'"),
-        "{unbounded}"
-    );
-
-    // The connection is the sink's, checked the same way.
-    let guarded = NatsServer::builder().user("reader", "the-password").start();
-    let wrong = run(&format!(
-        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{}', username = 'reader', password = 'not-the-password');
-         CREATE TABLE t (order_id BIGINT)
-         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', stop_at = 'end');
-         SELECT * FROM t;",
-        guarded.url()
-    ))
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(
-        wrong.contains("cannot connect to NATS") && wrong.contains("'reader'"),
-        "{wrong}"
-    );
-    assert!(!wrong.contains("not-the-password"), "{wrong}");
-}
-
-/// The durable consumer's acknowledged floor and what it has left to deliver.
-async fn consumer_state(client: &Client, name: &str) -> (u64, u64) {
-    let info = jetstream::new(client.clone())
-        .get_stream("ORDERS")
-        .await
-        .unwrap()
-        .consumer_info(name)
-        .await
-        .unwrap();
-    (info.ack_floor.stream_sequence, info.num_pending)
-}
-
-#[tokio::test]
-async fn a_durable_consumer_is_acknowledged_only_after_its_statement_succeeded() {
-    let server = NatsServer::start();
-    let client = nats_testkit::connect(&server.url()).await;
-    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
-    publish(&client, POISONED).await;
-    let select = "SELECT count(*) AS n FROM orders_in;";
-    let options = "stop_at = 'end', consumer = 'etl'";
-
-    // The poison message fails the statement: nothing is acknowledged.
-    let failed = run(&format!(
-        "{} {select}",
-        source(&server.url(), "order_id BIGINT", options)
-    ))
-    .await;
-    assert!(failed.is_err());
-    assert_eq!(consumer_state(&client, "etl").await.0, 0);
-
-    // Read again, skipping it: every message is acknowledged once the count is in.
-    let counted = run(&format!(
-        "{} {select}",
-        source(
-            &server.url(),
-            "order_id BIGINT",
-            &format!("{options}, on_error = 'skip'")
-        )
-    ))
-    .await
-    .unwrap();
-    assert!(table(&counted).contains("| 2 |"), "{}", table(&counted));
-    assert_eq!(consumer_state(&client, "etl").await, (4, 0));
-
-    // Nothing is left for the consumer.
-    let again = run(&format!(
-        "{} {select}",
-        source(&server.url(), "order_id BIGINT", options)
-    ))
-    .await
-    .unwrap();
-    assert!(table(&again).contains("| 0 |"), "{}", table(&again));
-}
-
-#[tokio::test]
 async fn a_continuous_read_delivers_each_message_to_the_sink_while_the_next_is_awaited() {
     let server = NatsServer::start();
     let client = nats_testkit::connect(&server.url()).await;
@@ -418,4 +236,63 @@ async fn a_continuous_read_delivers_each_message_to_the_sink_while_the_next_is_a
     }
     running.kill().unwrap();
     running.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_core_subscription_in_a_queue_group_feeds_the_sink() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let mut out = Collector::subscribe(&client, "out.>").await;
+    let script = format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{}');
+         CREATE TABLE clicks (page VARCHAR, _subject VARCHAR, _headers VARCHAR)
+         WITH (connector = 'nats_source', connection = 'c', subject = 'clicks.>',
+               queue_group = 'etl');
+         INSERT INTO out SELECT page, _subject AS source, _headers AS headers,
+                                'out.clicks' AS subject FROM clicks
+         WITH (connector = 'nats_sink', connection = 'c', subject_field = 'subject');",
+        server.url()
+    );
+    let mut running = common::spawn_with_args(&["run", "-"], &script, &[]);
+    // Core NATS keeps nothing for a subscriber that is not there yet: publish until the
+    // first click comes out, then one more.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("tenant", "a");
+    let first = loop {
+        client
+            .publish_with_headers("clicks.home", headers.clone(), r#"{"page": "/"}"#.into())
+            .await
+            .unwrap();
+        if let Some(message) = out.collect(1, Duration::from_secs(2)).await.pop() {
+            break message;
+        }
+        assert!(
+            running.try_wait().unwrap().is_none(),
+            "streamsql ended early"
+        );
+    };
+    assert_eq!(
+        common::text(&first),
+        r#"{"page":"/","source":"clicks.home","headers":"{\"tenant\":\"a\"}"}"#
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+}
+
+#[tokio::test]
+async fn explain_shows_the_source_with_its_secrets_masked() {
+    let server = NatsServer::start();
+    let outcomes = run(&format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{}', token = 's3cret-token');
+         CREATE TABLE orders_in (order_id BIGINT)
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', stop_at = 'end');
+         EXPLAIN SELECT order_id FROM orders_in WHERE order_id > 1;",
+        server.url()
+    ))
+    .await
+    .unwrap();
+    let plan = table(&outcomes);
+    assert!(plan.contains("NatsSourceExec: table=orders_in"), "{plan}");
+    assert!(plan.contains("token=***"), "{plan}");
+    assert!(!plan.contains("s3cret-token"), "{plan}");
 }

@@ -9,8 +9,8 @@
 
 use async_nats::Subject;
 use async_nats::jetstream::consumer::PullConsumer;
+use futures::StreamExt;
 use futures::stream::{BoxStream, ReadyChunks};
-use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
 
 use crate::error::{NatsSinkError, Result};
@@ -73,8 +73,10 @@ impl Feed {
             .await
             .map_err(|e| read_failed(&stream, e.to_string()))?;
         let messages = messages
-            .map_err(move |e| read_failed(&stream, e.to_string()))
-            .and_then(|m| std::future::ready(from_jetstream(m)))
+            .map(move |item| {
+                item.map_err(|e| read_failed(&stream, e.to_string()))
+                    .and_then(|m| from_jetstream(m, &stream))
+            })
             .boxed();
         Ok(Feed::Continuous(messages.ready_chunks(fetch_size)))
     }
@@ -123,8 +125,10 @@ impl Feed {
                     .map_err(|e| read_failed(stream, e.to_string()))?;
                 let mut chunk = Vec::new();
                 while let Some(item) = batch.next().await {
-                    let received =
-                        from_jetstream(item.map_err(|e| read_failed(stream, e.to_string()))?)?;
+                    let received = from_jetstream(
+                        item.map_err(|e| read_failed(stream, e.to_string()))?,
+                        stream,
+                    )?;
                     let sequence = received.message.position.map_or(0, |p| p.sequence);
                     if sequence > *end {
                         // Stored after the read began: not part of it. Handed back so the
@@ -186,7 +190,7 @@ fn read_failed(stream: &str, problem: String) -> NatsSinkError {
 
 /// A JetStream message with its stream position; one whose reply subject carries no
 /// position is refused (the server always sends one to a pull consumer).
-fn from_jetstream(message: async_nats::jetstream::Message) -> Result<Received> {
+fn from_jetstream(message: async_nats::jetstream::Message, stream: &str) -> Result<Received> {
     let position = message
         .info()
         .map(|info| Position {
@@ -194,7 +198,7 @@ fn from_jetstream(message: async_nats::jetstream::Message) -> Result<Received> {
             stored_ns: i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
         })
         .map_err(|e| NatsSinkError::JetStream {
-            stream: String::new(),
+            stream: stream.to_string(),
             problem: format!("a message came without its stream position ({e})"),
         })?;
     // The message itself, reply subject included (`split` would move it to an acker).

@@ -15,6 +15,7 @@ pub mod js;
 pub mod leak;
 pub mod link;
 pub mod running;
+pub mod source;
 
 /// The `streamsql` binary built for these tests.
 pub fn streamsql() -> Command {
