@@ -165,6 +165,22 @@ async fn a_poison_message_fails_is_skipped_or_is_dead_lettered() {
         table(&skipped),
         "+----------+\n| order_id |\n+----------+\n| 1        |\n| 4        |\n+----------+"
     );
+    // Counted: EXPLAIN ANALYZE shows the source's figures.
+    let analyzed = run(&format!(
+        "{} EXPLAIN ANALYZE {select}",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', on_error = 'skip'"
+        )
+    ))
+    .await
+    .unwrap();
+    let plan = table(&analyzed);
+    assert!(
+        plan.contains("messages_read=4") && plan.contains("skipped_messages=2"),
+        "{plan}"
+    );
 
     let mut dead_letters = Collector::subscribe(&client, "dlq.orders").await;
     let options = "stop_at = 'end', on_error = 'dead_letter', dead_letter_subject = 'dlq.orders'";

@@ -15,6 +15,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{
     Boundedness, EmissionType, ReplaceChildrenOptions,
 };
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -24,7 +25,17 @@ use futures::{FutureExt, StreamExt};
 
 use crate::source::SourceSpec;
 use crate::source::ack::Acks;
-use crate::source::read::Reader;
+use crate::source::read::{Counters, Reader};
+
+/// The source's metric names, shown by `EXPLAIN ANALYZE`.
+pub mod names {
+    /// Messages read (rows, skipped and dead-lettered ones together).
+    pub const MESSAGES_READ: &str = "messages_read";
+    /// Messages that did not decode and were skipped (`on_error = 'skip'`).
+    pub const SKIPPED: &str = "skipped_messages";
+    /// Messages that did not decode and went to `dead_letter_subject`.
+    pub const DEAD_LETTERED: &str = "dead_lettered_messages";
+}
 
 /// Reads a NATS source table.
 pub struct NatsSourceExec {
@@ -33,6 +44,7 @@ pub struct NatsSourceExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     acks: Arc<Acks>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl NatsSourceExec {
@@ -60,6 +72,7 @@ impl NatsSourceExec {
             schema,
             properties: Arc::new(properties),
             acks: Arc::new(Acks::default()),
+            metrics: ExecutionPlanMetricsSet::new(),
         })
     }
 
@@ -139,6 +152,10 @@ impl ExecutionPlan for NatsSourceExec {
         leaf(self, children)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -152,17 +169,25 @@ impl ExecutionPlan for NatsSourceExec {
         let spec = Arc::clone(&self.spec);
         let acks = Arc::clone(&self.acks);
         let projection = self.projection.clone();
+        let counter = |name| MetricBuilder::new(&self.metrics).global_counter(name);
+        let counters = Counters {
+            read: counter(names::MESSAGES_READ),
+            skipped: counter(names::SKIPPED),
+            dead_lettered: counter(names::DEAD_LETTERED),
+        };
         let batches =
-            futures::stream::once(async move { Reader::open(spec, acks, projection).await })
-                .flat_map(|opened| match opened {
-                    Ok(reader) => futures::stream::unfold(reader, |mut reader| async move {
-                        reader.next_batch().await.map(|batch| (batch, reader))
-                    })
-                    .boxed(),
-                    Err(e) => {
-                        futures::stream::once(async move { Err(DataFusionError::from(e)) }).boxed()
-                    }
-                });
+            futures::stream::once(
+                async move { Reader::open(spec, acks, projection, counters).await },
+            )
+            .flat_map(|opened| match opened {
+                Ok(reader) => futures::stream::unfold(reader, |mut reader| async move {
+                    reader.next_batch().await.map(|batch| (batch, reader))
+                })
+                .boxed(),
+                Err(e) => {
+                    futures::stream::once(async move { Err(DataFusionError::from(e)) }).boxed()
+                }
+            });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             batches,

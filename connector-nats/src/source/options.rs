@@ -45,7 +45,7 @@ declare_options! { SOURCE_ONLY_OPTIONS;
     FORMAT = "format", Source, ValueKind::Choice(FORMATS), default Some("json"), secret false,
         "Payload format. 'json': one JSON object per message, decoded into the declared columns.";
     ON_ERROR = "on_error", Source, ValueKind::Choice(ON_ERROR_VALUES), default Some("fail"), secret false,
-        "A message whose payload does not decode into the columns: 'fail' the statement, 'skip' it (logged with its subject and sequence), or 'dead_letter' it.";
+        "A message whose payload does not decode into the columns: 'fail' the statement, 'skip' it (counted and logged), or 'dead_letter' it.";
     DEAD_LETTER_SUBJECT = "dead_letter_subject", Source, ValueKind::Subject, default None, secret false,
         "on_error = 'dead_letter': where undecodable messages go, unchanged, with headers naming the error, subject and sequence.";
     MAX_ACK_PENDING = "max_ack_pending", Source, ValueKind::Count { min: 1, max: 100_000_000 }, default None, secret false,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_nats::{Client, HeaderMap};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
+use datafusion::physical_plan::metrics::Count;
 use tracing::warn;
 
 use crate::deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_SUBJECT};
@@ -24,6 +25,13 @@ pub const DEAD_LETTER_STREAM: &str = "StreamSQL-Stream";
 /// Header of a dead letter: the message's stream sequence.
 pub const DEAD_LETTER_SEQUENCE: &str = "StreamSQL-Sequence";
 
+/// What a read counts, for `EXPLAIN ANALYZE`.
+pub(crate) struct Counters {
+    pub read: Count,
+    pub skipped: Count,
+    pub dead_lettered: Count,
+}
+
 /// A running read.
 pub(crate) struct Reader {
     spec: Arc<SourceSpec>,
@@ -31,6 +39,7 @@ pub(crate) struct Reader {
     feed: Feed,
     acks: Arc<Acks>,
     projection: Option<Vec<usize>>,
+    counters: Counters,
     /// Set after an error: the stream ends.
     failed: bool,
 }
@@ -41,6 +50,7 @@ impl Reader {
         spec: Arc<SourceSpec>,
         acks: Arc<Acks>,
         projection: Option<Vec<usize>>,
+        counters: Counters,
     ) -> Result<Self> {
         let connection = ConnectionConfig::from_options(&spec.options)?;
         let client = crate::source::connect::connect(&connection, &spec.name).await?;
@@ -87,6 +97,7 @@ impl Reader {
             feed,
             acks,
             projection,
+            counters,
             failed: false,
         })
     }
@@ -120,6 +131,7 @@ impl Reader {
             // Every message read is settled with the statement: acknowledged if it
             // succeeds, handed back if not (a poison message that fails it included).
             self.acks.read(replies.into_iter().flatten());
+            self.counters.read.add(messages.len());
             let decoded = self.spec.decoder.decode(&messages)?;
             let mut dead_lettered = false;
             for poison in &decoded.poison {
@@ -133,6 +145,7 @@ impl Reader {
                         });
                     }
                     OnError::Skip => {
+                        self.counters.skipped.add(1);
                         warn!(
                             table = %self.spec.name,
                             "nats_source: skipped the message on {described}: {}",
@@ -150,6 +163,7 @@ impl Reader {
                         )
                         .await?;
                         dead_lettered = true;
+                        self.counters.dead_lettered.add(1);
                     }
                 }
             }
