@@ -73,6 +73,31 @@ async fn a_bounded_read_returns_every_message_decoded_with_its_metadata() {
 | us     | 1      | 12.0  |
 +--------+--------+-------+";
     assert_eq!(table(&outcomes), expected);
+
+    // Start positions: from a sequence, and the last message of each subject.
+    for (options, expected) in [
+        ("start_sequence = '2'", [2, 3]),
+        (
+            "deliver = 'last_per_subject', filter_subjects = 'orders.>'",
+            [2, 3],
+        ),
+    ] {
+        let outcomes = run(&format!(
+            "{} SELECT _sequence FROM orders_in ORDER BY _sequence;",
+            source(
+                &server.url(),
+                "_sequence BIGINT",
+                &format!("stop_at = 'end', {options}")
+            )
+        ))
+        .await
+        .unwrap();
+        let rows = format!(
+            "+-----------+\n| _sequence |\n+-----------+\n| {}         |\n| {}         |\n+-----------+",
+            expected[0], expected[1]
+        );
+        assert_eq!(table(&outcomes), rows, "{options}");
+    }
 }
 
 #[tokio::test]

@@ -166,11 +166,19 @@ fn jetstream(options: &Options, stream: String, bounded: bool) -> Result<JetStre
         Some(list) => subject_filters(FILTER_SUBJECTS, &list)?,
         None => Vec::new(),
     };
+    let deliver = deliver(options)?;
+    // The server refuses this policy without a filter (JetStream error 10094).
+    if deliver == DeliverPolicy::LastPerSubject && filter_subjects.is_empty() {
+        return Err(invalid(
+            FILTER_SUBJECTS,
+            "missing: deliver = 'last_per_subject' needs it (the server refuses the policy without a filter); give e.g. 'orders.>', or '>' for every subject",
+        ));
+    }
     Ok(JetStreamInput {
         stream,
         consumer,
         filter_subjects,
-        deliver: deliver(options)?,
+        deliver,
         max_ack_pending: options.count(MAX_ACK_PENDING)?.map(|n| n as i64),
         ack_wait: options.duration(ACK_WAIT)?,
     })

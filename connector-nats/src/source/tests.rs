@@ -105,6 +105,8 @@ fn each_rule_names_the_option() {
     );
     let text = err(&[("stream", "S"), ("max_ack_pending", "10")]);
     assert!(text.contains("give 'consumer' too"), "{text}");
+    let text = err(&[("stream", "S"), ("deliver", "last_per_subject")]);
+    assert!(text.contains("option 'filter_subjects': missing"), "{text}");
     let text = err(&[("stream", "a.b")]);
     assert!(text.contains("option 'stream'"), "{text}");
     assert!(config(&[("subject", "in.>"), ("queue_group", "workers")]).is_ok());
