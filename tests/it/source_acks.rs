@@ -58,6 +58,24 @@ async fn a_missing_stream_a_conflicting_consumer_and_an_unbounded_durable_read_a
         assert!(conflict.contains(needle), "{needle:?} not in: {conflict}");
     }
 
+    // Read twice in one statement, a durable consumer would split its messages.
+    publish(&client, &POISONED[..1]).await;
+    let twice = run(&format!(
+        "{} SELECT count(*) FROM orders_in a JOIN orders_in b ON a.order_id = b.order_id;",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl', filter_subjects = 'orders.eu'"
+        )
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        twice.contains("consumer 'etl' of stream 'ORDERS' is already being read here"),
+        "{twice}"
+    );
+
     let unbounded = run(&source(
         &server.url(),
         "order_id BIGINT",

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::error::{NatsSinkError, Result};
+use crate::source::consumer::Claim;
 
 /// The acknowledgement state of one execution of a source.
 #[derive(Debug, Default)]
@@ -28,12 +29,19 @@ struct State {
     replies: Vec<Subject>,
     /// The read reached its end (`stop_at = 'end'`).
     finished: bool,
+    /// The durable consumer, claimed for this statement's read alone.
+    claim: Option<Claim>,
 }
 
 impl Acks {
     /// The read is under way on `client`.
     pub(crate) fn start(&self, client: Client) {
         self.lock().client = Some(client);
+    }
+
+    /// Keeps `claim` until the statement's plan is dropped.
+    pub(crate) fn hold(&self, claim: Claim) {
+        self.lock().claim = Some(claim);
     }
 
     /// Messages were read (and turned into rows, skipped or dead-lettered).

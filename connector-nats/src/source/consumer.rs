@@ -7,6 +7,8 @@
 //! its own, so several readers can share it. Without `consumer`, an ephemeral consumer
 //! with no acks at all is made for the statement.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
@@ -17,6 +19,40 @@ use tracing::{info, warn};
 
 use crate::error::{NatsSinkError, Result};
 use crate::source::options::{ACK_WAIT, DELIVER, FILTER_SUBJECTS, JetStreamInput, MAX_ACK_PENDING};
+
+/// The durable consumers this process is reading, by servers, stream and name.
+static READING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// A durable consumer claimed by one scan until it is dropped: two scans of one durable
+/// consumer (a table read twice in a statement, as in a self-join) would each get only
+/// part of its messages, and the result would be wrong without a word.
+#[derive(Debug)]
+pub(crate) struct Claim(String);
+
+impl Claim {
+    pub(crate) fn new(servers: &str, stream: &str, consumer: &str) -> Result<Self> {
+        let key = format!("{servers}\n{stream}\n{consumer}");
+        let mut reading = READING.lock().unwrap_or_else(|p| p.into_inner());
+        if !reading.insert(key.clone()) {
+            return Err(NatsSinkError::InvalidOption {
+                option: "consumer".into(),
+                problem: format!(
+                    "consumer '{consumer}' of stream '{stream}' is already being read here (the table is read twice in one statement, e.g. a self-join or a UNION): each read would get only part of its messages; read the table once per statement, or leave out 'consumer' (an ephemeral consumer per read)"
+                ),
+            });
+        }
+        Ok(Claim(key))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        READING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
 
 /// The consumer to pull from, and for a bounded read the stream's last sequence at the
 /// start (`None`: read until stopped).

@@ -71,6 +71,14 @@ impl Reader {
                 Feed::core(subscriber, config.fetch_size)
             }
             Input::JetStream(input) => {
+                if let Some(durable) = &input.consumer {
+                    // Held with what the statement owes the consumer, until it ends.
+                    acks.hold(consumer::Claim::new(
+                        &connection.servers_display(),
+                        &input.stream,
+                        durable,
+                    )?);
+                }
                 let js = async_nats::jetstream::new(client.clone());
                 let opened = consumer::open(&js, input, config.bounded).await?;
                 if input.consumer.is_some() {
