@@ -233,6 +233,26 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// Adds the connector's process-wide Prometheus series to `registry` (served at
     /// `streamsql run --metrics-addr`); by default it has none.
     fn register_series(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    /// Connectors with the same family share connections: a `CREATE CONNECTION ... FROM`
+    /// one of them may be used by the others (a source and a sink of one system). By
+    /// default a connector is a family of its own.
+    fn connection_family(&self) -> &str {
+        self.name()
+    }
+
+    /// Called by the engine, for every node of a statement's plan, once the statement
+    /// succeeded and its output is confirmed (an INSERT's sink confirmed every row, a
+    /// query's result was collected). When `node` is this connector's source, the
+    /// returned future settles what the source owes (e.g. acknowledges what it read);
+    /// `None` for any other node (by default the connector does nothing). Not called for
+    /// a statement that failed, was cancelled or was stopped by a signal.
+    fn statement_confirmed(
+        &self,
+        _node: &dyn ExecutionPlan,
+    ) -> Option<futures::future::BoxFuture<'static, Result<()>>> {
+        None
+    }
 }
 
 /// Connectors by name.
@@ -299,6 +319,22 @@ impl Registry {
             found.extend(self.readings(child.as_ref()));
         }
         found
+    }
+
+    /// Tells every source in `plan` that its statement succeeded and its output is
+    /// confirmed ([`Connector::statement_confirmed`]); fails with the first source that
+    /// could not settle.
+    pub async fn statement_confirmed(&self, plan: &dyn ExecutionPlan) -> Result<()> {
+        let mut settling = Vec::new();
+        let mut nodes = vec![plan];
+        while let Some(node) = nodes.pop() {
+            settling.extend(self.iter().filter_map(|c| c.statement_confirmed(node)));
+            nodes.extend(node.children().into_iter().map(|child| child.as_ref()));
+        }
+        for settle in settling {
+            settle.await?;
+        }
+        Ok(())
     }
 
     /// Adds every connector's Prometheus series to `registry`.

@@ -13,16 +13,17 @@ use datafusion::error::DataFusionError;
 #[derive(Debug, thiserror::Error)]
 pub enum NatsSinkError {
     /// An option key that no option of the connector has.
-    #[error("unknown option '{key}' for connector 'nats_sink'{hint}")]
+    #[error("unknown option '{key}' for connector '{connector}'{hint}")]
     UnknownOption {
         key: String,
+        connector: &'static str,
         /// " (did you mean 'x'?)" or a list of valid options.
         hint: String,
     },
 
     /// A known option given where it does not belong (e.g. `subject` in CREATE CONNECTION).
     #[error(
-        "option '{option}' belongs on the sink (CREATE TABLE or INSERT ... WITH), not on CREATE CONNECTION"
+        "option '{option}' belongs on the sink or source (CREATE TABLE or INSERT ... WITH), not on CREATE CONNECTION"
     )]
     NotAConnectionOption { option: String },
 
@@ -109,6 +110,13 @@ pub enum NatsSinkError {
     #[error("{problem} ({published} rows were published and confirmed before it)")]
     Refused { problem: String, published: u64 },
 
+    /// A source message whose payload does not decode into the table's columns
+    /// (`on_error = 'fail'`).
+    #[error(
+        "the message on {message} does not decode into the table's columns: {problem}. Fix or remove the message, or set on_error = 'skip' (count and log it) or 'dead_letter' (with dead_letter_subject)"
+    )]
+    Undecodable { message: String, problem: String },
+
     /// arrow-json refused a batch (types are checked up front, so this is unexpected).
     #[error("encoding a batch as JSON failed: {0}")]
     Encode(#[from] ArrowError),
@@ -127,6 +135,7 @@ impl NatsSinkError {
             | NatsSinkError::NotAStringColumn { .. }
             | NatsSinkError::UnsupportedType { .. } => "schema",
             NatsSinkError::BadRow { .. } => "row",
+            NatsSinkError::Undecodable { .. } => "decode",
             NatsSinkError::Connect { .. } => "connect",
             NatsSinkError::Publish { .. } => "publish",
             NatsSinkError::RetryTimeout { .. } => "retry_timeout",

@@ -17,7 +17,8 @@
 //!   server's out-of-band errors;
 //! - `deliver/`: what each row becomes, the retry driver, core NATS and JetStream;
 //! - `metrics/`: per-execution DataFusion metrics and the process-wide Prometheus series;
-//! - `sink.rs` and `factory.rs`: the DataFusion table, sink and factory.
+//! - `sink.rs` and `factory.rs`: the DataFusion table, sink and factory;
+//! - `source/`: `nats_source`, a table reading a JetStream stream or a core subscription.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ mod factory;
 pub mod metrics;
 pub mod options;
 mod sink;
+pub mod source;
 pub mod subject;
 
 /// The Prometheus series, under the name the engine has used so far.
@@ -43,6 +45,8 @@ pub use encode::{EncodedBatch, Rejection, RowEncoder};
 pub use error::NatsSinkError;
 pub use factory::{FILE_TYPE, NatsSinkFactory, register};
 pub use sink::{NatsSink, NatsSinkTable};
+pub use source::options::{SOURCE_CONNECTOR_NAME, SOURCE_OPTIONS};
+pub use source::{NatsSourceExec, NatsSourceTable};
 
 /// The connector's name in SQL (`connector = 'nats_sink'`).
 pub const CONNECTOR_NAME: &str = "nats_sink";
@@ -55,6 +59,24 @@ pub fn validate_options(
     connection_only: bool,
 ) -> Result<(), NatsSinkError> {
     options::Options::parse(options, connection_only).map(drop)
+}
+
+/// Checks the options of a `nats_source` like [`validate_options`] does for the sink.
+pub fn validate_source_options(
+    options: &HashMap<String, String>,
+    connection_only: bool,
+) -> Result<(), NatsSinkError> {
+    options::Options::parse_for(&SOURCE_OPTIONS, options, connection_only).map(drop)
+}
+
+/// The `nats_source` table `name` for `schema`, checked against the options. Does not
+/// connect: a scan connects when it runs.
+pub fn source_table(
+    name: &str,
+    schema: SchemaRef,
+    options: HashMap<String, String>,
+) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    Ok(Arc::new(NatsSourceTable::try_new(name, schema, &options)?))
 }
 
 /// The sink table for `schema`, checked against the options. Does not connect: the

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use connector_nats::metrics::{RecentRejections, names};
-use connector_nats::options::{OPTIONS, OptionScope as NatsScope};
+use connector_nats::options::{OPTIONS, OptionScope as NatsScope, OptionTable};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableProvider, TableProviderFactory};
 use datafusion::error::{DataFusionError, Result};
@@ -33,19 +33,7 @@ impl Connector for NatsSinkConnector {
     }
 
     fn options(&self) -> Vec<OptionDoc> {
-        OPTIONS
-            .iter()
-            .map(|spec| OptionDoc {
-                name: spec.name,
-                scope: match spec.scope {
-                    NatsScope::Connection => OptionScope::Connection,
-                    NatsScope::Sink => OptionScope::Table,
-                },
-                default: spec.default,
-                secret: spec.secret,
-                doc: spec.doc,
-            })
-            .collect()
+        option_docs(&OPTIONS)
     }
 
     fn validate_connection_options(&self, options: &OptionMap) -> Result<()> {
@@ -112,7 +100,24 @@ impl Connector for NatsSinkConnector {
     }
 }
 
-fn to_hash_map(options: &OptionMap) -> HashMap<String, String> {
+/// The engine's view of a plugin option table.
+pub(super) fn option_docs(table: &OptionTable) -> Vec<OptionDoc> {
+    table
+        .iter()
+        .map(|spec| OptionDoc {
+            name: spec.name,
+            scope: match spec.scope {
+                NatsScope::Connection => OptionScope::Connection,
+                NatsScope::Sink | NatsScope::Source => OptionScope::Table,
+            },
+            default: spec.default,
+            secret: spec.secret,
+            doc: spec.doc,
+        })
+        .collect()
+}
+
+pub(super) fn to_hash_map(options: &OptionMap) -> HashMap<String, String> {
     options
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))

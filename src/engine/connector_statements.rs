@@ -304,7 +304,7 @@ impl Engine {
         };
         let connector_name = match (connector_name, connection) {
             (Some(named), Some(connection))
-                if !named.eq_ignore_ascii_case(&connection.connector) =>
+                if !self.shares_connections(at, &named, &connection.connector)? =>
             {
                 return Err(EngineError::ConnectorMismatch {
                     at,
@@ -358,6 +358,24 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Whether connector `named` may use a connection made for connector `defined_for`:
+    /// the same connector, or one of its connection family.
+    fn shares_connections(
+        &self,
+        at: StatementAt,
+        named: &str,
+        defined_for: &str,
+    ) -> Result<bool, EngineError> {
+        if named.eq_ignore_ascii_case(defined_for) {
+            return Ok(true);
+        }
+        let named = self.connector(at, named)?;
+        Ok(self
+            .registry
+            .get(defined_for)
+            .is_some_and(|other| other.connection_family() == named.connection_family()))
     }
 
     fn connector(&self, at: StatementAt, name: &str) -> Result<Arc<dyn Connector>, EngineError> {

@@ -52,7 +52,7 @@ pub use self::progress::{InsertProgress, Progress};
 pub use self::status::{SinkStatus, SourceStatus, State, Status, StatusBoard};
 pub use self::stop::DEFAULT_STOP_GRACE;
 use self::unbounded_latency::UnboundedLatency;
-use crate::connectors::NatsSinkConnector;
+use crate::connectors::{NatsSinkConnector, NatsSourceConnector};
 use crate::error::{EngineError, StatementAt};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
@@ -105,7 +105,7 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// An engine with the built-in connectors (`nats_sink`, `datagen`) and its own
+    /// An engine with the built-in connectors (`nats_sink`, `nats_source`, `datagen`) and its own
     /// shutdown latch (see [`Engine::shutdown`]).
     pub fn new() -> Self {
         Self::with_shutdown(Shutdown::new())
@@ -155,10 +155,11 @@ impl Engine {
         self.progress = Some(progress);
     }
 
-    /// The built-in connectors: `nats_sink` and `datagen`.
+    /// The built-in connectors: `nats_sink`, `nats_source` and `datagen`.
     pub fn builtin_registry() -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(NatsSinkConnector));
+        registry.register(Arc::new(NatsSourceConnector));
         registry.register(Arc::new(DatagenConnector::default()));
         registry
     }
@@ -292,7 +293,10 @@ impl Engine {
                     // labelled Int64 over rows of Utf8.
                     let physical = df.create_physical_plan().await?;
                     let schema = physical.schema();
-                    let batches = datafusion::physical_plan::collect(physical, task_ctx).await?;
+                    let batches =
+                        datafusion::physical_plan::collect(Arc::clone(&physical), task_ctx).await?;
+                    // The result is in hand: the sources may settle what they read.
+                    self.registry.statement_confirmed(physical.as_ref()).await?;
                     Ok((schema, batches))
                 };
                 let (schema, batches) = self.within_grace(at, run).await?.map_err(df_err)?;
@@ -371,15 +375,24 @@ impl Engine {
         let elapsed = started.elapsed();
         let (rows, stopped, delivery) = match finished {
             Ok(batches) => {
+                let batches = batches.map_err(df_err)?;
+                let stopped = input.and_then(|input| input.stopped());
+                if stopped.is_none() {
+                    // Every row reached the sink and was confirmed: the sources may
+                    // settle what they read.
+                    self.registry
+                        .statement_confirmed(physical.as_ref())
+                        .await
+                        .map_err(df_err)?;
+                }
                 let rows = batches
-                    .map_err(df_err)?
                     .iter()
                     .filter_map(|b| b.column_by_name("count"))
                     .filter_map(|c| c.as_primitive_opt::<UInt64Type>())
                     .flat_map(|c| c.iter().flatten())
                     .sum();
                 let delivery = self.registry.delivery(physical.as_ref());
-                (rows, input.and_then(|input| input.stopped()), delivery)
+                (rows, stopped, delivery)
             }
             Err(delivery) => {
                 let stop = SignalStop::Cancelled {

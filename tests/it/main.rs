@@ -26,6 +26,8 @@ mod routing;
 mod secrets;
 mod security;
 mod shell;
+mod source;
+mod source_acks;
 mod sql_examples;
 mod status_page;
 mod stop_signal;

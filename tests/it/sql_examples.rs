@@ -311,3 +311,74 @@ async fn mutual_tls_example_presents_a_client_certificate() {
     let secrets = [Secret::pem_key("the client key", &pki.client_key_file())];
     run_payments_example("mutual_tls.sql", &subscriber, &envs, &secrets).await;
 }
+
+/// `nats_to_nats.sql` as written: orders in the stream ORDERS are priced into BILLING,
+/// the poison order goes to the dead-letter subject, the durable consumer is
+/// acknowledged, and a second run finds nothing new.
+#[tokio::test]
+async fn nats_to_nats_reads_orders_once_into_billing() {
+    use async_nats::jetstream;
+    use common::js::{create_stream, read_all};
+
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let mut dead_letters = Collector::subscribe(&client, "orders_dlq.>").await;
+    let js = jetstream::new(client.clone());
+    for (subject, payload) in [
+        (
+            "orders.eu",
+            r#"{"order_id": 1, "region": "eu", "amount": 30}"#,
+        ),
+        (
+            "orders.us",
+            r#"{"order_id": 2, "region": "us", "amount": 5}"#,
+        ),
+        ("orders.us", r#"{"order_id": "three"}"#),
+        (
+            "orders.eu",
+            r#"{"order_id": 4, "region": "eu", "amount": 12.5}"#,
+        ),
+    ] {
+        js.publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let envs = [("NATS_URL", server.url())];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = run_script(&example("nats_to_nats.sql"), &envs);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "billing"), 2);
+
+    let billed: Vec<String> = read_all(&client, "BILLING")
+        .await
+        .iter()
+        .map(|m| format!("{} {}", m.subject, String::from_utf8_lossy(&m.payload)))
+        .collect();
+    assert_eq!(
+        billed,
+        [
+            r#"billing.eu {"order_id":1,"gross":36.0,"ordered_on":"orders.eu","id":"orders-1"}"#,
+            r#"billing.eu {"order_id":4,"gross":15.0,"ordered_on":"orders.eu","id":"orders-4"}"#,
+        ]
+    );
+    let letters = dead_letters.collect(1, Duration::from_secs(5)).await;
+    assert_eq!(text(&letters[0]), r#"{"order_id": "three"}"#);
+
+    let info = js
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .consumer_info("billing_etl")
+        .await
+        .unwrap();
+    assert_eq!((info.ack_floor.stream_sequence, info.num_pending), (4, 0));
+    // Run again: the consumer has nothing new, so nothing is billed twice.
+    let output = run_script(&example("nats_to_nats.sql"), &envs);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "billing"), 0);
+}

@@ -359,13 +359,15 @@ fn mode(options: &Options, has_msg_id: bool) -> Result<Mode> {
     }))
 }
 
-fn on_error(options: &Options) -> Result<OnError> {
+/// `on_error` and `dead_letter_subject`, read alike by the sink (rows it cannot deliver)
+/// and the source (messages it cannot decode): both declare them under these names.
+pub(crate) fn on_error(options: &Options) -> Result<OnError> {
     let dead_letter_subject = options.resolved(DEAD_LETTER_SUBJECT)?;
     match (options.choice(ON_ERROR)?, dead_letter_subject) {
         (Some("dead_letter"), Some(subject)) => Ok(OnError::DeadLetter(subject)),
         (Some("dead_letter"), None) => Err(invalid(
             DEAD_LETTER_SUBJECT,
-            "missing: on_error = 'dead_letter' needs the subject undeliverable rows go to",
+            "missing: on_error = 'dead_letter' needs the subject where what cannot be handled goes",
         )),
         (_, Some(_)) => Err(invalid(
             DEAD_LETTER_SUBJECT,

@@ -1,7 +1,9 @@
-//! The options of `nats_sink`, declared once.
+//! The options of `nats_sink` and `nats_source`, each declared once.
 //!
-//! [`OPTIONS`] is the single declaration: name, scope, default, secrecy and documentation.
-//! Key validation, the unknown-option suggestion, defaults, redaction and the engine's
+//! [`CONNECTION_OPTIONS`] (servers, credentials, TLS) are shared by both connectors, so one
+//! `CREATE CONNECTION` serves a sink and a source; [`SINK_OPTIONS`] and the source's own
+//! (`source/options.rs`) follow. An [`OptionTable`] ([`OPTIONS`] for the sink) joins them:
+//! key validation, the unknown-option suggestion, defaults, redaction and the engine's
 //! `connectors` listing all read it. The value parsers here are shared with `config`,
 //! which builds the typed configurations from a validated [`Options`] map.
 
@@ -25,10 +27,12 @@ pub enum OptionScope {
     Connection,
     /// Accepted only on the sink (`CREATE TABLE ... WITH`, `INSERT ... WITH`, `OPTIONS`).
     Sink,
+    /// Accepted only on the source table (`CREATE TABLE ... WITH`).
+    Source,
 }
 
 /// The declaration of one option.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct OptionSpec {
     pub name: &'static str,
     pub scope: OptionScope,
@@ -41,15 +45,58 @@ pub struct OptionSpec {
     pub doc: &'static str,
 }
 
+/// Declares a list of options: a constant per name, and the static list `$list`.
 macro_rules! declare_options {
-    ($( $konst:ident = $name:literal, $scope:ident, $kind:expr, default $default:expr, secret $secret:literal, $doc:literal; )*) => {
+    ($list:ident; $( $konst:ident = $name:literal, $scope:ident, $kind:expr, default $default:expr, secret $secret:literal, $doc:literal; )*) => {
         $( #[doc = $doc] pub const $konst: &str = $name; )*
-        /// Every option of `nats_sink`, in documentation order.
-        pub static OPTIONS: &[OptionSpec] = &[
-            $( OptionSpec { name: $name, scope: OptionScope::$scope, kind: $kind, default: $default, secret: $secret, doc: $doc }, )*
+        /// These options, in documentation order.
+        pub static $list: &[$crate::options::OptionSpec] = &[
+            $( $crate::options::OptionSpec { name: $name, scope: $crate::options::OptionScope::$scope, kind: $kind, default: $default, secret: $secret, doc: $doc }, )*
         ];
     };
 }
+pub(crate) use declare_options;
+
+/// Every option of one connector: the shared connection options, then its own.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OptionTable {
+    /// The connector's name in SQL, for messages.
+    pub connector: &'static str,
+    parts: &'static [&'static [OptionSpec]],
+}
+
+impl OptionTable {
+    pub(crate) const fn new(
+        connector: &'static str,
+        parts: &'static [&'static [OptionSpec]],
+    ) -> Self {
+        OptionTable { connector, parts }
+    }
+
+    /// Every option, in documentation order.
+    pub fn iter(&self) -> impl Iterator<Item = &'static OptionSpec> + Clone + use<> {
+        self.parts.iter().flat_map(|part| part.iter())
+    }
+
+    /// How many options there are.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|part| part.len()).sum()
+    }
+
+    /// Whether the table declares no option.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The declaration of `name`, if it is an option of this table.
+    pub fn spec(&self, name: &str) -> Option<&'static OptionSpec> {
+        self.iter().find(|s| s.name == name)
+    }
+}
+
+/// Every option of `nats_sink`.
+pub static OPTIONS: OptionTable =
+    OptionTable::new(crate::CONNECTOR_NAME, &[CONNECTION_OPTIONS, SINK_OPTIONS]);
 
 /// The values of `delivery`.
 pub const DELIVERY_MODES: &[&str] = &["at_least_once", "exactly_once"];
@@ -61,7 +108,7 @@ pub const FORMATS: &[&str] = &["json"];
 /// The largest atomic batch a nats-server accepts by default (larger batches fail with JetStream error 10199, "atomic publish batch is too large").
 pub const MAX_ATOMIC_BATCH: u64 = 1000;
 
-declare_options! {
+declare_options! { CONNECTION_OPTIONS;
     SERVERS = "servers", Connection, ValueKind::Servers, default Some("nats://127.0.0.1:4222"), secret false,
         "NATS server URLs: a JSON array ('[\"nats://a:4222\",\"nats://b:4222\"]') or a comma-separated list.";
     USERNAME = "username", Connection, ValueKind::Text, default None, secret false,
@@ -92,6 +139,9 @@ declare_options! {
         "How long one attempt to connect may take (e.g. '500ms', '5s', '1m').";
     RETRY_TIMEOUT = "retry_timeout", Connection, ValueKind::Duration, default None, secret false,
         "How long the sink keeps retrying after a transient failure (server down, disconnect, timeout, no quorum, stream full) before the statement fails. Unset: retry until the statement is cancelled.";
+}
+
+declare_options! { SINK_OPTIONS;
     SUBJECT = "subject", Sink, ValueKind::Subject, default None, secret false,
         "Fixed subject for every row. Give either 'subject' or 'subject_field'.";
     SUBJECT_FIELD = "subject_field", Sink, ValueKind::Text, default None, secret false,
@@ -128,15 +178,25 @@ declare_options! {
         "on_error = 'dead_letter': where undeliverable rows go, with headers giving the reason, original subject and row number.";
 }
 
-/// The option reference as a Markdown table, generated from [`OPTIONS`] (the README
-/// embeds this output; a test keeps the two identical).
+/// The sink's option reference as a Markdown table, generated from [`OPTIONS`] (the
+/// README embeds this output; a test keeps the two identical).
 pub fn markdown_table() -> String {
+    markdown_rows(OPTIONS.iter(), "connection or sink")
+}
+
+/// An option reference as a Markdown table: `specs` in order, connection options marked
+/// as given `where` (`connection or sink`, ...).
+pub fn markdown_rows<'a>(
+    specs: impl Iterator<Item = &'a OptionSpec>,
+    connection_scope: &str,
+) -> String {
     let mut out =
         String::from("| option | where | value | default | description |\n|---|---|---|---|---|\n");
-    for spec in OPTIONS {
+    for spec in specs {
         let scope = match spec.scope {
-            OptionScope::Connection => "connection or sink",
+            OptionScope::Connection => connection_scope,
             OptionScope::Sink => "sink",
+            OptionScope::Source => "source",
         };
         let default = spec
             .default
@@ -156,9 +216,9 @@ pub fn markdown_table() -> String {
     out
 }
 
-/// The declaration of `name`, if it is an option.
+/// The declaration of `name`, if it is an option of the sink.
 pub fn spec(name: &str) -> Option<&'static OptionSpec> {
-    OPTIONS.iter().find(|s| s.name == name)
+    OPTIONS.spec(name)
 }
 
 /// A validated option map: every key is a declared option (lowercase).
@@ -166,17 +226,29 @@ pub fn spec(name: &str) -> Option<&'static OptionSpec> {
 /// Values are kept as given (with `${VAR}` unresolved) so that `Debug` and `EXPLAIN` show
 /// what the user wrote, with secrets masked.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Options(BTreeMap<&'static str, String>);
+pub struct Options(BTreeMap<&'static str, String>, &'static OptionTable);
 
 impl Options {
-    /// Validates keys and the values that need no environment. With `connection_only`, keys
-    /// of sink scope are refused (they belong on the sink, not in `CREATE CONNECTION`).
+    /// The sink's options: [`Options::parse_for`] with [`OPTIONS`].
     pub fn parse(options: &HashMap<String, String>, connection_only: bool) -> Result<Self> {
+        Self::parse_for(&OPTIONS, options, connection_only)
+    }
+
+    /// Validates keys against `table` and the values that need no environment. With
+    /// `connection_only`, keys that are not connection options are refused (they belong
+    /// on the table, not in `CREATE CONNECTION`).
+    pub fn parse_for(
+        table: &'static OptionTable,
+        options: &HashMap<String, String>,
+        connection_only: bool,
+    ) -> Result<Self> {
         let mut map = BTreeMap::new();
         for (key, value) in options {
             let key = key.to_ascii_lowercase();
-            let spec = spec(&key).ok_or_else(|| unknown_option(&key))?;
-            if connection_only && spec.scope == OptionScope::Sink {
+            let spec = table
+                .spec(&key)
+                .ok_or_else(|| unknown_option(table, &key))?;
+            if connection_only && spec.scope != OptionScope::Connection {
                 return Err(NatsSinkError::NotAConnectionOption { option: key });
             }
             env_vars::check_syntax(spec.name, value)?;
@@ -186,9 +258,14 @@ impl Options {
             }
             map.insert(spec.name, value.clone());
         }
-        let options = Options(map);
+        let options = Options(map, table);
         options.check_combinations()?;
         Ok(options)
+    }
+
+    /// The declaration of `name` in this map's table.
+    fn spec(&self, name: &str) -> Option<&'static OptionSpec> {
+        self.1.spec(name)
     }
 
     /// Whether the user gave `name` (as opposed to its default applying).
@@ -201,7 +278,7 @@ impl Options {
         self.0
             .get(name)
             .map(String::as_str)
-            .or_else(|| spec(name).and_then(|s| s.default))
+            .or_else(|| self.spec(name).and_then(|s| s.default))
     }
 
     /// The value for `name` with `${VAR}` resolved from the environment and checked
@@ -212,7 +289,7 @@ impl Options {
         };
         let value = env_vars::resolve(name, raw)?;
         if env_vars::has_variables(raw)
-            && let Some(spec) = spec(name)
+            && let Some(spec) = self.spec(name)
         {
             spec.kind.check(name, &value)?;
         }
@@ -236,7 +313,7 @@ impl Options {
 
     /// A count option, resolved.
     pub fn count(&self, name: &'static str) -> Result<Option<u64>> {
-        let Some(ValueKind::Count { min, max }) = spec(name).map(|s| s.kind) else {
+        let Some(ValueKind::Count { min, max }) = self.spec(name).map(|s| s.kind) else {
             return Ok(None);
         };
         self.resolved(name)?
@@ -246,7 +323,7 @@ impl Options {
 
     /// A choice option, resolved: one of its declared words.
     pub fn choice(&self, name: &'static str) -> Result<Option<&'static str>> {
-        let Some(ValueKind::Choice(choices)) = spec(name).map(|s| s.kind) else {
+        let Some(ValueKind::Choice(choices)) = self.spec(name).map(|s| s.kind) else {
             return Ok(None);
         };
         self.resolved(name)?
@@ -259,7 +336,7 @@ impl Options {
         self.0
             .iter()
             .map(|(k, v)| {
-                let shown = if spec(k).is_some_and(|s| s.secret) {
+                let shown = if self.spec(k).is_some_and(|s| s.secret) {
                     "***".to_string()
                 } else if *k == SERVERS {
                     redact_userinfo(v)
@@ -363,8 +440,8 @@ impl fmt::Debug for Options {
     }
 }
 
-fn unknown_option(key: &str) -> NatsSinkError {
-    let closest = OPTIONS
+fn unknown_option(table: &OptionTable, key: &str) -> NatsSinkError {
+    let closest = table
         .iter()
         .map(|s| (strsim::damerau_levenshtein(key, s.name), s.name))
         .min();
@@ -374,15 +451,12 @@ fn unknown_option(key: &str) -> NatsSinkError {
         }
         _ => format!(
             "; valid options: {}",
-            OPTIONS
-                .iter()
-                .map(|s| s.name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            table.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         ),
     };
     NatsSinkError::UnknownOption {
         key: key.to_string(),
+        connector: table.connector,
         hint,
     }
 }

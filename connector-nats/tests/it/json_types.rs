@@ -104,3 +104,14 @@ fn readme_option_table_is_generated_from_the_declaration() {
         "README.md's nats_sink option table is out of date; replace it with:\n{table}"
     );
 }
+
+#[test]
+fn readme_source_option_table_is_generated_from_the_declaration() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = connector_nats::source::options::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's nats_source option table is out of date; replace it with:\n{table}"
+    );
+}

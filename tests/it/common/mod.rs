@@ -17,6 +17,7 @@ pub mod js;
 pub mod leak;
 pub mod link;
 pub mod running;
+pub mod source;
 pub mod spawned;
 
 /// The `streamsql` binary built for these tests.

@@ -1,0 +1,215 @@
+//! Where messages come from, in chunks: a bounded JetStream read (pull requests that
+//! return at once, up to the stream's last sequence at the start), a continuous
+//! JetStream read, or a core subscription.
+//!
+//! A chunk is whatever is ready, up to `fetch_size` messages: a continuous read hands a
+//! message on as soon as it arrives (no waiting for a chunk to fill), and never holds
+//! more than one pull of messages (`fetch_size`) it has not handed on, so memory stays
+//! bounded and a slow reader slows the pulls.
+
+use async_nats::Subject;
+use async_nats::jetstream::consumer::PullConsumer;
+use futures::StreamExt;
+use futures::stream::{BoxStream, ReadyChunks};
+use tracing::debug;
+
+use crate::error::{NatsSinkError, Result};
+use crate::source::decode::{Incoming, Position};
+use crate::source::options::MAX_ACK_PENDING;
+
+/// A message and where its acknowledgement goes (`None`: nothing to acknowledge).
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub message: Incoming,
+    pub reply: Option<Subject>,
+}
+
+/// The messages of one read.
+pub(crate) enum Feed {
+    /// Up to `end`, then done.
+    Bounded {
+        /// Boxed: the consumer (with its configuration) is large beside the other variant.
+        consumer: Box<PullConsumer>,
+        /// Where messages past the end are handed back.
+        client: async_nats::Client,
+        stream: String,
+        end: u64,
+        fetch_size: usize,
+        done: bool,
+    },
+    /// Until the statement stops.
+    Continuous(ReadyChunks<BoxStream<'static, Result<Received>>>),
+}
+
+impl Feed {
+    /// A bounded read of `consumer` up to stream sequence `end`.
+    pub(crate) fn bounded(
+        consumer: PullConsumer,
+        client: async_nats::Client,
+        stream: String,
+        end: u64,
+        fetch_size: usize,
+    ) -> Self {
+        Feed::Bounded {
+            consumer: Box::new(consumer),
+            client,
+            stream,
+            end,
+            fetch_size,
+            done: end == 0,
+        }
+    }
+
+    /// A continuous read of `consumer`.
+    pub(crate) async fn continuous(
+        consumer: &PullConsumer,
+        stream: String,
+        fetch_size: usize,
+    ) -> Result<Self> {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(fetch_size)
+            .messages()
+            .await
+            .map_err(|e| read_failed(&stream, e.to_string()))?;
+        let messages = messages
+            .map(move |item| {
+                item.map_err(|e| read_failed(&stream, e.to_string()))
+                    .and_then(|m| from_jetstream(m, &stream))
+            })
+            .boxed();
+        Ok(Feed::Continuous(messages.ready_chunks(fetch_size)))
+    }
+
+    /// A core subscription's messages.
+    pub(crate) fn core(subscriber: async_nats::Subscriber, fetch_size: usize) -> Self {
+        let messages = subscriber
+            .map(|m| {
+                Ok(Received {
+                    message: Incoming {
+                        subject: m.subject.to_string(),
+                        payload: m.payload,
+                        headers: m.headers,
+                        position: None,
+                    },
+                    reply: None,
+                })
+            })
+            .boxed();
+        Feed::Continuous(messages.ready_chunks(fetch_size))
+    }
+
+    /// The next chunk, `None` at the end of a bounded read.
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Vec<Received>>> {
+        match self {
+            Feed::Continuous(chunks) => match chunks.next().await {
+                None => Ok(None),
+                Some(items) => items.into_iter().collect::<Result<Vec<_>>>().map(Some),
+            },
+            Feed::Bounded {
+                consumer,
+                client,
+                stream,
+                end,
+                fetch_size,
+                done,
+            } => {
+                if *done {
+                    return Ok(None);
+                }
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(*fetch_size)
+                    .messages()
+                    .await
+                    .map_err(|e| read_failed(stream, e.to_string()))?;
+                let mut chunk = Vec::new();
+                while let Some(item) = batch.next().await {
+                    let received = from_jetstream(
+                        item.map_err(|e| read_failed(stream, e.to_string()))?,
+                        stream,
+                    )?;
+                    let sequence = received.message.position.map_or(0, |p| p.sequence);
+                    if sequence > *end {
+                        // Stored after the read began: not part of it. Handed back so the
+                        // next read has it at once.
+                        if let Some(reply) = received.reply
+                            && let Err(e) = client.publish(reply, "-NAK".into()).await
+                        {
+                            debug!("nats_source: handing back a message past the end: {e}");
+                        }
+                        *done = true;
+                        continue;
+                    }
+                    *done |= sequence == *end;
+                    chunk.push(received);
+                }
+                if chunk.is_empty() {
+                    if !*done {
+                        check_not_stalled(consumer, stream, *end).await?;
+                    }
+                    *done = true;
+                    return Ok(None);
+                }
+                Ok(Some(chunk))
+            }
+        }
+    }
+}
+
+/// An empty pull before the end: fine when nothing more matches the consumer's filter,
+/// but not when the server holds messages back because too many wait for their ack.
+async fn check_not_stalled(consumer: &mut PullConsumer, stream: &str, end: u64) -> Result<()> {
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| read_failed(stream, format!("cannot read the consumer's state: {e}")))?;
+    let limit = info.config.max_ack_pending;
+    if limit > 0
+        && info.num_ack_pending as i64 >= limit
+        && info.num_pending > 0
+        && info.delivered.stream_sequence < end
+    {
+        return Err(NatsSinkError::InvalidOption {
+            option: MAX_ACK_PENDING.into(),
+            problem: format!(
+                "consumer '{}' stopped delivering: {} messages wait for their acknowledgement, its limit, and a bounded read acknowledges at its end; raise max_ack_pending (a new consumer name takes the option)",
+                info.name, info.num_ack_pending
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn read_failed(stream: &str, problem: String) -> NatsSinkError {
+    NatsSinkError::JetStream {
+        stream: stream.into(),
+        problem: format!("reading failed: {problem}"),
+    }
+}
+
+/// A JetStream message with its stream position; one whose reply subject carries no
+/// position is refused (the server always sends one to a pull consumer).
+fn from_jetstream(message: async_nats::jetstream::Message, stream: &str) -> Result<Received> {
+    let position = message
+        .info()
+        .map(|info| Position {
+            sequence: info.stream_sequence,
+            stored_ns: i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+        })
+        .map_err(|e| NatsSinkError::JetStream {
+            stream: stream.to_string(),
+            problem: format!("a message came without its stream position ({e})"),
+        })?;
+    // The message itself, reply subject included (`split` would move it to an acker).
+    let message = message.message;
+    Ok(Received {
+        message: Incoming {
+            subject: message.subject.to_string(),
+            payload: message.payload,
+            headers: message.headers,
+            position: Some(position),
+        },
+        reply: message.reply,
+    })
+}

@@ -1,0 +1,238 @@
+//! One execution of a source: connect, open the feed, and turn chunks of messages into
+//! record batches, handling the messages that do not decode (`on_error`).
+
+use std::sync::Arc;
+
+use async_nats::{Client, HeaderMap};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::Result as DfResult;
+use datafusion::physical_plan::metrics::Count;
+use tracing::warn;
+
+use crate::deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_SUBJECT};
+use crate::error::{NatsSinkError, Result};
+use crate::options::config::ConnectionConfig;
+use crate::options::config::OnError;
+use crate::source::SourceSpec;
+use crate::source::ack::Acks;
+use crate::source::consumer;
+use crate::source::decode::Incoming;
+use crate::source::feed::Feed;
+use crate::source::options::Input;
+
+/// Header of a dead letter: the stream the message came from.
+pub const DEAD_LETTER_STREAM: &str = "StreamSQL-Stream";
+/// Header of a dead letter: the message's stream sequence.
+pub const DEAD_LETTER_SEQUENCE: &str = "StreamSQL-Sequence";
+
+/// What a read counts, for `EXPLAIN ANALYZE`.
+pub(crate) struct Counters {
+    pub read: Count,
+    pub skipped: Count,
+    pub dead_lettered: Count,
+}
+
+/// A running read.
+pub(crate) struct Reader {
+    spec: Arc<SourceSpec>,
+    client: Client,
+    feed: Feed,
+    acks: Arc<Acks>,
+    projection: Option<Vec<usize>>,
+    counters: Counters,
+    /// Set after an error: the stream ends.
+    failed: bool,
+}
+
+impl Reader {
+    /// Connects and opens the consumer or subscription.
+    pub(crate) async fn open(
+        spec: Arc<SourceSpec>,
+        acks: Arc<Acks>,
+        projection: Option<Vec<usize>>,
+        counters: Counters,
+    ) -> Result<Self> {
+        let connection = ConnectionConfig::from_options(&spec.options)?;
+        let client = crate::source::connect::connect(&connection, &spec.name).await?;
+        let config = &spec.config;
+        let feed = match &config.input {
+            Input::Core {
+                subject,
+                queue_group,
+            } => {
+                let subscribed = match queue_group {
+                    Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
+                    None => client.subscribe(subject.clone()).await,
+                };
+                let subscriber = subscribed.map_err(|e| NatsSinkError::Publish {
+                    problem: format!("cannot subscribe to '{subject}': {e}"),
+                    source: None,
+                })?;
+                Feed::core(subscriber, config.fetch_size)
+            }
+            Input::JetStream(input) => {
+                if let Some(durable) = &input.consumer {
+                    // Held with what the statement owes the consumer, until it ends.
+                    acks.hold(consumer::Claim::new(
+                        &connection.servers_display(),
+                        &input.stream,
+                        durable,
+                    )?);
+                }
+                let js = async_nats::jetstream::new(client.clone());
+                let opened = consumer::open(&js, input, config.bounded).await?;
+                if input.consumer.is_some() {
+                    acks.start(client.clone());
+                }
+                match opened.end {
+                    Some(end) => Feed::bounded(
+                        opened.consumer,
+                        client.clone(),
+                        input.stream.clone(),
+                        end,
+                        config.fetch_size,
+                    ),
+                    None => {
+                        Feed::continuous(&opened.consumer, input.stream.clone(), config.fetch_size)
+                            .await?
+                    }
+                }
+            }
+        };
+        Ok(Reader {
+            spec,
+            client,
+            feed,
+            acks,
+            projection,
+            counters,
+            failed: false,
+        })
+    }
+
+    /// The next batch of rows; `None` at the end of a bounded read or after an error.
+    pub(crate) async fn next_batch(&mut self) -> Option<DfResult<RecordBatch>> {
+        if self.failed {
+            return None;
+        }
+        match self.try_next_batch().await {
+            Ok(Some(batch)) => Some(Ok(batch)),
+            Ok(None) => {
+                self.acks.finished();
+                None
+            }
+            Err(e) => {
+                self.failed = true;
+                self.acks.abandon().await;
+                Some(Err(e.into()))
+            }
+        }
+    }
+
+    async fn try_next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            let Some(chunk) = self.feed.next_chunk().await? else {
+                return Ok(None);
+            };
+            let (messages, replies): (Vec<Incoming>, Vec<_>) =
+                chunk.into_iter().map(|r| (r.message, r.reply)).unzip();
+            // Every message read is settled with the statement: acknowledged if it
+            // succeeds, handed back if not (a poison message that fails it included).
+            self.acks.read(replies.into_iter().flatten());
+            self.counters.read.add(messages.len());
+            let decoded = self.spec.decoder.decode(&messages)?;
+            let mut dead_lettered = false;
+            for poison in &decoded.poison {
+                let message = &messages[poison.index];
+                let described = message.describe(self.stream());
+                match &self.spec.config.on_poison {
+                    OnError::Fail => {
+                        return Err(NatsSinkError::Undecodable {
+                            message: described,
+                            problem: poison.problem.clone(),
+                        });
+                    }
+                    OnError::Skip => {
+                        self.counters.skipped.add(1);
+                        warn!(
+                            table = %self.spec.name,
+                            "nats_source: skipped the message on {described}: {}",
+                            poison.problem
+                        );
+                    }
+                    OnError::DeadLetter(subject) => {
+                        let stream = self.stream().map(str::to_string);
+                        dead_letter(
+                            &self.client,
+                            stream.as_deref(),
+                            subject,
+                            message,
+                            &poison.problem,
+                        )
+                        .await?;
+                        dead_lettered = true;
+                        self.counters.dead_lettered.add(1);
+                    }
+                }
+            }
+            if dead_lettered {
+                // Written before the messages count as read (and may be acknowledged).
+                self.client
+                    .flush()
+                    .await
+                    .map_err(|e| NatsSinkError::Publish {
+                        problem: format!("sending dead letters failed: {e}"),
+                        source: None,
+                    })?;
+            }
+            if decoded.batch.num_rows() == 0 {
+                continue;
+            }
+            return Ok(Some(match &self.projection {
+                Some(columns) => decoded.batch.project(columns)?,
+                None => decoded.batch,
+            }));
+        }
+    }
+
+    fn stream(&self) -> Option<&str> {
+        match &self.spec.config.input {
+            Input::JetStream(input) => Some(&input.stream),
+            Input::Core { .. } => None,
+        }
+    }
+}
+
+/// Publishes `message`'s payload unchanged to `subject`, with headers naming the
+/// problem, the original subject and, from `stream`, its name and sequence.
+async fn dead_letter(
+    client: &Client,
+    stream: Option<&str>,
+    subject: &str,
+    message: &Incoming,
+    problem: &str,
+) -> Result<()> {
+    let mut headers = HeaderMap::new();
+    headers.insert(DEAD_LETTER_REASON, one_line(problem).as_str());
+    headers.insert(DEAD_LETTER_SUBJECT, one_line(&message.subject).as_str());
+    if let (Some(stream), Some(position)) = (stream, message.position) {
+        headers.insert(DEAD_LETTER_STREAM, stream);
+        headers.insert(DEAD_LETTER_SEQUENCE, position.sequence.to_string().as_str());
+    }
+    warn!(
+        "nats_source: dead-lettered the message on {} to '{subject}': {problem}",
+        message.describe(stream)
+    );
+    client
+        .publish_with_headers(subject.to_string(), headers, message.payload.clone())
+        .await
+        .map_err(|e| NatsSinkError::Publish {
+            problem: format!("sending a dead letter to '{subject}' failed: {e}"),
+            source: None,
+        })
+}
+
+/// A header value cannot hold a line break (async-nats panics on one).
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}

@@ -1,0 +1,198 @@
+//! `nats_source` with a durable consumer: when its messages are acknowledged, and the
+//! configurations that are refused (a missing stream, a conflicting consumer, an
+//! unbounded durable read, too small a max_ack_pending, a wrong password).
+
+use async_nats::jetstream::{self, consumer};
+use nats_testkit::NatsServer;
+
+use crate::common;
+use common::js::create_stream;
+use common::source::{POISONED, consumer_state, publish, run, source, table};
+
+#[tokio::test]
+async fn a_missing_stream_a_conflicting_consumer_and_an_unbounded_durable_read_are_refused() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+
+    let missing = run(&format!(
+        "{} SELECT * FROM orders_in;",
+        source(&server.url(), "order_id BIGINT", "stop_at = 'end'")
+            .replace("stream = 'ORDERS'", "stream = 'NOPE'")
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        missing.contains("JetStream stream 'NOPE': not found: create the stream first"),
+        "{missing}"
+    );
+
+    jetstream::new(client.clone())
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("etl".into()),
+            filter_subject: "orders.eu".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let conflict = run(&format!(
+        "{} SELECT * FROM orders_in;",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl', filter_subjects = 'orders.us'"
+        )
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "option 'filter_subjects'",
+        "consumer 'etl' of stream 'ORDERS' exists with filter_subjects 'orders.eu'",
+        "asks for 'orders.us'",
+    ] {
+        assert!(conflict.contains(needle), "{needle:?} not in: {conflict}");
+    }
+
+    // Read twice in one statement, a durable consumer would split its messages.
+    publish(&client, &POISONED[..1]).await;
+    let twice = run(&format!(
+        "{} SELECT count(*) FROM orders_in a JOIN orders_in b ON a.order_id = b.order_id;",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl', filter_subjects = 'orders.eu'"
+        )
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        twice.contains("consumer 'etl' of stream 'ORDERS' is already being read here"),
+        "{twice}"
+    );
+
+    let unbounded = run(&source(
+        &server.url(),
+        "order_id BIGINT",
+        "consumer = 'etl'",
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        unbounded.contains("option 'consumer'") && unbounded.contains("stop_at = 'end'"),
+        "{unbounded}"
+    );
+
+    // The connection is the sink's, checked the same way.
+    let guarded = NatsServer::builder().user("reader", "the-password").start();
+    let wrong = run(&format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{}', username = 'reader', password = 'not-the-password');
+         CREATE TABLE t (order_id BIGINT)
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', stop_at = 'end');
+         SELECT * FROM t;",
+        guarded.url()
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong.contains("cannot connect to NATS") && wrong.contains("'reader'"),
+        "{wrong}"
+    );
+    assert!(!wrong.contains("not-the-password"), "{wrong}");
+}
+
+#[tokio::test]
+async fn a_durable_consumer_is_acknowledged_only_after_its_statement_succeeded() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    publish(&client, POISONED).await;
+    let select = "SELECT count(*) AS n FROM orders_in;";
+    let options = "stop_at = 'end', consumer = 'etl'";
+
+    // The poison message fails the statement: nothing is acknowledged.
+    let failed = run(&format!(
+        "{} {select}",
+        source(&server.url(), "order_id BIGINT", options)
+    ))
+    .await;
+    assert!(failed.is_err());
+    assert_eq!(consumer_state(&client, "etl").await.0, 0);
+
+    // Read again, skipping it: every message is acknowledged once the count is in.
+    let counted = run(&format!(
+        "{} {select}",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            &format!("{options}, on_error = 'skip'")
+        )
+    ))
+    .await
+    .unwrap();
+    assert!(table(&counted).contains("| 2 |"), "{}", table(&counted));
+    assert_eq!(consumer_state(&client, "etl").await, (4, 0));
+
+    // Nothing is left for the consumer.
+    let again = run(&format!(
+        "{} {select}",
+        source(&server.url(), "order_id BIGINT", options)
+    ))
+    .await
+    .unwrap();
+    assert!(table(&again).contains("| 0 |"), "{}", table(&again));
+}
+
+#[tokio::test]
+async fn a_row_the_sink_refuses_acknowledges_nothing_and_a_bounded_read_needs_room_for_its_acks() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    publish(&client, &POISONED[..1]).await;
+    publish(&client, &POISONED[3..]).await;
+
+    // The sink refuses the second row (a subject with a space) after the source read
+    // both: the INSERT fails, and the consumer is not acknowledged.
+    let insert = format!(
+        "{} INSERT INTO out SELECT order_id, \
+         CASE WHEN order_id = 4 THEN 'out.bad subject' ELSE 'out.ok' END AS subject \
+         FROM orders_in \
+         WITH (connector = 'nats_sink', connection = 'c', subject_field = 'subject');",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl'"
+        )
+    );
+    let err = run(&insert).await.unwrap_err().to_string();
+    assert!(err.contains("row 2"), "{err}");
+    assert_eq!(consumer_state(&client, "etl").await.0, 0);
+
+    // A bounded read acknowledges at its end: a consumer that lets fewer messages wait
+    // for their ack than the read needs is refused before anything is read.
+    let small = run(&format!(
+        "{} SELECT * FROM orders_in;",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'small', max_ack_pending = '1'"
+        )
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "option 'max_ack_pending'",
+        "2 messages to read",
+        "at least 2",
+    ] {
+        assert!(small.contains(needle), "{needle:?} not in: {small}");
+    }
+}
