@@ -46,7 +46,7 @@ pub use error::NatsSinkError;
 pub use factory::{FILE_TYPE, NatsSinkFactory, register};
 pub use sink::{NatsSink, NatsSinkTable};
 pub use source::options::{SOURCE_CONNECTOR_NAME, SOURCE_OPTIONS};
-pub use source::{NatsSourceExec, NatsSourceTable};
+pub use source::{NatsSourceExec, NatsSourceTable, SourceReading};
 
 /// The connector's name in SQL (`connector = 'nats_sink'`).
 pub const CONNECTOR_NAME: &str = "nats_sink";

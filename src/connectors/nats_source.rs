@@ -13,7 +13,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::future::BoxFuture;
 
 use super::nats::{option_docs, to_hash_map};
-use crate::registry::{Connector, ConnectorKind, OptionDoc, OptionMap};
+use crate::registry::{Connector, ConnectorKind, OptionDoc, OptionMap, ReadingMetrics};
 
 /// The `nats_source` connector, backed by `connector-nats`. It shares connections with
 /// `nats_sink`: one `CREATE CONNECTION` serves both.
@@ -49,6 +49,15 @@ impl Connector for NatsSourceConnector {
 
     fn connection_family(&self) -> &str {
         connector_nats::CONNECTOR_NAME
+    }
+
+    fn reading(&self, node: &dyn ExecutionPlan) -> Option<ReadingMetrics> {
+        let reading = node.downcast_ref::<NatsSourceExec>()?.reading();
+        Some(ReadingMetrics {
+            rows: reading.rows,
+            pending: reading.pending,
+            ..ReadingMetrics::default()
+        })
     }
 
     fn statement_confirmed(

@@ -159,3 +159,38 @@ async fn the_page_shows_a_running_pipeline_as_its_subscriber_sees_it_without_sec
     assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
     assert_eq!(common::inserted_rows(&out, "status_demo"), ROWS - BAD);
 }
+
+/// A `nats_source` feeding a sink: `/status.json` lists the source with the rows it
+/// produced, as many as the sink's subscriber received, and its consumer's pending count
+/// (a number, where datagen has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_source_shows_its_rows_and_its_consumers_pending_messages() {
+    const MESSAGES: u64 = 50;
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    common::js::create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    let payloads: Vec<String> = (0..MESSAGES).map(|i| format!(r#"{{"id":{i}}}"#)).collect();
+    let messages: Vec<(&str, &str)> = payloads
+        .iter()
+        .map(|p| ("orders.new", p.as_str()))
+        .collect();
+    common::source::publish(&client, &messages).await;
+    let mut received = Collector::subscribe(&client, "out.rows").await;
+    let script = format!(
+        "{}\nINSERT INTO out SELECT id FROM orders_in \
+         WITH (connector = 'nats_sink', connection = 'c', subject = 'out.rows');",
+        common::source::source(&server.url(), "id BIGINT", "fetch_size = '10'")
+    );
+    let mut run = Running::start(&[], &script);
+    let settled = wait_for_status(&mut run, |s| {
+        s["sources"][0]["rows_read"] == MESSAGES && s["sinks"][0]["rows_confirmed"] == MESSAGES
+    });
+    let source = &settled["sources"][0];
+    assert_eq!(source["connector"], "nats_source", "{settled:#}");
+    assert_eq!(source["pending"], 0, "{settled:#}");
+    assert_eq!(
+        common::published(&mut received).await.len() as u64,
+        MESSAGES
+    );
+    run.interrupt();
+}

@@ -25,6 +25,7 @@ use futures::{FutureExt, StreamExt};
 
 use crate::source::SourceSpec;
 use crate::source::ack::Acks;
+use crate::source::options::Input;
 use crate::source::read::{Counters, Reader};
 
 /// The source's metric names, shown by `EXPLAIN ANALYZE`.
@@ -35,6 +36,18 @@ pub mod names {
     pub const SKIPPED: &str = "skipped_messages";
     /// Messages that did not decode and went to `dead_letter_subject`.
     pub const DEAD_LETTERED: &str = "dead_lettered_messages";
+    /// The consumer's messages waiting at the server, as of the last one read.
+    pub const PENDING: &str = "pending_messages";
+}
+
+/// How a running scan stands, for a status display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceReading {
+    /// Rows produced: messages read, less those skipped or dead-lettered.
+    pub rows: u64,
+    /// The consumer's messages waiting at the server; `None` for a core subscription,
+    /// which has no such count.
+    pub pending: Option<u64>,
 }
 
 /// Reads a NATS source table.
@@ -74,6 +87,18 @@ impl NatsSourceExec {
             acks: Arc::new(Acks::default()),
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// How the scan stands now (read from its metrics).
+    pub fn reading(&self) -> SourceReading {
+        let metrics = self.metrics.clone_inner();
+        let value = |name: &str| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+        let rows = value(names::MESSAGES_READ)
+            .saturating_sub(value(names::SKIPPED))
+            .saturating_sub(value(names::DEAD_LETTERED));
+        let pending =
+            matches!(self.spec.config.input, Input::JetStream(_)).then(|| value(names::PENDING));
+        SourceReading { rows, pending }
     }
 
     /// Called by the host once the statement this scan belongs to succeeded and its
@@ -174,6 +199,7 @@ impl ExecutionPlan for NatsSourceExec {
             read: counter(names::MESSAGES_READ),
             skipped: counter(names::SKIPPED),
             dead_lettered: counter(names::DEAD_LETTERED),
+            pending: MetricBuilder::new(&self.metrics).global_gauge(names::PENDING),
         };
         let batches =
             futures::stream::once(

@@ -22,6 +22,8 @@ use crate::source::options::MAX_ACK_PENDING;
 pub(crate) struct Received {
     pub message: Incoming,
     pub reply: Option<Subject>,
+    /// The consumer's messages still waiting at the server after this one (JetStream).
+    pub pending: Option<u64>,
 }
 
 /// The messages of one read.
@@ -93,6 +95,7 @@ impl Feed {
                         position: None,
                     },
                     reply: None,
+                    pending: None,
                 })
             })
             .boxed();
@@ -191,11 +194,14 @@ fn read_failed(stream: &str, problem: String) -> NatsSinkError {
 /// A JetStream message with its stream position; one whose reply subject carries no
 /// position is refused (the server always sends one to a pull consumer).
 fn from_jetstream(message: async_nats::jetstream::Message, stream: &str) -> Result<Received> {
-    let position = message
+    let (position, pending) = message
         .info()
-        .map(|info| Position {
-            sequence: info.stream_sequence,
-            stored_ns: i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+        .map(|info| {
+            let position = Position {
+                sequence: info.stream_sequence,
+                stored_ns: i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+            };
+            (position, info.pending)
         })
         .map_err(|e| NatsSinkError::JetStream {
             stream: stream.to_string(),
@@ -211,5 +217,6 @@ fn from_jetstream(message: async_nats::jetstream::Message, stream: &str) -> Resu
             position: Some(position),
         },
         reply: message.reply,
+        pending: Some(pending),
     })
 }

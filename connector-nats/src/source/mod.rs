@@ -37,7 +37,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-pub use exec::NatsSourceExec;
+pub use exec::{NatsSourceExec, SourceReading};
 pub use read::{DEAD_LETTER_SEQUENCE, DEAD_LETTER_STREAM};
 
 use crate::options::Options;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_nats::{Client, HeaderMap};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
-use datafusion::physical_plan::metrics::Count;
+use datafusion::physical_plan::metrics::{Count, Gauge};
 use tracing::warn;
 
 use crate::deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_SUBJECT};
@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     pub read: Count,
     pub skipped: Count,
     pub dead_lettered: Count,
+    /// The consumer's messages waiting at the server, as of the last one read.
+    pub pending: Gauge,
 }
 
 /// A running read.
@@ -134,6 +136,11 @@ impl Reader {
             let Some(chunk) = self.feed.next_chunk().await? else {
                 return Ok(None);
             };
+            if let Some(pending) = chunk.last().and_then(|r| r.pending) {
+                self.counters
+                    .pending
+                    .set(usize::try_from(pending).unwrap_or(usize::MAX));
+            }
             let (messages, replies): (Vec<Incoming>, Vec<_>) =
                 chunk.into_iter().map(|r| (r.message, r.reply)).unzip();
             // Every message read is settled with the statement: acknowledged if it
