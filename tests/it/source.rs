@@ -176,31 +176,20 @@ async fn a_poison_message_fails_is_skipped_or_is_dead_lettered() {
         assert!(err.contains(needle), "{needle:?} not in: {err}");
     }
 
-    let skipped = run(&format!(
-        "{} {select}",
-        source(
-            &server.url(),
-            "order_id BIGINT",
-            "stop_at = 'end', on_error = 'skip'"
-        )
-    ))
-    .await
-    .unwrap();
+    let skipping = source(
+        &server.url(),
+        "order_id BIGINT",
+        "stop_at = 'end', on_error = 'skip'",
+    );
+    let skipped = run(&format!("{skipping} {select}")).await.unwrap();
     assert_eq!(
         table(&skipped),
         "+----------+\n| order_id |\n+----------+\n| 1        |\n| 4        |\n+----------+"
     );
     // Counted: EXPLAIN ANALYZE shows the source's figures.
-    let analyzed = run(&format!(
-        "{} EXPLAIN ANALYZE {select}",
-        source(
-            &server.url(),
-            "order_id BIGINT",
-            "stop_at = 'end', on_error = 'skip'"
-        )
-    ))
-    .await
-    .unwrap();
+    let analyzed = run(&format!("{skipping} EXPLAIN ANALYZE {select}"))
+        .await
+        .unwrap();
     let plan = table(&analyzed);
     assert!(
         plan.contains("messages_read=4") && plan.contains("skipped_messages=2"),
