@@ -241,6 +241,13 @@ pub trait Connector: Send + Sync + fmt::Debug {
         self.name()
     }
 
+    /// Called by the engine with a statement's physical plan before it runs: a connector
+    /// may connect its nodes (a source that acknowledges what its sink confirmed), or
+    /// refuse the plan with an error saying why. By default it does nothing.
+    fn prepare_statement(&self, _plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+        Ok(())
+    }
+
     /// Called by the engine, for every node of a statement's plan, once the statement
     /// succeeded and its output is confirmed (an INSERT's sink confirmed every row, a
     /// query's result was collected). When `node` is this connector's source, the
@@ -319,6 +326,12 @@ impl Registry {
             found.extend(self.readings(child.as_ref()));
         }
         found
+    }
+
+    /// Lets every connector prepare `plan` before it runs
+    /// ([`Connector::prepare_statement`]).
+    pub fn prepare_statement(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+        self.iter().try_for_each(|c| c.prepare_statement(plan))
     }
 
     /// Tells every source in `plan` that its statement succeeded and its output is

@@ -31,6 +31,7 @@ mod deliver;
 mod encode;
 mod error;
 mod factory;
+mod lineage;
 pub mod metrics;
 pub mod options;
 mod sink;

@@ -30,6 +30,7 @@ use crate::deliver::retry::Retry;
 use crate::deliver::rows::{Limit, RowPlanner};
 use crate::encode::ahead::EncodedBatches;
 use crate::encode::{EncodedBatch, RowEncoder};
+use crate::lineage::OutputProgress;
 use crate::metrics::SinkMetrics;
 use crate::options::Options;
 use crate::options::config::{ConnectionConfig, Mode as ConfigMode, SinkConfig};
@@ -51,6 +52,8 @@ pub struct NatsSink {
     config: SinkConfig,
     encoder: RowEncoder,
     metrics: SinkMetrics,
+    /// The rows this execution took and settled, for sources that acknowledge on it.
+    progress: Arc<OutputProgress>,
 }
 
 impl NatsSinkTable {
@@ -68,6 +71,7 @@ impl NatsSinkTable {
                 config,
                 encoder,
                 metrics: SinkMetrics::new(name),
+                progress: Arc::default(),
             }),
         })
     }
@@ -109,6 +113,7 @@ impl TableProvider for NatsSinkTable {
         // A sink per execution, so that its metrics are this statement's.
         let sink = NatsSink {
             metrics: SinkMetrics::new(&self.sink.name),
+            progress: Arc::default(),
             ..(*self.sink).clone()
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
@@ -188,6 +193,11 @@ fn error_class(err: &DataFusionError) -> &'static str {
 }
 
 impl NatsSink {
+    /// The rows this execution took and settled.
+    pub(crate) fn progress(&self) -> &Arc<OutputProgress> {
+        &self.progress
+    }
+
     /// Publishes every row of `data`; returns the number confirmed. A failure reports
     /// the rows confirmed before it, counted in one place: the metrics.
     async fn publish_all(&self, data: SendableRecordBatchStream) -> Result<u64> {
@@ -202,10 +212,28 @@ impl NatsSink {
         let connection = Connection::open(&connection_config, &mut retry, metrics).await?;
         let (mut delivery, mut captures) =
             Delivery::start(connection, &self.config, &mut retry, metrics).await?;
-        let mut encoded_batches =
-            EncodedBatches::spawn(data, self.encoder.clone(), metrics.clone());
+        let progress = &self.progress;
+        let mut encoded_batches = EncodedBatches::spawn(
+            data,
+            self.encoder.clone(),
+            metrics.clone(),
+            Arc::clone(progress),
+        );
         let mut rows_before = 0u64;
-        while let Some(encoded) = encoded_batches.next().await {
+        loop {
+            // While the next batch is not there, acks that arrive confirm their rows (and
+            // let a source acknowledge its messages), also when the input goes quiet.
+            let next = loop {
+                tokio::select! {
+                    next = encoded_batches.next() => break next,
+                    () = delivery.take_arriving(), if delivery.settled() < rows_before => {
+                        progress.settled_through(delivery.settled());
+                    }
+                }
+            };
+            let Some(encoded) = next else {
+                break;
+            };
             let mut encoded = match encoded {
                 Ok(encoded) => encoded,
                 Err(e) => {
@@ -234,8 +262,10 @@ impl NatsSink {
                 .send(encoded, rows_before, &mut retry, metrics)
                 .await?;
             rows_before += rows;
+            progress.settled_through(delivery.settled());
         }
         delivery.flush(&mut retry).await?;
+        progress.settled_through(delivery.settled());
         delivery.close().await;
         info!(
             rows = metrics.published(),
@@ -262,6 +292,8 @@ fn with_confirmed(err: DataFusionError, confirmed: u64) -> DataFusionError {
 struct Delivery {
     link: Link,
     mode: Mode,
+    /// Rows handed to a mode that confirms each batch before `send` returns.
+    sent: u64,
 }
 
 enum Mode {
@@ -293,7 +325,14 @@ impl Delivery {
                     confirm_timeout: config.confirm_timeout,
                 };
                 let link = Link::new(connection, None);
-                return Ok((Delivery { link, mode }, None));
+                return Ok((
+                    Delivery {
+                        link,
+                        mode,
+                        sent: 0,
+                    },
+                    None,
+                ));
             }
             ConfigMode::JetStream(js_config) => js_config,
         };
@@ -320,7 +359,14 @@ impl Delivery {
                 metrics.clone(),
             ))),
         };
-        Ok((Delivery { link, mode }, Some(setup.captures)))
+        Ok((
+            Delivery {
+                link,
+                mode,
+                sent: 0,
+            },
+            Some(setup.captures),
+        ))
     }
 
     fn planner(&mut self) -> &mut RowPlanner {
@@ -339,7 +385,8 @@ impl Delivery {
         metrics: &SinkMetrics,
     ) -> crate::error::Result<()> {
         let link = &mut self.link;
-        match &mut self.mode {
+        let through = rows_before + batch.len() as u64;
+        let sent = match &mut self.mode {
             Mode::Core {
                 planner,
                 confirm_timeout,
@@ -359,6 +406,29 @@ impl Delivery {
             Mode::ExactlyOnce(atomic) => {
                 atomic.send(&batch, rows_before, link, retry, metrics).await
             }
+        };
+        if sent.is_ok() {
+            self.sent = through;
+        }
+        sent
+    }
+
+    /// Takes acks as they arrive, while the input is idle (see `Window::take_arriving`);
+    /// the other modes confirm each batch before `send` returns, so never returns there.
+    async fn take_arriving(&mut self) {
+        match &mut self.mode {
+            Mode::JetStream(window) => window.take_arriving().await,
+            Mode::Core { .. } | Mode::ExactlyOnce(_) => std::future::pending().await,
+        }
+    }
+
+    /// How many of the statement's first rows are settled: confirmed, skipped or
+    /// dead-lettered.
+    fn settled(&self) -> u64 {
+        match &self.mode {
+            Mode::JetStream(window) => window.settled(),
+            // Core and exactly-once confirm each batch before `send` returns.
+            Mode::Core { .. } | Mode::ExactlyOnce(_) => self.sent,
         }
     }
 

@@ -60,6 +60,11 @@ impl Connector for NatsSourceConnector {
         })
     }
 
+    fn prepare_statement(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+        connector_nats::source::link_statement(plan)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
     fn statement_confirmed(
         &self,
         node: &dyn ExecutionPlan,

@@ -33,6 +33,7 @@ mod tests;
 #[cfg(test)]
 mod tests_with;
 mod unbounded_latency;
+mod unbounded_order;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub use self::progress::{InsertProgress, Progress};
 pub use self::status::{SinkStatus, SourceStatus, State, Status, StatusBoard};
 pub use self::stop::DEFAULT_STOP_GRACE;
 use self::unbounded_latency::UnboundedLatency;
+use self::unbounded_order::UnboundedOrder;
 use crate::connectors::{NatsSinkConnector, NatsSourceConnector};
 use crate::error::{EngineError, StatementAt};
 use crate::registry::Registry;
@@ -123,7 +125,8 @@ impl Engine {
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(UnboundedLatency));
+            .with_physical_optimizer_rule(Arc::new(UnboundedLatency))
+            .with_physical_optimizer_rule(Arc::new(UnboundedOrder));
         // Connectors with a DataFusion factory also work through plain
         // `CREATE EXTERNAL TABLE ... STORED AS <NAME>`.
         for connector in registry.iter() {
@@ -292,6 +295,7 @@ impl Engine {
                     // before type coercion, so `SELECT 1 UNION ALL SELECT 'a'` would be
                     // labelled Int64 over rows of Utf8.
                     let physical = df.create_physical_plan().await?;
+                    self.registry.prepare_statement(&physical)?;
                     let schema = physical.schema();
                     let batches =
                         datafusion::physical_plan::collect(Arc::clone(&physical), task_ctx).await?;
@@ -340,6 +344,7 @@ impl Engine {
         let df = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let task_ctx = Arc::new(df.task_ctx());
         let physical = df.create_physical_plan().await.map_err(df_err)?;
+        self.registry.prepare_statement(&physical).map_err(df_err)?;
         let (physical, input) =
             stop::stop_sink_input(physical, &self.shutdown.signal()).map_err(df_err)?;
         let table_name = table.to_string();

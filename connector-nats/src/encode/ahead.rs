@@ -13,7 +13,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
 use crate::encode::{EncodedBatch, RowEncoder};
+use crate::lineage::OutputProgress;
 use crate::metrics::SinkMetrics;
 
 /// The encoded batches of one statement, in query order.
@@ -23,11 +26,13 @@ pub(crate) struct EncodedBatches {
 }
 
 impl EncodedBatches {
-    /// Starts pulling and encoding `data`; each batch is counted in `metrics`.
+    /// Starts pulling and encoding `data`; each batch is counted in `metrics`, and its
+    /// rows in `progress` as taken, before the next batch is pulled.
     pub(crate) fn spawn(
         mut data: SendableRecordBatchStream,
         mut encoder: RowEncoder,
         metrics: SinkMetrics,
+        progress: Arc<OutputProgress>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(async move {
@@ -43,6 +48,7 @@ impl EncodedBatches {
                     Some(Err(e)) => return permit.send(Err(e)),
                 };
                 metrics.batch_received();
+                progress.took(batch.num_rows() as u64);
                 let first = rows_before;
                 rows_before += batch.num_rows() as u64;
                 let encoding = tokio::task::spawn_blocking(move || {
@@ -74,9 +80,11 @@ impl EncodedBatches {
         }
         // The channel closes when the task ends: normally, or by a panic (in the query,
         // which re-raises its own tasks' panics where it is polled), which must not pass
-        // for the end of the input.
-        let task = self.task.take()?;
-        match task.await {
+        // for the end of the input. The handle is dropped only once the task is joined,
+        // so a caller that gives up waiting (a timeout) loses nothing.
+        let joined = self.task.as_mut()?.await;
+        self.task = None;
+        match joined {
             Ok(()) => None,
             Err(e) => Some(Err(panicked("reading the query", e))),
         }
@@ -145,8 +153,12 @@ mod tests {
     async fn batches_come_out_in_query_order_without_the_empty_ones() {
         let input =
             futures::stream::iter([batch(0..3), batch(3..3), batch(3..8), batch(8..9)].map(Ok));
-        let mut encoded =
-            EncodedBatches::spawn(stream(input), encoder(), SinkMetrics::new("ahead_test"));
+        let mut encoded = EncodedBatches::spawn(
+            stream(input),
+            encoder(),
+            SinkMetrics::new("ahead_test"),
+            Arc::default(),
+        );
         let mut subjects = Vec::new();
         while let Some(batch) = encoded.next().await {
             let batch = batch.unwrap();
@@ -161,8 +173,12 @@ mod tests {
         let input = futures::stream::iter([Ok(batch(0..2))]).chain(futures::stream::poll_fn(
             |_| -> std::task::Poll<Option<Result<RecordBatch>>> { panic!("a query task failed") },
         ));
-        let mut encoded =
-            EncodedBatches::spawn(stream(input), encoder(), SinkMetrics::new("ahead_test"));
+        let mut encoded = EncodedBatches::spawn(
+            stream(input),
+            encoder(),
+            SinkMetrics::new("ahead_test"),
+            Arc::default(),
+        );
         assert_eq!(encoded.next().await.unwrap().unwrap().len(), 2);
         let err = encoded
             .next()
@@ -180,8 +196,12 @@ mod tests {
             Err(DataFusionError::Execution("division by zero".into())),
             Ok(batch(2..4)),
         ]);
-        let mut encoded =
-            EncodedBatches::spawn(stream(input), encoder(), SinkMetrics::new("ahead_test"));
+        let mut encoded = EncodedBatches::spawn(
+            stream(input),
+            encoder(),
+            SinkMetrics::new("ahead_test"),
+            Arc::default(),
+        );
         assert_eq!(encoded.next().await.unwrap().unwrap().len(), 2);
         let err = encoded.next().await.unwrap().unwrap_err();
         assert!(err.to_string().contains("division by zero"), "{err}");

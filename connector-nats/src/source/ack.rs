@@ -1,37 +1,72 @@
 //! What a statement owes a durable consumer: the messages it read, acknowledged only
-//! once the engine says the statement's output was confirmed ([`Acks::commit`]).
+//! once the rows derived from them are confirmed.
 //!
-//! This increment acknowledges only bounded reads (`stop_at = 'end'`), all at once when
-//! the whole statement succeeded. A statement that fails, or that did not read to the
-//! end (a `LIMIT`), acknowledges nothing: its messages are handed back to the server
-//! (`-NAK`), so a rerun reads them again at once instead of after `ack_wait`.
+//! - A bounded read (`stop_at = 'end'`) acknowledges everything at once when the engine
+//!   says the whole statement's output is confirmed ([`Acks::commit`]); a statement that
+//!   did not read to its end (a `LIMIT`) acknowledges nothing.
+//! - A continuous read follows its sink (`source::link`): when the plan asks for the next
+//!   batch, the messages read so far are passed on, with the count of rows the sink had
+//!   taken then; a task acknowledges them once the sink settled that many rows
+//!   (`crate::lineage`). Messages whose rows were all filtered out are passed on with the
+//!   batches around them, so a selective filter never stalls the consumer at its
+//!   `max_ack_pending`. Every third of the consumer's `ack_wait` the task tells the
+//!   server that the messages it holds are still being worked on (`+WPI`), so a slow
+//!   sink does not get them delivered again meanwhile.
+//!
+//! What is not acknowledged when the statement ends (it failed, was cancelled or
+//! stopped) is handed back (`-NAK`), so a rerun reads it again at once instead of after
+//! `ack_wait`.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use async_nats::{Client, Subject};
 use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::error::{NatsSinkError, Result};
+use crate::lineage::OutputProgress;
 use crate::source::consumer::Claim;
 
 /// The acknowledgement state of one execution of a source.
 #[derive(Debug, Default)]
 pub(crate) struct Acks {
     state: Mutex<State>,
+    /// The sink a continuous read follows (see `source::link`).
+    output: OnceLock<Arc<OutputProgress>>,
+    /// Wakes the acknowledging task when messages are passed on.
+    passed_on: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// The client the messages came on; acks go back on it.
     client: Option<Client>,
-    /// The reply subject of every message read and not yet settled, in order.
+    /// The reply subject of every message read and not passed on yet, in order.
     replies: Vec<Subject>,
-    /// The read reached its end (`stop_at = 'end'`).
+    /// Messages passed on to the plan, waiting for their rows to be settled.
+    passed: VecDeque<Passed>,
+    /// The read reached the end of what it was to read.
     finished: bool,
     /// The durable consumer, claimed for this statement's read alone.
     claim: Option<Claim>,
+    /// The task acknowledging a continuous read.
+    acking: Option<AbortHandle>,
 }
+
+/// Messages whose rows are all with the sink once it has taken `taken` rows.
+#[derive(Debug)]
+struct Passed {
+    replies: Vec<Subject>,
+    taken: u64,
+}
+
+const ACK: &[u8] = b"+ACK";
+const NAK: &[u8] = b"-NAK";
+const IN_PROGRESS: &[u8] = b"+WPI";
 
 impl Acks {
     /// The read is under way on `client`.
@@ -44,9 +79,55 @@ impl Acks {
         self.lock().claim = Some(claim);
     }
 
+    /// Acknowledge as `output` settles rows (a continuous read; see `source::link`).
+    pub(crate) fn follow(&self, output: Arc<OutputProgress>) {
+        // A plan linked twice keeps its first sink: the same one.
+        let _ = self.output.set(output);
+    }
+
+    pub(crate) fn following(&self) -> bool {
+        self.output.get().is_some()
+    }
+
+    /// Starts the task that acknowledges a continuous read, telling the server every
+    /// third of `ack_wait` that the messages held are still in progress.
+    pub(crate) fn start_acking(self: &Arc<Self>, ack_wait: Duration) {
+        let mut state = self.lock();
+        let (Some(output), Some(client), None) =
+            (self.output.get(), state.client.clone(), &state.acking)
+        else {
+            return;
+        };
+        let task = tokio::spawn(acknowledge(
+            Arc::downgrade(self),
+            Arc::clone(output),
+            Arc::clone(&self.passed_on),
+            client,
+            (ack_wait / 3).max(Duration::from_millis(100)),
+        ));
+        state.acking = Some(task.abort_handle());
+    }
+
     /// Messages were read (and turned into rows, skipped or dead-lettered).
     pub(crate) fn read(&self, replies: impl IntoIterator<Item = Subject>) {
         self.lock().replies.extend(replies);
+    }
+
+    /// The plan asks for the next batch: the rows of every message read so far are with
+    /// the sink (a continuous read; a bounded one settles at its end).
+    pub(crate) fn pass_on(&self) {
+        let Some(output) = self.output.get() else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.replies.is_empty() {
+            return;
+        }
+        let replies = std::mem::take(&mut state.replies);
+        let taken = output.taken();
+        state.passed.push_back(Passed { replies, taken });
+        drop(state);
+        self.passed_on.notify_one();
     }
 
     /// The read reached the end of what it was to read.
@@ -54,54 +135,60 @@ impl Acks {
         self.lock().finished = true;
     }
 
-    /// Called once the statement's output is confirmed: acknowledges every message read,
-    /// if the read reached its end; otherwise hands them back. Returns how many were
-    /// acknowledged. Returns once the server has processed the acknowledgements.
+    /// Called once the statement's output is confirmed: acknowledges every message whose
+    /// rows were confirmed, if the read reached its end or followed its sink; hands the
+    /// others back. Returns how many were acknowledged, once the server has processed the
+    /// acknowledgements.
     pub(crate) async fn commit(&self) -> Result<u64> {
-        let (client, replies, finished) = {
+        let (client, mut done, rest) = {
             let mut state = self.lock();
-            (
-                state.client.clone(),
-                std::mem::take(&mut state.replies),
-                state.finished,
-            )
+            let replies = std::mem::take(&mut state.replies);
+            let passed = std::mem::take(&mut state.passed);
+            let done: Vec<Subject> = passed.into_iter().flat_map(|p| p.replies).collect();
+            match (state.finished, self.following()) {
+                (true, _) => (state.client.clone(), [done, replies].concat(), Vec::new()),
+                (false, true) => (state.client.clone(), done, replies),
+                (false, false) => (state.client.clone(), Vec::new(), replies),
+            }
         };
-        let (Some(client), Some(last)) = (client, replies.last().cloned()) else {
+        let Some(client) = client else {
             return Ok(0);
         };
-        if !finished {
+        if !rest.is_empty() {
             info!(
-                messages = replies.len(),
-                "nats_source: the statement did not read to the end (a LIMIT?); nothing acknowledged, the messages are delivered again"
+                messages = rest.len(),
+                "nats_source: the statement did not read its last messages to the end (a LIMIT?); they are not acknowledged and are delivered again"
             );
-            hand_back(&client, replies).await;
-            return Ok(0);
+            hand_back(&client, rest).await;
         }
+        let count = done.len() as u64;
+        let Some(last) = done.pop() else {
+            return Ok(0);
+        };
         let failed = |e: String| NatsSinkError::Publish {
             problem: format!(
-                "acknowledging the {} messages the statement read failed: {e}; the statement's output was confirmed, and the consumer delivers those messages again after its ack_wait",
-                replies.len()
+                "acknowledging the {count} messages the statement read failed: {e}; the statement's output was confirmed, and the consumer delivers those messages again after its ack_wait"
             ),
             source: None,
         };
-        for reply in &replies[..replies.len() - 1] {
+        for reply in done {
             client
-                .publish(reply.clone(), Bytes::from_static(b"+ACK"))
+                .publish(reply, Bytes::from_static(ACK))
                 .await
                 .map_err(|e| failed(e.to_string()))?;
         }
         // A reply to the last ack means the server processed every ack before it: they
         // came on the same connection, in order.
         client
-            .request(last, Bytes::from_static(b"+ACK"))
+            .request(last, Bytes::from_static(ACK))
             .await
             .map_err(|e| failed(e.to_string()))?;
-        debug!(messages = replies.len(), "nats_source: acknowledged");
-        Ok(replies.len() as u64)
+        debug!(messages = count, "nats_source: acknowledged");
+        Ok(count)
     }
 
-    /// The read failed: hands back what it read now, rather than when the plan is
-    /// dropped, so that a rerun finds the messages at once.
+    /// The read failed: hands back what was read and not passed on now, rather than
+    /// when the plan is dropped, so that a rerun finds the messages at once.
     pub(crate) async fn abandon(&self) {
         let (client, replies) = {
             let mut state = self.lock();
@@ -112,9 +199,103 @@ impl Acks {
         }
     }
 
+    /// Takes the passed-on messages whose rows are settled, and (with `all`) splits off
+    /// the others too.
+    fn take_settled(&self, all: bool) -> (Vec<Subject>, Vec<Subject>) {
+        let settled = self.output.get().map_or(0, |o| o.settled());
+        let mut state = self.lock();
+        let mut done = Vec::new();
+        while state.passed.front().is_some_and(|p| p.taken <= settled) {
+            done.extend(state.passed.pop_front().into_iter().flat_map(|p| p.replies));
+        }
+        let mut rest = Vec::new();
+        if all {
+            rest.extend(
+                std::mem::take(&mut state.passed)
+                    .into_iter()
+                    .flat_map(|p| p.replies),
+            );
+            rest.append(&mut state.replies);
+        }
+        (done, rest)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent whatever panicked while holding the lock.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Acknowledges a continuous read's messages as the sink settles their rows, and keeps
+/// the ones it holds from being delivered again (see the module documentation). Ends
+/// when the read's state is dropped.
+async fn acknowledge(
+    acks: Weak<Acks>,
+    output: Arc<OutputProgress>,
+    passed_on: Arc<Notify>,
+    client: Client,
+    in_progress_every: Duration,
+) {
+    let mut in_progress = tokio::time::interval(in_progress_every);
+    in_progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    in_progress.tick().await;
+    loop {
+        let next = match acks.upgrade() {
+            Some(acks) => acks.lock().passed.front().map(|p| p.taken),
+            None => return,
+        };
+        let settled = async {
+            match next {
+                Some(taken) => output.settled_at_least(taken).await,
+                None => passed_on.notified().await,
+            }
+        };
+        tokio::select! {
+            () = settled => {
+                let Some(done) = acks.upgrade().map(|a| a.take_settled(false).0) else {
+                    return;
+                };
+                send_all(&client, done, ACK, "acknowledging").await;
+            }
+            _ = in_progress.tick() => {
+                let Some(held) = acks.upgrade().map(|a| a.held()) else {
+                    return;
+                };
+                send_all(&client, held, IN_PROGRESS, "telling the server a message is in progress").await;
+            }
+        }
+    }
+}
+
+impl Acks {
+    /// Every message read and not acknowledged yet.
+    fn held(&self) -> Vec<Subject> {
+        let state = self.lock();
+        let passed = state.passed.iter().flat_map(|p| p.replies.iter());
+        passed.chain(state.replies.iter()).cloned().collect()
+    }
+}
+
+/// Sends `body` to each reply subject, then flushes; a failure is logged (the server
+/// then delivers the message again after `ack_wait`, which message ids make harmless).
+async fn send_all(client: &Client, replies: Vec<Subject>, body: &'static [u8], what: &str) {
+    if replies.is_empty() {
+        return;
+    }
+    let count = replies.len();
+    for reply in replies {
+        if let Err(e) = client.publish(reply, Bytes::from_static(body)).await {
+            warn!(
+                "nats_source: {what} failed ({e}); the server delivers the message again after ack_wait"
+            );
+            return;
+        }
+    }
+    match client.flush().await {
+        Ok(()) => debug!(messages = count, "nats_source: {what}: sent"),
+        Err(e) => warn!(
+            "nats_source: {what} failed ({e}); the server delivers the messages again after ack_wait"
+        ),
     }
 }
 
@@ -125,28 +306,38 @@ async fn hand_back(client: &Client, mut replies: Vec<Subject>) {
         return;
     };
     for reply in replies {
-        if let Err(e) = client.publish(reply, Bytes::from_static(b"-NAK")).await {
+        if let Err(e) = client.publish(reply, Bytes::from_static(NAK)).await {
             warn!(
                 "nats_source: handing a message back failed ({e}); it is delivered again after ack_wait"
             );
             return;
         }
     }
-    if let Err(e) = client.request(last, Bytes::from_static(b"-NAK")).await {
+    if let Err(e) = client.request(last, Bytes::from_static(NAK)).await {
         debug!("nats_source: handing back the last message: {e}");
     }
 }
 
 impl Drop for Acks {
-    /// Whatever was read and not committed (the statement failed or was cancelled) is
-    /// handed back, if a runtime is there to send it.
+    /// The statement ended without a commit (it failed, was cancelled or stopped):
+    /// acknowledges the passed-on messages whose rows the sink settled, and hands the
+    /// rest back, if a runtime is there to send it.
     fn drop(&mut self) {
-        let state = std::mem::take(&mut *self.lock());
-        let (Some(client), false) = (state.client, state.replies.is_empty()) else {
+        if let Some(task) = self.lock().acking.take() {
+            task.abort();
+        }
+        let (done, rest) = self.take_settled(true);
+        let Some(client) = self.lock().client.take() else {
             return;
         };
+        if done.is_empty() && rest.is_empty() {
+            return;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { hand_back(&client, state.replies).await });
+            runtime.spawn(async move {
+                send_all(&client, done, ACK, "acknowledging").await;
+                hand_back(&client, rest).await;
+            });
         }
     }
 }

@@ -23,6 +23,7 @@ use datafusion::physical_plan::{
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
+use crate::lineage::OutputProgress;
 use crate::source::SourceSpec;
 use crate::source::ack::Acks;
 use crate::source::options::Input;
@@ -101,12 +102,28 @@ impl NatsSourceExec {
         SourceReading { rows, pending }
     }
 
+    /// The durable consumer this scan reads continuously, acknowledging each message
+    /// once its rows are confirmed: such a scan must be linked to its sink before it
+    /// runs ([`crate::source::link_statement`]).
+    pub fn consumer_to_follow(&self) -> Option<&str> {
+        match &self.spec.config.input {
+            Input::JetStream(input) if !self.spec.config.bounded => input.consumer.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Acknowledge as `output` settles rows.
+    pub(crate) fn follow(&self, output: Arc<OutputProgress>) {
+        self.acks.follow(output);
+    }
+
     /// Called by the host once the statement this scan belongs to succeeded and its
     /// output is confirmed (an INSERT's sink confirmed every row, a SELECT's result was
     /// collected). A durable consumer's messages read by a bounded scan are acknowledged
-    /// then, and only then; returns once the server processed the acknowledgements.
-    /// Without this call nothing is acknowledged, and the messages are handed back when
-    /// the plan is dropped.
+    /// then, and only then (a continuous scan acknowledges as its sink confirms, and
+    /// settles the rest then); returns once the server processed the acknowledgements.
+    /// Without this call, what is not acknowledged is handed back when the plan is
+    /// dropped.
     pub fn statement_confirmed(&self) -> BoxFuture<'static, Result<()>> {
         let acks = Arc::clone(&self.acks);
         async move { acks.commit().await.map(drop).map_err(DataFusionError::from) }.boxed()

@@ -9,11 +9,12 @@
 //! `connect` (the client, with the sink's credentials and TLS), `consumer` (stream and
 //! consumer set-up), `feed` (messages in chunks), `decode` (payloads and metadata into
 //! rows), `read` (one execution, `on_error`), `ack` (what is acknowledged, and when),
-//! `exec` (the plan node).
+//! `exec` (the plan node), `link` (which sink a continuous read follows).
 //!
 //! Delivery: a core subscription is at-most-once; an ephemeral JetStream consumer
-//! acknowledges nothing; a durable consumer is read only with `stop_at = 'end'` and
-//! acknowledged once the host reports the whole statement confirmed (see `ack`).
+//! acknowledges nothing; a durable consumer acknowledges a message only once the rows
+//! derived from it are confirmed: a bounded read when the host reports the whole
+//! statement confirmed, a continuous one as its sink confirms rows (see `ack`, `link`).
 
 mod ack;
 mod connect;
@@ -21,6 +22,7 @@ mod consumer;
 mod decode;
 mod exec;
 mod feed;
+mod link;
 pub mod options;
 mod read;
 #[cfg(test)]
@@ -38,6 +40,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 pub use exec::{NatsSourceExec, SourceReading};
+pub use link::link_statement;
 pub use read::{DEAD_LETTER_SEQUENCE, DEAD_LETTER_STREAM};
 
 use crate::options::Options;

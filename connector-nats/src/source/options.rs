@@ -31,7 +31,7 @@ declare_options! { SOURCE_ONLY_OPTIONS;
     STREAM = "stream", Source, ValueKind::Text, default None, secret false,
         "JetStream stream to read. Without it the source is a core NATS subscription on 'subject' (at-most-once).";
     CONSUMER = "consumer", Source, ValueKind::Text, default None, secret false,
-        "Durable pull consumer of 'stream': created when missing, bound when it exists (its configuration must match these options). Without it: an ephemeral consumer that acknowledges nothing.";
+        "Durable pull consumer of 'stream': created when missing, bound when it exists (its configuration must match these options). A message is acknowledged only once its rows are confirmed. Without it: an ephemeral consumer that acknowledges nothing.";
     FILTER_SUBJECTS = "filter_subjects", Source, ValueKind::Text, default None, secret false,
         "Comma-separated subjects (wildcards allowed) of 'stream' to read; default: every subject.";
     DELIVER = "deliver", Source, ValueKind::Choice(DELIVER_POLICIES), default Some("all"), secret false,
@@ -126,7 +126,7 @@ impl SourceConfig {
                         ));
                     }
                 }
-                Input::JetStream(jetstream(options, stream, bounded)?)
+                Input::JetStream(jetstream(options, stream)?)
             }
             None => core(options, bounded)?,
         };
@@ -139,19 +139,11 @@ impl SourceConfig {
     }
 }
 
-fn jetstream(options: &Options, stream: String, bounded: bool) -> Result<JetStreamInput> {
+fn jetstream(options: &Options, stream: String) -> Result<JetStreamInput> {
     check_name(STREAM, &stream)?;
     let consumer = options.resolved(CONSUMER)?;
     if let Some(name) = &consumer {
         check_name(CONSUMER, name)?;
-        // Acknowledging on confirmation is not built yet for a statement that never
-        // ends; acknowledging on read (or never) would lose or stall messages.
-        if !bounded {
-            return Err(invalid(
-                CONSUMER,
-                "a durable consumer is supported only with stop_at = 'end' for now (its messages are acknowledged once the whole statement succeeded); for a continuous read leave out 'consumer' (an ephemeral consumer, nothing acknowledged)",
-            ));
-        }
     } else {
         for name in [MAX_ACK_PENDING, ACK_WAIT] {
             if options.is_given(name) {

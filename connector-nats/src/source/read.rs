@@ -74,6 +74,14 @@ impl Reader {
             }
             Input::JetStream(input) => {
                 if let Some(durable) = &input.consumer {
+                    if !config.bounded && !acks.following() {
+                        return Err(NatsSinkError::InvalidOption {
+                            option: "consumer".into(),
+                            problem: format!(
+                                "'{durable}': a continuous read from a durable consumer acknowledges each message once the sink confirmed its rows, and this plan was not linked to its sink (streamsql links an INSERT INTO a nats_sink table; a host embedding the connector calls connector_nats::source::link_statement before running the plan)"
+                            ),
+                        });
+                    }
                     // Held with what the statement owes the consumer, until it ends.
                     acks.hold(consumer::Claim::new(
                         &connection.servers_display(),
@@ -85,6 +93,7 @@ impl Reader {
                 let opened = consumer::open(&js, input, config.bounded).await?;
                 if input.consumer.is_some() {
                     acks.start(client.clone());
+                    acks.start_acking(opened.consumer.cached_info().config.ack_wait);
                 }
                 match opened.end {
                     Some(end) => Feed::bounded(
@@ -117,6 +126,8 @@ impl Reader {
         if self.failed {
             return None;
         }
+        // Asked for more: the rows of what was read so far are with the sink.
+        self.acks.pass_on();
         match self.try_next_batch().await {
             Ok(Some(batch)) => Some(Ok(batch)),
             Ok(None) => {

@@ -74,6 +74,11 @@ impl Link {
         self.replies_held.store(true, Ordering::SeqCst);
     }
 
+    /// Lets through again what [`Link::hold_replies`] held back, and what follows.
+    pub fn release(&self) {
+        self.replies_held.store(false, Ordering::SeqCst);
+    }
+
     /// From now on, holds back everything in both directions while the connections stay
     /// up: a network that has stopped delivering. [`Link::cut`] ends it, dropping what
     /// was held.
@@ -108,6 +113,10 @@ async fn pump(
         match from.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                // What was read while waiting when the hold began is held too.
+                while held.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 if to.write_all(&buffer[..n]).await.is_err() {
                     return;
                 }

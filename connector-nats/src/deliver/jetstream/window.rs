@@ -64,6 +64,8 @@ pub(crate) struct Window {
     pending: VecDeque<Pending>,
     /// Sequence number of `pending[0]`.
     first_seq: u64,
+    /// The statement's rows queued so far.
+    queued: u64,
     in_flight: VecDeque<InFlight>,
     /// Whether the current run waits for every ack, or returns once all is sent.
     draining: bool,
@@ -83,6 +85,7 @@ impl Window {
             planner,
             pending: VecDeque::new(),
             first_seq: 0,
+            queued: 0,
             in_flight: VecDeque::new(),
             draining: false,
             metrics,
@@ -102,6 +105,7 @@ impl Window {
         link: &mut Link,
         retry: &mut Retry,
     ) -> Result<()> {
+        self.queued = rows_before + batch.len() as u64;
         self.pending.push_back(Pending {
             batch,
             rows_before,
@@ -115,6 +119,12 @@ impl Window {
     pub(crate) async fn flush(&mut self, link: &mut Link, retry: &mut Retry) -> Result<()> {
         self.draining = true;
         driver::run(link, retry, self).await
+    }
+
+    /// How many of the statement's first rows are settled: every row before the oldest
+    /// batch still pending.
+    pub(crate) fn settled(&self) -> u64 {
+        self.pending.front().map_or(self.queued, |p| p.rows_before)
     }
 
     fn has_unsent(&self) -> bool {
@@ -202,6 +212,27 @@ impl Window {
         }
         self.release();
         confirmed
+    }
+
+    /// While the input is idle: waits for the oldest ack, then takes any others that are
+    /// in, so that rows count as confirmed as soon as their acks come. A failed ack is
+    /// kept for the next push or flush to classify and retry; until then, and with
+    /// nothing in flight, this never returns. Cancel-safe: what arrives is recorded before
+    /// the next await.
+    pub(crate) async fn take_arriving(&mut self) {
+        let Some(front) = self.in_flight.front_mut() else {
+            return std::future::pending().await;
+        };
+        if front.failed.is_some() || front.ack.is_terminated() {
+            return std::future::pending().await;
+        }
+        match (&mut front.ack).await {
+            Ok(ack) => {
+                self.confirm_front(&ack, Instant::now());
+                self.take_ready();
+            }
+            Err(e) => front.failed = Some(e),
+        }
     }
 
     /// Waits for the oldest ack, then takes any others that are in.

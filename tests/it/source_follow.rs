@@ -1,0 +1,188 @@
+//! A continuous `nats_source` read from a durable consumer into a `nats_sink`: each
+//! message is acknowledged once the sink has its row confirmed, and not before; messages
+//! a filter drops are acknowledged with the rest, so a selective filter does not stall
+//! the consumer at `max_ack_pending`; a message waiting on a sink that does not answer
+//! is kept from redelivery; a plan the source cannot follow is refused.
+
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use async_nats::jetstream::{self, consumer};
+use nats_testkit::NatsServer;
+
+use crate::common;
+use common::js::{create_stream, read_all, stored};
+use common::link::Link;
+use common::running::Running;
+use common::source::{publish, run, source};
+
+/// `order_id` 0.. to subjects `orders.eu`, as JSON.
+fn orders(ids: std::ops::Range<u64>) -> Vec<(String, String)> {
+    ids.map(|id| ("orders.eu".to_string(), format!(r#"{{"order_id": {id}}}"#)))
+        .collect()
+}
+
+async fn publish_orders(client: &Client, ids: std::ops::Range<u64>) {
+    let messages = orders(ids);
+    let messages: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|(s, p)| (s.as_str(), p.as_str()))
+        .collect();
+    publish(client, &messages).await;
+}
+
+async fn consumer_info(client: &Client) -> consumer::Info {
+    jetstream::new(client.clone())
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .consumer_info("etl")
+        .await
+        .unwrap()
+}
+
+/// Waits until `check` holds of the consumer `etl`, or fails with its last state.
+async fn wait_for_consumer(client: &Client, what: &str, check: impl Fn(&consumer::Info) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = consumer_info(client).await;
+        if check(&info) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: ack floor {}, ack pending {}, pending {}, redelivered {}",
+            info.ack_floor.stream_sequence,
+            info.num_ack_pending,
+            info.num_pending,
+            info.num_redelivered
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_stored(client: &Client, rows: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored(client, "BILLING").await < rows {
+        assert!(Instant::now() < deadline, "BILLING never held {rows} rows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_continuous_read_acknowledges_each_message_once_its_row_is_confirmed() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    // The sink's acks pass through a link the test can hold.
+    let link = Link::to(&server.url(), None).await;
+    let script = format!(
+        "CREATE CONNECTION src FROM nats_sink WITH (servers = '{}');
+         CREATE CONNECTION dst FROM nats_sink WITH (servers = '{}');
+         CREATE TABLE orders_in (order_id BIGINT, _sequence BIGINT)
+         WITH (connector = 'nats_source', connection = 'src', stream = 'ORDERS',
+               consumer = 'etl', ack_wait = '2s', max_ack_pending = '20');
+         CREATE TABLE billing (order_id BIGINT, id VARCHAR)
+         WITH (connector = 'nats_sink', connection = 'dst', stream = 'BILLING',
+               subject = 'billing.eu', msg_id_field = 'id', confirm_timeout = '60s');
+         INSERT INTO billing SELECT order_id, concat('orders-', _sequence) AS id
+         FROM orders_in WHERE order_id % 100 = 7;",
+        server.url(),
+        link.url()
+    );
+    let run = Running::start(&[], &script);
+
+    // 3 of 300 messages pass the filter, and the consumer lets only 20 wait for their
+    // acks: every one of the 300 is acknowledged all the same.
+    publish_orders(&client, 0..300).await;
+    wait_for_stored(&client, 3).await;
+    wait_for_consumer(&client, "all 300 acknowledged", |info| {
+        info.ack_floor.stream_sequence == 300 && info.num_ack_pending == 0
+    })
+    .await;
+
+    // The stream stores the next row, but its ack does not come back: the message stays
+    // unacknowledged, longer than twice its ack_wait, and is not delivered again.
+    link.hold_replies();
+    publish_orders(&client, 307..308).await;
+    wait_for_stored(&client, 4).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let info = consumer_info(&client).await;
+    assert_eq!(
+        (
+            info.ack_floor.stream_sequence,
+            info.num_ack_pending,
+            info.num_redelivered
+        ),
+        (300, 1, 0),
+        "acknowledged before its row was confirmed, or delivered again"
+    );
+
+    // The ack comes: the message is acknowledged.
+    link.release();
+    wait_for_consumer(&client, "the 301st acknowledged", |info| {
+        info.ack_floor.stream_sequence == 301 && info.num_ack_pending == 0
+    })
+    .await;
+    let (stdout, _) = run.interrupt();
+    assert!(stdout.contains("4 rows"), "{stdout}");
+    let ids: Vec<String> = read_all(&client, "BILLING")
+        .await
+        .iter()
+        .map(|m| common::js::header(m, "Nats-Msg-Id").unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["orders-8", "orders-108", "orders-208", "orders-301"],
+        "each row once, in order"
+    );
+    let info = consumer_info(&client).await;
+    assert_eq!(
+        (info.num_ack_pending, info.num_pending, info.num_redelivered),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_continuous_durable_read_that_cannot_be_followed_to_a_sink_is_refused() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    publish_orders(&client, 0..3).await;
+    let table = source(&server.url(), "order_id BIGINT", "consumer = 'etl'");
+
+    let query = run(&format!("{table} SELECT * FROM orders_in;"))
+        .await
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "option 'consumer': 'etl'",
+        "runs only in an INSERT INTO a nats_sink table",
+        "stop_at = 'end'",
+    ] {
+        assert!(query.contains(needle), "{needle:?} not in: {query}");
+    }
+
+    // A join holds rows of several batches before it emits them.
+    let joined = run(&format!(
+        "{table}
+         CREATE TABLE matched (order_id BIGINT)
+         WITH (connector = 'nats_sink', connection = 'c', stream = 'BILLING', subject = 'billing.n');
+         INSERT INTO matched SELECT o.order_id FROM orders_in o
+         JOIN (VALUES (1), (2)) AS v(id) ON o.order_id = v.id;"
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    for needle in ["option 'consumer': 'etl'", "HashJoinExec", "between them"] {
+        assert!(joined.contains(needle), "{needle:?} not in: {joined}");
+    }
+    // The refusal comes before the plan runs: the consumer was not even created.
+    let stream = jetstream::new(client.clone())
+        .get_stream("ORDERS")
+        .await
+        .unwrap();
+    assert!(stream.consumer_info("etl").await.is_err());
+}
