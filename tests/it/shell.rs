@@ -16,8 +16,14 @@ const PROMPT: &str = "streamsql> ";
 
 /// `streamsql` with no command, in a pseudo-terminal, keeping its history in `history`.
 fn shell(history: &std::path::Path) -> expectrl::session::OsSession {
+    shell_with(history, &[])
+}
+
+/// `streamsql args...` (e.g. `shell --stop-grace 9`), as [`shell`].
+fn shell_with(history: &std::path::Path, args: &[&str]) -> expectrl::session::OsSession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_streamsql"));
     command
+        .args(args)
         .env("STREAMSQL_HISTORY", history)
         .env("TERM", "xterm")
         .env("COLUMNS", "200")
@@ -29,12 +35,17 @@ fn shell(history: &std::path::Path) -> expectrl::session::OsSession {
     session
 }
 
-/// Asserts the shell exited with code 0 (nix's WaitStatus, read through its Debug form:
-/// `Exited(Pid(..), 0)`).
+/// Asserts the shell exited with code 0.
 fn assert_exited_0(session: &mut expectrl::session::OsSession) {
+    assert_exited(session, 0);
+}
+
+/// Asserts the shell exited with `code` (nix's WaitStatus, read through its Debug form:
+/// `Exited(Pid(..), 0)`).
+fn assert_exited(session: &mut expectrl::session::OsSession, code: i32) {
     let status = format!("{:?}", session.get_process().wait().unwrap());
     assert!(
-        status.starts_with("Exited(") && status.ends_with(", 0)"),
+        status.starts_with("Exited(") && status.ends_with(&format!(", {code})")),
         "{status}"
     );
 }
@@ -124,6 +135,38 @@ async fn ctrl_c_stops_only_the_running_insert_and_the_session_goes_on() {
             history.contains(typed),
             "history lacks {typed:?}:\n{history}"
         );
+    }
+}
+
+/// SIGTERM or SIGHUP at the prompt, where the line editor holds the terminal in raw mode:
+/// the shell puts the terminal back as it found it and exits with 128 + the
+/// signal's number, as a shell killed by it would.
+#[test]
+fn a_signal_at_the_prompt_puts_the_terminal_back_and_exits_non_zero() {
+    for (signal, code) in [("TERM", 143), ("HUP", 129)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sh = shell(&dir.path().join("history"));
+        // Line editing by the terminal (canonical mode) is what raw mode turns off.
+        let canonical = |sh: &expectrl::session::OsSession| {
+            let pty = sh.get_process().get_raw_handle().unwrap();
+            let settings = nix::sys::termios::tcgetattr(&pty).unwrap();
+            settings
+                .local_flags
+                .contains(nix::sys::termios::LocalFlags::ICANON)
+        };
+        sh.expect(PROMPT).unwrap();
+        assert!(!canonical(&sh), "raw mode at the prompt");
+        let pid = sh.get_process().pid().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        sh.expect(format!("received SIG{signal}: leaving the shell"))
+            .unwrap();
+        sh.expect(Eof).unwrap();
+        assert_exited(&mut sh, code);
+        assert!(canonical(&sh), "SIG{signal} left the terminal in raw mode");
     }
 }
 
