@@ -7,7 +7,7 @@
 //! name (table hints, which DataFusion would ignore) is refused. Statements run in order and the first failure stops the
 //! script. Once the shutdown latch has fired, no further statement starts, and the
 //! running one stops: an `INSERT` stops reading its input, and any statement still
-//! running a grace period later is cancelled (`stop.rs`).
+//! running a grace period later is cancelled (`stop/`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), streamsql::EngineError> {
