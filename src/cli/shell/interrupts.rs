@@ -2,8 +2,9 @@
 //!
 //! At the prompt the line editor reads Ctrl-C as a key. While a statement runs, the
 //! terminal sends SIGINT: the first one fires that statement's shutdown latch (its
-//! input ends and an INSERT confirms what it read, as with `run`), the second aborts
-//! it. SIGTERM and SIGHUP do the same to a running statement and then end the
+//! input ends and an INSERT confirms what it read, as with `run`), the second fires its
+//! abort latch (the engine cancels it at once, and an INSERT still prints what its sink
+//! confirmed). SIGTERM and SIGHUP do the same to a running statement and then end the
 //! shell; at the prompt they end it at once, with the terminal's settings put back.
 //! Either way the shell exits with 128 + the signal's number.
 
@@ -76,11 +77,12 @@ impl Interrupts {
         }
     }
 
-    /// A statement starts: gives `engine` a fresh stop latch and returns the abort one.
+    /// A statement starts: gives `engine` fresh stop and abort latches.
     pub(super) fn begin(&self, engine: &mut Engine) -> Shutdown {
         let stop = Shutdown::new();
         let abort = Shutdown::new();
         engine.set_shutdown(stop.clone());
+        engine.set_abort(abort.clone());
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
             stop,
             abort: abort.clone(),

@@ -4,9 +4,10 @@
 //! one statement to the next. Statements are run and printed as `run` does
 //! (`session::execute`). Ctrl-C stops only the running statement: its input ends and an
 //! INSERT prints its summary with the rows confirmed (a second Ctrl-C aborts it at
-//! once), then the prompt returns. Each statement gets a fresh shutdown latch, since a
-//! latch fires only once. SIGTERM and SIGHUP end the shell (`interrupts`). With input
-//! that is not a terminal, the shell runs it as a script, exactly like `run -`.
+//! once, and the summary still says what was confirmed), then the prompt returns. Each
+//! statement gets fresh shutdown and abort latches, since a latch fires only once.
+//! SIGTERM and SIGHUP end the shell (`interrupts`). With input that is not a terminal,
+//! the shell runs it as a script, exactly like `run -`.
 
 mod commands;
 mod editor;
@@ -117,7 +118,11 @@ async fn run_entry(
     };
     for (i, statement) in statements.iter().enumerate() {
         let mut abort = interrupts.begin(engine).signal();
+        // The engine handles the abort itself, and an INSERT's summary then says what
+        // was confirmed; `biased` lets it. Dropping the statement here is for one that
+        // does not end at the abort (waiting outside the engine's grace handling).
         let result = tokio::select! {
+            biased;
             result = execute(engine, statement, progress) => Some(result),
             () = abort.triggered() => None,
         };

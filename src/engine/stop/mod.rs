@@ -6,11 +6,13 @@
 //!    whose stream ends as soon as the latch fires, even while the input is waiting for
 //!    data. The sink sees the end of its input, whatever produced it (`datagen`,
 //!    `generate_series`, `VALUES`, files, joins of them), confirms what it has read and
-//!    completes as it would at the end of the data.
+//!    completes as it would at the end of the data. A query from an unbounded source
+//!    gets the wrapper over its output ([`stop_output`]): its result ends there.
 //! 2. Bound the wait. [`within_grace`] gives the statement a grace period from the
 //!    moment the latch fires; a statement still running then (a sink retrying against a
-//!    dead server, a query that is not an `INSERT`) is cancelled by dropping its future,
-//!    which drops the sink's `write_all` future and with it every retry.
+//!    dead server, a slow bounded query) is cancelled by dropping its future, which
+//!    drops the sink's `write_all` future and with it every retry. The abort latch (an
+//!    interactive host's second Ctrl-C) cancels it the same way, at once.
 
 use std::fmt;
 use std::future::Future;
@@ -42,29 +44,41 @@ use crate::shutdown::ShutdownSignal;
 /// operator's Ctrl-C or a supervisor's stop timeout.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs `statement`; once `signal` fires, lets it finish for at most `grace`. When the
-/// grace period runs out, `before_cancel` runs (while the statement still exists, e.g.
-/// to read its plan's metrics before the sink resets its gauges), then the statement's
-/// future is dropped, which cancels whatever it was doing, and this returns
-/// `before_cancel`'s result as the error.
+/// Why [`within_grace`] cancelled a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cancel {
+    /// It had not finished `grace` after the shutdown latch fired.
+    GraceOver,
+    /// The abort latch fired (an interactive host's second Ctrl-C).
+    Aborted,
+}
+
+/// Runs `statement`; once `signal` fires, lets it finish for at most `grace`, and once
+/// `abort` fires, not at all. When either runs out, `before_cancel` runs (while the
+/// statement still exists, e.g. to read its plan's metrics before the sink resets its
+/// gauges), then the statement's future is dropped, which cancels whatever it was
+/// doing, and this returns `before_cancel`'s result as the error.
 pub(super) async fn within_grace<F: Future, C>(
     mut signal: ShutdownSignal,
+    mut abort: ShutdownSignal,
     grace: Duration,
     statement: F,
-    before_cancel: impl FnOnce() -> C,
+    before_cancel: impl FnOnce(Cancel) -> C,
 ) -> Result<F::Output, C> {
     let mut statement = std::pin::pin!(statement);
-    let deadline = async move {
+    let grace_over = async move {
         signal.triggered().await;
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
+    // Biased: a statement that is done keeps its result, whatever fired meanwhile.
+    let cancel = tokio::select! {
         biased;
         done = &mut statement => return Ok(done),
-        () = deadline => {}
-    }
+        () = abort.triggered() => Cancel::Aborted,
+        () = grace_over => Cancel::GraceOver,
+    };
     // The statement's future is dropped when this returns, after `before_cancel`.
-    Err(before_cancel())
+    Err(before_cancel(cancel))
 }
 
 /// What became of the input of a sink wrapped by [`stop_sink_input`].
@@ -120,6 +134,22 @@ pub(super) fn stop_sink_input(
         }
     }
     Ok((plan, None))
+}
+
+/// `plan`, a query that does not end by itself (it reads an unbounded source), with its
+/// output wrapped in a [`StopOnShutdownExec`]: once the latch fires its result ends with
+/// the rows produced so far, as an `INSERT` from such a source ends. The handle tells
+/// whether the latch cut it.
+pub(super) fn stop_output(
+    plan: Arc<dyn ExecutionPlan>,
+    signal: &ShutdownSignal,
+) -> (Arc<dyn ExecutionPlan>, InputStop) {
+    let stop = InputStop {
+        unbounded: plan.boundedness().is_unbounded(),
+        cut: Arc::default(),
+    };
+    let wrapped = StopOnShutdownExec::new(plan, signal.clone(), Arc::clone(&stop.cut));
+    (Arc::new(wrapped), stop)
 }
 
 /// The wrapper has its input's properties, so the parent keeps its own.
@@ -261,215 +291,4 @@ impl RecordBatchStream for StopStream {
 }
 
 #[cfg(test)]
-mod tests {
-    use datafusion::arrow::array::Int64Array;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::catalog::TableProvider;
-    use datafusion::datasource::MemTable;
-    use datafusion::datasource::memory::MemorySourceConfig;
-    use datafusion::logical_expr::dml::InsertOp;
-    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-    use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-    use datafusion::physical_plan::{collect, displayable};
-    use datafusion::prelude::SessionContext;
-    use futures::StreamExt;
-
-    use super::*;
-    use crate::shutdown::Shutdown;
-
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
-    }
-
-    /// An endless partition: a batch whenever polled, never the end.
-    #[derive(Debug)]
-    struct Endless;
-
-    impl PartitionStream for Endless {
-        fn schema(&self) -> &SchemaRef {
-            static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
-            SCHEMA.get_or_init(schema)
-        }
-
-        fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-            let batches = futures::stream::repeat_with(|| {
-                Ok(RecordBatch::try_new(
-                    schema(),
-                    vec![Arc::new(Int64Array::from(vec![1, 2]))],
-                )?)
-            });
-            Box::pin(RecordBatchStreamAdapter::new(schema(), batches))
-        }
-    }
-
-    fn endless(unbounded: bool) -> Arc<dyn ExecutionPlan> {
-        Arc::new(
-            StreamingTableExec::try_new(
-                schema(),
-                vec![Arc::new(Endless)],
-                None,
-                [],
-                unbounded,
-                None,
-            )
-            .unwrap(),
-        )
-    }
-
-    async fn insert_plan(input: Arc<dyn ExecutionPlan>) -> (Arc<dyn ExecutionPlan>, Arc<MemTable>) {
-        let table = Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap());
-        let state = SessionContext::new().state();
-        let plan = table
-            .insert_into(&state, input, InsertOp::Append)
-            .await
-            .unwrap();
-        (plan, table)
-    }
-
-    #[tokio::test]
-    async fn an_endless_input_ends_when_the_latch_fires_and_says_so() {
-        for unbounded in [true, false] {
-            let shutdown = Shutdown::new();
-            let (plan, table) = insert_plan(endless(unbounded)).await;
-            let (plan, stop) = stop_sink_input(plan, &shutdown.signal()).unwrap();
-            let stop = stop.expect("the sink's input is wrapped");
-            let shown = displayable(plan.as_ref()).indent(false).to_string();
-            assert!(shown.contains("StopOnShutdownExec"), "{shown}");
-            // The wrapper keeps its input's properties.
-            assert_eq!(
-                plan.children()[0].boundedness(),
-                plan.children()[0].children()[0].boundedness()
-            );
-
-            let trigger = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                trigger.trigger();
-            });
-            let task_ctx = SessionContext::new().task_ctx();
-            let counts = tokio::time::timeout(Duration::from_secs(10), collect(plan, task_ctx))
-                .await
-                .expect("the insert ends once the latch fires")
-                .unwrap();
-            let written = counts[0]
-                .column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                .unwrap()
-                .value(0);
-            assert!(written > 0, "rows were read before the signal");
-            let held: usize = table.batches[0]
-                .read()
-                .await
-                .iter()
-                .map(|b| b.num_rows())
-                .sum();
-            assert_eq!(held as u64, written);
-            let expected = if unbounded {
-                SignalStop::Unbounded
-            } else {
-                SignalStop::Bounded
-            };
-            assert_eq!(stop.stopped(), Some(expected));
-        }
-    }
-
-    #[tokio::test]
-    async fn an_input_read_to_its_end_was_not_cut() {
-        let shutdown = Shutdown::new();
-        let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))])
-            .unwrap();
-        let input = MemorySourceConfig::try_new_exec(&[vec![batch]], schema(), None).unwrap();
-        let (plan, _table) = insert_plan(input).await;
-        let (plan, stop) = stop_sink_input(plan, &shutdown.signal()).unwrap();
-        collect(plan, SessionContext::new().task_ctx())
-            .await
-            .unwrap();
-        // A signal after the end changes nothing: the insert completed.
-        shutdown.trigger();
-        assert_eq!(stop.unwrap().stopped(), None);
-    }
-
-    #[tokio::test]
-    async fn a_stream_ends_at_once_when_the_latch_fires_while_its_input_waits() {
-        let shutdown = Shutdown::new();
-        let pending = futures::stream::pending::<Result<RecordBatch>>();
-        let cut = Arc::new(AtomicBool::new(false));
-        let mut signal = shutdown.signal();
-        let mut stream = StopStream {
-            schema: schema(),
-            input: Some(Box::pin(RecordBatchStreamAdapter::new(schema(), pending))),
-            latch: async move { signal.triggered().await }.boxed(),
-            cut: Arc::clone(&cut),
-        };
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            trigger.trigger();
-        });
-        let next = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("woken by the latch");
-        assert!(next.is_none());
-        assert!(cut.load(Ordering::Acquire));
-    }
-
-    #[tokio::test]
-    async fn within_grace_lets_a_statement_finish_then_cancels_it() {
-        let shutdown = Shutdown::new();
-        // Not fired: the statement runs to its end, however long.
-        let done = within_grace(
-            shutdown.signal(),
-            Duration::ZERO,
-            async {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                7
-            },
-            || (),
-        )
-        .await;
-        assert_eq!(done, Ok(7));
-
-        shutdown.trigger();
-        // Fired: a statement finishing within the grace period keeps its result ...
-        let quick = within_grace(
-            shutdown.signal(),
-            Duration::from_secs(5),
-            async {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                8
-            },
-            || (),
-        )
-        .await;
-        assert_eq!(quick, Ok(8));
-        // ... one that does not is dropped when it ends.
-        struct Dropped(Arc<AtomicBool>);
-        impl Drop for Dropped {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Release);
-            }
-        }
-        let dropped = Arc::new(AtomicBool::new(false));
-        let guard = Dropped(Arc::clone(&dropped));
-        let started = tokio::time::Instant::now();
-        let seen = Arc::clone(&dropped);
-        let stuck = within_grace(
-            shutdown.signal(),
-            Duration::from_millis(100),
-            async move {
-                let _guard = guard;
-                std::future::pending::<()>().await
-            },
-            // Still there when its last figures are read.
-            move || seen.load(Ordering::Acquire),
-        )
-        .await;
-        assert_eq!(stuck, Err(false));
-        assert!(started.elapsed() >= Duration::from_millis(100));
-        assert!(
-            dropped.load(Ordering::Acquire),
-            "the statement was cancelled"
-        );
-    }
-}
+mod tests;

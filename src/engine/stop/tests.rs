@@ -1,5 +1,5 @@
-//! Tests of stopping a statement: the sink's input cut by the latch, and the grace
-//! period.
+//! Tests of stopping a statement: the sink's input cut by the latch, the grace period
+//! and the abort latch.
 
 use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -43,15 +43,8 @@ impl PartitionStream for Endless {
 
 fn endless(unbounded: bool) -> Arc<dyn ExecutionPlan> {
     Arc::new(
-        StreamingTableExec::try_new(
-            schema(),
-            vec![Arc::new(Endless)],
-            None,
-            [],
-            unbounded,
-            None,
-        )
-        .unwrap(),
+        StreamingTableExec::try_new(schema(), vec![Arc::new(Endless)], None, [], unbounded, None)
+            .unwrap(),
     )
 }
 
@@ -116,8 +109,8 @@ async fn an_endless_input_ends_when_the_latch_fires_and_says_so() {
 #[tokio::test]
 async fn an_input_read_to_its_end_was_not_cut() {
     let shutdown = Shutdown::new();
-    let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))])
-        .unwrap();
+    let batch =
+        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
     let input = MemorySourceConfig::try_new_exec(&[vec![batch]], schema(), None).unwrap();
     let (plan, _table) = insert_plan(input).await;
     let (plan, stop) = stop_sink_input(plan, &shutdown.signal()).unwrap();
@@ -157,14 +150,16 @@ async fn a_stream_ends_at_once_when_the_latch_fires_while_its_input_waits() {
 async fn within_grace_lets_a_statement_finish_then_cancels_it() {
     let shutdown = Shutdown::new();
     // Not fired: the statement runs to its end, however long.
+    let abort = Shutdown::new();
     let done = within_grace(
         shutdown.signal(),
+        abort.signal(),
         Duration::ZERO,
         async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             7
         },
-        || (),
+        |_| (),
     )
     .await;
     assert_eq!(done, Ok(7));
@@ -173,12 +168,13 @@ async fn within_grace_lets_a_statement_finish_then_cancels_it() {
     // Fired: a statement finishing within the grace period keeps its result ...
     let quick = within_grace(
         shutdown.signal(),
+        abort.signal(),
         Duration::from_secs(5),
         async {
             tokio::time::sleep(Duration::from_millis(20)).await;
             8
         },
-        || (),
+        |_| (),
     )
     .await;
     assert_eq!(quick, Ok(8));
@@ -195,19 +191,33 @@ async fn within_grace_lets_a_statement_finish_then_cancels_it() {
     let seen = Arc::clone(&dropped);
     let stuck = within_grace(
         shutdown.signal(),
+        abort.signal(),
         Duration::from_millis(100),
         async move {
             let _guard = guard;
             std::future::pending::<()>().await
         },
         // Still there when its last figures are read.
-        move || seen.load(Ordering::Acquire),
+        move |cancel| (cancel, seen.load(Ordering::Acquire)),
     )
     .await;
-    assert_eq!(stuck, Err(false));
+    assert_eq!(stuck, Err((Cancel::GraceOver, false)));
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert!(
         dropped.load(Ordering::Acquire),
         "the statement was cancelled"
     );
+    // The abort latch cancels at once, however long the grace period.
+    abort.trigger();
+    let started = tokio::time::Instant::now();
+    let aborted = within_grace(
+        shutdown.signal(),
+        abort.signal(),
+        Duration::from_secs(60),
+        std::future::pending::<()>(),
+        |cancel| cancel,
+    )
+    .await;
+    assert_eq!(aborted, Err(Cancel::Aborted));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
