@@ -75,6 +75,13 @@ async fn ctrl_c_stops_only_the_running_insert_and_the_session_goes_on() {
         ))
         .unwrap();
         sh.expect("CREATE CONNECTION local (nats_sink)").unwrap();
+        // A line that starts with a space stays out of the history file.
+        sh.send_line(format!(
+            " CREATE CONNECTION hidden FROM nats_sink WITH (servers = '{url}', \
+             token = 'never-in-history');"
+        ))
+        .unwrap();
+        sh.expect("CREATE CONNECTION hidden (nats_sink)").unwrap();
         // One statement over two lines: it runs at the `;`.
         sh.send_line("CREATE TABLE clicks (id BIGINT)").unwrap();
         sh.send_line("  WITH (connector = 'datagen', rows_per_second = '200');")
@@ -113,10 +120,13 @@ async fn ctrl_c_stops_only_the_running_insert_and_the_session_goes_on() {
         sh.send(ControlCode::EndOfTransmission).unwrap();
         sh.expect(Eof).unwrap();
         assert_exited_0(&mut sh);
-        (
-            confirmed,
-            std::fs::read_to_string(dir.path().join("history")).unwrap(),
-        )
+        let file = dir.path().join("history");
+        // It may hold what was typed into connections: for its owner's eyes only.
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&file).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        (confirmed, std::fs::read_to_string(file).unwrap())
     });
     let (confirmed, history) = typed.await.unwrap();
 
@@ -126,6 +136,7 @@ async fn ctrl_c_stops_only_the_running_insert_and_the_session_goes_on() {
     for (i, message) in received.iter().enumerate() {
         assert_eq!(payload_json(message), serde_json::json!({ "id": i }));
     }
+    assert!(!history.contains("never-in-history"), "{history}");
     for typed in [
         "CREATE CONNECTION local",
         "rows_per_second = '200'",
