@@ -241,6 +241,13 @@ async fn an_executed_prepared_insert_is_run_as_the_insert_itself() {
 
     let (out, _) = run.interrupt();
     let confirmed = confirmed_before_shutdown(&out, "tagged");
+    // The summary knows the target is a connector's sink, as for the INSERT itself.
+    assert!(
+        out.contains(&format!(
+            "INSERT INTO tagged: {confirmed} rows published in "
+        )),
+        "{out}"
+    );
     let received = common::published(&mut rows).await;
     assert_eq!(received.len() as u64, confirmed, "{out}");
     for (i, message) in received.iter().enumerate() {
