@@ -127,6 +127,12 @@ pub enum EngineError {
         grace: std::time::Duration,
     },
 
+    /// The abort latch ([`Engine::set_abort`](crate::Engine::set_abort)) fired while
+    /// the statement ran, so it was cancelled at once. (An `INSERT` ends with its
+    /// summary instead.)
+    #[error("{at}: aborted on a second signal: the statement was cancelled at once")]
+    Aborted { at: StatementAt },
+
     /// DataFusion failed to plan or run the statement; `message` is the root cause.
     #[error("{at}: {message}")]
     DataFusion {
@@ -152,6 +158,7 @@ impl EngineError {
             | EngineError::Unsupported { at, .. }
             | EngineError::Connector { at, .. }
             | EngineError::Stopped { at, .. }
+            | EngineError::Aborted { at }
             | EngineError::DataFusion { at, .. } => *at,
         }
     }

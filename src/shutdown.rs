@@ -1,6 +1,6 @@
 //! The engine's shutdown signal: a one-way latch.
 //!
-//! When it fires, the engine stops the running statement (`engine/stop.rs`): an
+//! When it fires, the engine stops the running statement (`engine/stop/`): an
 //! `INSERT`'s input ends, so its sink confirms what it has read and the statement
 //! completes with its row count; a statement still running a grace period later is
 //! cancelled. Aborting the process at once is the CLI's second signal.

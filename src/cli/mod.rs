@@ -4,7 +4,8 @@
 //! Exit codes: 0 success (also after a first Ctrl-C that stopped an insert from an
 //! unbounded source with every row it read confirmed), 1 an error (printed to stderr
 //! as `error: <message>`), 2 bad arguments (clap), [`EXIT_STOPPED`] (3) the first
-//! Ctrl-C stopped the run before it completed, 130 a second Ctrl-C aborted the run.
+//! Ctrl-C stopped the run before it completed, 130 a second Ctrl-C aborted the run. The
+//! shell exits with 0, or with 128 + the signal's number when SIGTERM or SIGHUP ended it.
 
 /// `eprintln!` that cannot panic: a message for a stderr nobody reads any more (a closed
 /// pipe) is dropped, where `eprintln!` would panic, and on the signal thread lose the

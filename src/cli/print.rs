@@ -82,6 +82,11 @@ fn format_insert(summary: &InsertSummary) -> String {
                 cancelled(&mut line, grace);
                 line.push_str("; its sink reports no count of rows written");
             }
+            SignalStop::Aborted { .. } if summary.delivery.is_none() => {
+                line.push_str(
+                    "aborted by a second signal; its sink reports no count of rows written",
+                );
+            }
             _ => {
                 let _ = write!(
                     line,
@@ -93,7 +98,8 @@ fn format_insert(summary: &InsertSummary) -> String {
         match stop {
             SignalStop::Unbounded => {}
             SignalStop::Bounded => line.push_str("; the input was not read to its end"),
-            SignalStop::Cancelled { .. } if summary.delivery.is_none() => {}
+            SignalStop::Cancelled { .. } | SignalStop::Aborted { .. }
+                if summary.delivery.is_none() => {}
             SignalStop::Cancelled {
                 grace,
                 in_flight,
@@ -101,15 +107,30 @@ fn format_insert(summary: &InsertSummary) -> String {
             } => {
                 line.push_str("; ");
                 cancelled(&mut line, grace);
-                let rows = if *in_flight == 1 { "row" } else { "rows" };
-                let _ = write!(line, ", {in_flight} {rows} in flight not confirmed");
-                if let Some(reason) = retrying {
-                    let _ = write!(line, " (retrying: {reason})");
+                not_confirmed(&mut line, *in_flight, retrying.as_deref());
+            }
+            SignalStop::Aborted {
+                in_flight,
+                retrying,
+            } => {
+                line.push_str("; aborted by a second signal");
+                not_confirmed(&mut line, *in_flight, retrying.as_deref());
+                if *in_flight > 0 {
+                    line.push_str(" (they may or may not have arrived)");
                 }
             }
         }
     }
     line
+}
+
+/// `, 7 rows in flight not confirmed[ (retrying: why)]`
+fn not_confirmed(line: &mut String, in_flight: u64, retrying: Option<&str>) {
+    let rows = if in_flight == 1 { "row" } else { "rows" };
+    let _ = write!(line, ", {in_flight} {rows} in flight not confirmed");
+    if let Some(reason) = retrying {
+        let _ = write!(line, " (retrying: {reason})");
+    }
 }
 
 /// One received message as `streamsql sub` prints it:
@@ -217,12 +238,41 @@ mod tests {
         // A sink that reports no count: nothing is claimed about what it wrote.
         let text = format_outcome(&Outcome::Insert(InsertSummary {
             stopped: Some(cancelled),
-            ..stopped
+            ..stopped.clone()
         }));
         assert!(
             text.ends_with(
                 "stopped on signal; cancelled: not finished within the 2.5s grace period; \
                  its sink reports no count of rows written"
+            ),
+            "{text}"
+        );
+        // A second signal: the rows confirmed are still given, and what was in flight is
+        // said to be uncertain.
+        let aborted = SignalStop::Aborted {
+            in_flight: 3,
+            retrying: None,
+        };
+        let text = format_outcome(&Outcome::Insert(InsertSummary {
+            stopped: Some(aborted.clone()),
+            ..with_counts_summary(&summary)
+        }));
+        assert!(
+            text.ends_with(
+                "\nINSERT INTO nats_output: stopped on signal; 1000 rows confirmed before \
+                 shutdown; aborted by a second signal, 3 rows in flight not confirmed (they \
+                 may or may not have arrived)"
+            ),
+            "{text}"
+        );
+        let text = format_outcome(&Outcome::Insert(InsertSummary {
+            stopped: Some(aborted),
+            ..stopped
+        }));
+        assert!(
+            text.ends_with(
+                "stopped on signal; aborted by a second signal; its sink reports no count of \
+                 rows written"
             ),
             "{text}"
         );

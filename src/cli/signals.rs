@@ -1,4 +1,5 @@
-//! SIGINT/SIGTERM handling for `streamsql run` and the shell.
+//! SIGINT/SIGTERM (and, for the shell, SIGHUP) handling for `streamsql run` and the
+//! shell.
 //!
 //! Signals are watched on a thread of their own with its own small runtime, so a
 //! busy engine runtime (one thread by default) cannot delay them. What a signal does
@@ -17,6 +18,9 @@ use crate::shutdown::Shutdown;
 pub(super) enum Caught {
     Interrupt,
     Terminate,
+    /// The terminal hung up (watched by the shell only: `run` keeps the default, so
+    /// that `nohup streamsql run` still ignores it).
+    Hangup,
 }
 
 impl Caught {
@@ -24,23 +28,39 @@ impl Caught {
         match self {
             Caught::Interrupt => "SIGINT",
             Caught::Terminate => "SIGTERM",
+            Caught::Hangup => "SIGHUP",
         }
+    }
+
+    /// The exit code of a process this signal ended: 128 + its number, as shells report.
+    pub(super) fn exit_code(self) -> u8 {
+        let number = match self {
+            Caught::Hangup => 1,
+            Caught::Interrupt => 2,
+            Caught::Terminate => 15,
+        };
+        128 + number
     }
 }
 
-/// Calls `on_signal` on the signal thread for every SIGINT and SIGTERM. Handlers are
-/// registered before this returns, so a signal arriving at any later point is seen.
-pub(super) fn watch(mut on_signal: impl FnMut(Caught) + Send + 'static) -> Result<(), String> {
+/// Calls `on_signal` on the signal thread for every SIGINT and SIGTERM, and SIGHUP when
+/// `hangup`. Handlers are registered before this returns, so a signal arriving at any
+/// later point is seen.
+pub(super) fn watch(
+    hangup: bool,
+    mut on_signal: impl FnMut(Caught) + Send + 'static,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the signal runtime: {e}"))?;
-    let (mut interrupt, mut terminate) = {
+    let (mut interrupt, mut terminate, mut hangup) = {
         let _guard = runtime.enter();
         let register = |kind| signal(kind).map_err(|e| format!("cannot watch signals: {e}"));
         (
             register(SignalKind::interrupt())?,
             register(SignalKind::terminate())?,
+            hangup.then(|| register(SignalKind::hangup())).transpose()?,
         )
     };
     std::thread::Builder::new()
@@ -48,9 +68,16 @@ pub(super) fn watch(mut on_signal: impl FnMut(Caught) + Send + 'static) -> Resul
         .spawn(move || {
             runtime.block_on(async move {
                 loop {
+                    let hung_up = async {
+                        match hangup.as_mut() {
+                            Some(hangup) => hangup.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     let caught = tokio::select! {
                         _ = interrupt.recv() => Caught::Interrupt,
                         _ = terminate.recv() => Caught::Terminate,
+                        _ = hung_up => Caught::Hangup,
                     };
                     on_signal(caught);
                 }
@@ -63,7 +90,7 @@ pub(super) fn watch(mut on_signal: impl FnMut(Caught) + Send + 'static) -> Resul
 /// `run`'s policy: the first signal fires `shutdown`, the second exits with code 130.
 pub(super) fn install_stop(shutdown: Shutdown, grace: Duration) -> Result<(), String> {
     let mut seen = 0;
-    watch(move |caught| {
+    watch(false, move |caught| {
         let name = caught.name();
         seen += 1;
         if seen == 1 {

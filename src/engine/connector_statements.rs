@@ -152,8 +152,8 @@ impl Engine {
             .statement_to_plan(statement)
             .await
             .map_err(|e| EngineError::datafusion(at, e))?;
-        let (name, connector) = (sink.name.clone(), sink.connector.clone());
-        let outcome = self.run_insert(at, plan, name, Some(connector)).await;
+        let connector = sink.connector.clone();
+        let outcome = self.run_insert(at, plan, Some(connector)).await;
         drop(sink);
         outcome
     }

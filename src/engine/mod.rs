@@ -6,8 +6,10 @@
 //! to DataFusion unchanged, except that a statement with `WITH (...)` after a table
 //! name (table hints, which DataFusion would ignore) is refused. Statements run in order and the first failure stops the
 //! script. Once the shutdown latch has fired, no further statement starts, and the
-//! running one stops: an `INSERT` stops reading its input, and any statement still
-//! running a grace period later is cancelled (`stop.rs`).
+//! running one stops: an `INSERT` (or a query from an unbounded source) stops reading its
+//! input, and any statement still running a grace period later, or when the abort latch
+//! fires, is cancelled (`stop/`). Every `INSERT`, also a prepared one run by `EXECUTE`,
+//! runs through `insert.rs`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), streamsql::EngineError> {
@@ -24,6 +26,7 @@
 //! ```
 
 mod connector_statements;
+mod insert;
 mod outcome;
 mod progress;
 mod status;
@@ -37,20 +40,19 @@ mod unbounded_order;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::catalog::TableProvider;
-use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::physical_plan::ExecutionPlanProperties;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
 pub use self::outcome::{Connection, DeliveryCounts, InsertSummary, Outcome, SignalStop};
 pub use self::progress::{InsertProgress, Progress};
 pub use self::status::{SinkStatus, SourceStatus, State, Status, StatusBoard};
+use self::stop::Cancel;
 pub use self::stop::DEFAULT_STOP_GRACE;
 use self::unbounded_latency::UnboundedLatency;
 use self::unbounded_order::UnboundedOrder;
@@ -83,6 +85,7 @@ pub struct Engine {
     connections: BTreeMap<String, Connection>,
     connector_tables: HashMap<String, ConnectorTable>,
     shutdown: Shutdown,
+    abort: Shutdown,
     stop_grace: Duration,
     progress: Option<Progress>,
     board: StatusBoard,
@@ -141,6 +144,7 @@ impl Engine {
             connections: BTreeMap::new(),
             connector_tables: HashMap::new(),
             shutdown,
+            abort: Shutdown::new(),
             stop_grace: DEFAULT_STOP_GRACE,
             progress: None,
         }
@@ -196,6 +200,15 @@ impl Engine {
     /// each statement a fresh one.
     pub fn set_shutdown(&mut self, shutdown: Shutdown) {
         self.shutdown = shutdown;
+    }
+
+    /// Replaces the abort latch for the statements run from now on. Firing it cancels
+    /// the running statement at once, as if its grace period were over: an `INSERT`
+    /// still ends with its summary of the rows its sink confirmed
+    /// ([`SignalStop::Aborted`]), any other statement fails with
+    /// [`EngineError::Aborted`]. An interactive host fires it on a second Ctrl-C.
+    pub fn set_abort(&mut self, abort: Shutdown) {
+        self.abort = abort;
     }
 
     /// The connections defined so far, by name.
@@ -277,17 +290,16 @@ impl Engine {
         let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
         refuse_table_hints(at, &statement)?;
         let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+        let plan = self.prepared_statement(plan).await.map_err(df_err)?;
         match &plan {
-            LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)) => {
-                let table = dml.table_name.clone();
-                let connector = self.connector_of(&table).await;
-                self.run_insert(at, plan, table, connector).await
+            plan if insert::as_insert(plan).is_some() => {
+                self.run_insert(at, plan.clone(), None).await
             }
             _ => {
                 // DDL and statements such as SET or PREPARE answer with no columns and
-                // print as done; any other result is shown, also that of an EXECUTE,
-                // which is a statement too.
+                // print as done; any other result is shown.
                 let statement = matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Statement(_));
+                let label = summary(sql);
                 let run = async {
                     let df = self.ctx.execute_logical_plan(plan).await?;
                     let task_ctx = Arc::new(df.task_ctx());
@@ -297,141 +309,68 @@ impl Engine {
                     let physical = df.create_physical_plan().await?;
                     self.registry.prepare_statement(&physical)?;
                     let schema = physical.schema();
+                    // A query that reads a streaming source never ends by itself: the
+                    // shutdown latch ends it with the rows read so far, as it ends an
+                    // INSERT from one.
+                    let (physical, cut) = if physical.boundedness().is_unbounded() {
+                        let (plan, cut) = stop::stop_output(physical, &self.shutdown.signal());
+                        (plan, Some(cut))
+                    } else {
+                        (physical, None)
+                    };
+                    // On the board like an insert, so that its sources show on the
+                    // status page while it runs.
+                    let _on_board = self.board.enter(&label, Arc::clone(&physical));
                     let batches =
                         datafusion::physical_plan::collect(Arc::clone(&physical), task_ctx).await?;
-                    // The result is in hand: the sources may settle what they read.
-                    self.registry.statement_confirmed(physical.as_ref()).await?;
+                    // The result is in hand: the sources may settle what they read
+                    // (not when the signal cut the reading short).
+                    if cut.is_none_or(|cut| cut.stopped().is_none()) {
+                        self.registry.statement_confirmed(physical.as_ref()).await?;
+                    }
                     Ok((schema, batches))
                 };
                 let (schema, batches) = self.within_grace(at, run).await?.map_err(df_err)?;
                 if statement && schema.fields().is_empty() {
-                    return Ok(Outcome::Done {
-                        statement: summary(sql),
-                    });
+                    return Ok(Outcome::Done { statement: label });
                 }
                 Ok(Outcome::Query { schema, batches })
             }
         }
     }
 
+    /// `EXECUTE name(...)` as the prepared statement it runs, its parameters filled in,
+    /// so that it is handled as if written out: a prepared `INSERT` runs as every
+    /// `INSERT` does, and a query's rows are shown. Any other plan is returned as it is.
+    async fn prepared_statement(
+        &self,
+        plan: LogicalPlan,
+    ) -> datafusion::error::Result<LogicalPlan> {
+        match plan {
+            LogicalPlan::Statement(Statement::Execute(_)) => {
+                // DataFusion's own EXECUTE: looks the statement up and binds the values.
+                let bound = self.ctx.execute_logical_plan(plan).await?;
+                Ok(bound.into_unoptimized_plan())
+            }
+            plan => Ok(plan),
+        }
+    }
+
     /// Runs `statement` to its end, or until the grace period after the shutdown latch
-    /// fired is over (then it is cancelled and this fails with [`EngineError::Stopped`]).
+    /// fired is over or the abort latch fires (then it is cancelled and this fails with
+    /// [`EngineError::Stopped`] or [`EngineError::Aborted`]).
     async fn within_grace<T>(
         &self,
         at: StatementAt,
         statement: impl Future<Output = T>,
     ) -> Result<T, EngineError> {
         let grace = self.stop_grace;
-        stop::within_grace(self.shutdown.signal(), grace, statement, || {
-            EngineError::Stopped { at, grace }
+        let (stop, abort) = (self.shutdown.signal(), self.abort.signal());
+        stop::within_grace(stop, abort, grace, statement, |cancel| match cancel {
+            Cancel::GraceOver => EngineError::Stopped { at, grace },
+            Cancel::Aborted => EngineError::Aborted { at },
         })
         .await
-    }
-
-    /// Runs a planned `INSERT` into `table` (of `connector`, if it is a connector's)
-    /// and sums DataFusion's `count` column. Once the shutdown latch fires, the sink's
-    /// input ends; if the insert has not finished a grace period later, it is
-    /// cancelled and its summary gives what the sink had confirmed.
-    async fn run_insert(
-        &mut self,
-        at: StatementAt,
-        plan: LogicalPlan,
-        table: TableReference,
-        connector: Option<String>,
-    ) -> Result<Outcome, EngineError> {
-        let df_err = |e| EngineError::datafusion(at, e);
-        let started = Instant::now();
-        let df = self.ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-        let task_ctx = Arc::new(df.task_ctx());
-        let physical = df.create_physical_plan().await.map_err(df_err)?;
-        self.registry.prepare_statement(&physical).map_err(df_err)?;
-        let (physical, input) =
-            stop::stop_sink_input(physical, &self.shutdown.signal()).map_err(df_err)?;
-        let table_name = table.to_string();
-        let _on_board = self.board.enter(&table_name, Arc::clone(&physical));
-        let collect = datafusion::physical_plan::collect(physical.clone(), task_ctx);
-        let run = async {
-            match &self.progress {
-                None => collect.await,
-                Some(progress) => {
-                    let mut ticks = tokio::time::interval(progress.every);
-                    ticks.tick().await;
-                    tokio::pin!(collect);
-                    loop {
-                        tokio::select! {
-                            done = &mut collect => break done,
-                            _ = ticks.tick() => {
-                                if let Some(delivery) = self.registry.delivery(physical.as_ref()) {
-                                    let now = InsertProgress::new(&table_name, &delivery, started.elapsed());
-                                    (progress.report)(&now);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        // Read at the moment of the cancel, before the sink's future is dropped: the
-        // NATS sink resets its in-flight and retrying gauges then (`ResetGauges` in
-        // connector-nats/src/sink.rs).
-        let last_figures = || self.registry.delivery(physical.as_ref());
-        let finished =
-            stop::within_grace(self.shutdown.signal(), self.stop_grace, run, last_figures).await;
-        let elapsed = started.elapsed();
-        let (rows, stopped, delivery) = match finished {
-            Ok(batches) => {
-                let batches = batches.map_err(df_err)?;
-                let stopped = input.and_then(|input| input.stopped());
-                if stopped.is_none() {
-                    // Every row reached the sink and was confirmed: the sources may
-                    // settle what they read.
-                    self.registry
-                        .statement_confirmed(physical.as_ref())
-                        .await
-                        .map_err(df_err)?;
-                }
-                let rows = batches
-                    .iter()
-                    .filter_map(|b| b.column_by_name("count"))
-                    .filter_map(|c| c.as_primitive_opt::<UInt64Type>())
-                    .flat_map(|c| c.iter().flatten())
-                    .sum();
-                let delivery = self.registry.delivery(physical.as_ref());
-                (rows, stopped, delivery)
-            }
-            Err(delivery) => {
-                let stop = SignalStop::Cancelled {
-                    grace: self.stop_grace,
-                    in_flight: delivery.as_ref().map_or(0, |d| d.in_flight),
-                    retrying: delivery.as_ref().and_then(|d| d.retrying.clone()),
-                };
-                tracing::warn!(
-                    table = %table_name,
-                    grace = ?self.stop_grace,
-                    "insert not finished within the grace period after the shutdown signal: cancelled"
-                );
-                let rows = delivery.as_ref().map_or(0, |d| d.confirmed);
-                (rows, Some(stop), delivery)
-            }
-        };
-        let summary = InsertSummary {
-            table: table_name,
-            connector,
-            rows,
-            elapsed,
-            stopped,
-            delivery: delivery.as_ref().map(DeliveryCounts::from),
-        };
-        tracing::info!(table = %summary.table, rows, ?elapsed, "insert finished");
-        Ok(Outcome::Insert(summary))
-    }
-
-    /// The connector behind `table`, if the name still refers to a table the engine
-    /// created through one.
-    async fn connector_of(&self, table: &TableReference) -> Option<String> {
-        let entry = self.connector_tables.get(&table.to_string())?;
-        let current = self.ctx.table_provider(table.clone()).await.ok()?;
-        Arc::ptr_eq(&current, &entry.provider).then(|| entry.connector.clone())
     }
 }
 

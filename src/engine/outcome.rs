@@ -57,7 +57,7 @@ pub struct InsertSummary {
     pub delivery: Option<DeliveryCounts>,
 }
 
-/// How the first shutdown signal ended an `INSERT`. In each case `rows` is what the
+/// How a shutdown signal ended an `INSERT`. In each case `rows` is what the
 /// sink confirmed (for a sink that reports no count, what it wrote).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignalStop {
@@ -74,6 +74,17 @@ pub enum SignalStop {
         grace: Duration,
         /// Rows sent and not confirmed when it was cancelled (0 when the sink reports
         /// no such count).
+        in_flight: u64,
+        /// Why the sink was retrying then, if it was.
+        retrying: Option<String>,
+    },
+    /// A second signal (the abort latch, [`Engine::set_abort`]) cancelled the insert at
+    /// once, before its sink confirmed everything it had sent.
+    ///
+    /// [`Engine::set_abort`]: crate::Engine::set_abort
+    Aborted {
+        /// Rows sent and not confirmed when it was cancelled: they may or may not have
+        /// arrived (0 when the sink reports no such count).
         in_flight: u64,
         /// Why the sink was retrying then, if it was.
         retrying: Option<String>,

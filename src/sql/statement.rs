@@ -145,6 +145,16 @@ pub fn classify(sql: &str) -> Result<EngineStatement, SyntaxError> {
             insert: split.statement,
             options: split.options,
         });
+    } else if first("PREPARE") && split_trailing_with(sql)?.is_some() {
+        // The sink of an `INSERT ... WITH` lives for its statement only, and a prepared
+        // statement outlives it: DataFusion would read the options as a syntax error or
+        // as ignored table hints.
+        return Err(SyntaxError(
+            "PREPARE cannot take connector options (WITH (...) at the end): declare the sink \
+             with CREATE TABLE name (columns) WITH (connector = ...), then PREPARE p AS \
+             INSERT INTO name SELECT ... and EXECUTE p"
+                .to_string(),
+        ));
     } else if first("EXPLAIN")
         && let Some(insert_at) = explained_insert(&sig)
         && let Some(split) = split_trailing_with(sql)?
@@ -416,6 +426,24 @@ mod tests {
         ] {
             assert_eq!(classify(sql).unwrap(), EngineStatement::DataFusion, "{sql}");
         }
+    }
+
+    #[test]
+    fn prepare_with_connector_options_is_refused_without_echoing_them() {
+        for sql in [
+            "PREPARE p AS INSERT INTO o SELECT 1 AS v WITH (connector = 'nats_sink', password = 'hunter2')",
+            "PREPARE p AS INSERT INTO o SELECT v FROM t WITH (connector = 'nats_sink')",
+        ] {
+            let err = classify(sql).unwrap_err().0;
+            assert!(
+                err.starts_with("PREPARE cannot take connector options")
+                    && err.contains("CREATE TABLE"),
+                "{err}"
+            );
+            assert!(!err.contains("hunter2"));
+        }
+        let plain = "PREPARE p(BIGINT) AS INSERT INTO o SELECT $1";
+        assert_eq!(classify(plain).unwrap(), EngineStatement::DataFusion);
     }
 
     #[test]

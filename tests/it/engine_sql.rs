@@ -439,13 +439,34 @@ async fn an_insert_whose_sink_cannot_finish_is_cancelled_after_the_grace_period(
     assert!(!insert.completed());
 }
 
+/// A SELECT from a streaming source ends on the signal with the rows it read, in order,
+/// the way such a query ends (without it, the rows would be held until the grace period
+/// ran out and then dropped).
+#[tokio::test]
+async fn an_unbounded_select_ends_on_shutdown_with_the_rows_read() {
+    let mut engine = Engine::new();
+    engine.set_stop_grace(Duration::from_secs(60));
+    let outcomes = execute_and_stop(
+        &mut engine,
+        "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', rows_per_second = '100');
+         SELECT id FROM gen;",
+        Duration::from_millis(500),
+    )
+    .await;
+    let ids = int64s(batches(&outcomes, 1), 0);
+    assert!(!ids.is_empty(), "rows were read before the signal");
+    assert_eq!(ids, (0..ids.len() as i64).collect::<Vec<_>>());
+}
+
+/// A bounded query that is slow to finish is cancelled once the grace period is over.
 #[tokio::test]
 async fn a_query_still_running_after_the_grace_period_is_cancelled() {
     let mut engine = Engine::new();
     engine.set_stop_grace(Duration::from_millis(200));
     engine
         .execute(
-            "CREATE TABLE gen (id BIGINT) WITH (connector = 'datagen', rows_per_second = '100');",
+            "CREATE TABLE gen (id BIGINT)
+             WITH (connector = 'datagen', rows_per_second = '100', row_limit = '1000000');",
         )
         .await
         .unwrap();

@@ -194,3 +194,93 @@ async fn a_nats_source_shows_its_rows_and_its_consumers_pending_messages() {
     );
     run.interrupt();
 }
+
+/// The summary line an interrupted insert into `table` printed: `N` of
+/// `stopped on signal; N rows confirmed before shutdown`.
+fn confirmed_before_shutdown(stdout: &str, table: &str) -> u64 {
+    let prefix = format!("INSERT INTO {table}: stopped on signal; ");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no stop summary for {table} in:\n{stdout}"));
+    line.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"))
+}
+
+/// `EXECUTE` of a prepared INSERT into a connector table runs as the INSERT itself: it
+/// is on the status page with its sink and source, shows its progress line, and Ctrl-C
+/// stops it with the summary of the rows confirmed, which are the rows a subscriber
+/// received, each with the value bound to the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executed_prepared_insert_is_run_as_the_insert_itself() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = nats_testkit::connect(&url).await;
+    let mut rows = Collector::subscribe(&client, "prepared.rows").await;
+    let script = format!(
+        "CREATE TABLE clicks (id BIGINT) WITH (connector = 'datagen', rows_per_second = '200');
+         CREATE TABLE tagged (id BIGINT, tag VARCHAR)
+         WITH (connector = 'nats_sink', servers = '{url}', subject = 'prepared.rows');
+         PREPARE tag_clicks(VARCHAR) AS INSERT INTO tagged SELECT id, $1 AS tag FROM clicks;
+         EXECUTE tag_clicks('from-execute');"
+    );
+    let mut run = Running::start(&["--progress", "always"], &script);
+    let running = wait_for_status(&mut run, |s| {
+        s["sinks"][0]["rows_confirmed"]
+            .as_u64()
+            .is_some_and(|n| n >= 20)
+    });
+    let sink = &running["sinks"][0];
+    assert_eq!(sink["table"], "tagged", "{running:#}");
+    assert_eq!(sink["connector"], "nats_sink");
+    assert_eq!(running["sources"][0]["connector"], "datagen");
+    assert_eq!(running["sources"][0]["statement"], sink["statement"]);
+    run.wait_for_line("INSERT INTO tagged: ", Duration::from_secs(30));
+
+    let (out, _) = run.interrupt();
+    let confirmed = confirmed_before_shutdown(&out, "tagged");
+    // The summary knows the target is a connector's sink, as for the INSERT itself.
+    assert!(
+        out.contains(&format!(
+            "INSERT INTO tagged: {confirmed} rows published in "
+        )),
+        "{out}"
+    );
+    let received = common::published(&mut rows).await;
+    assert_eq!(received.len() as u64, confirmed, "{out}");
+    for (i, message) in received.iter().enumerate() {
+        assert_eq!(
+            nats_testkit::payload_json(message),
+            serde_json::json!({ "id": i, "tag": "from-execute" })
+        );
+    }
+}
+
+/// A plain SELECT reading a streaming source is on the page too (its source, with the
+/// rows it produced; it has no sink), and Ctrl-C ends it with the rows it read printed.
+#[test]
+fn a_running_select_from_a_stream_shows_its_source() {
+    let script =
+        "CREATE TABLE ticks (id BIGINT) WITH (connector = 'datagen', rows_per_second = '50');
+                  SELECT id FROM ticks;";
+    let mut run = Running::start(&[], script);
+    let running = wait_for_status(&mut run, |s| {
+        s["sources"][0]["rows_read"]
+            .as_u64()
+            .is_some_and(|n| n >= 5)
+    });
+    assert_eq!(running["sources"][0]["connector"], "datagen", "{running:#}");
+    assert_eq!(running["sinks"], serde_json::json!([]));
+    let read = running["sources"][0]["rows_read"].as_u64().unwrap();
+
+    let (out, _) = run.interrupt();
+    // Every row read up to the signal is printed, in order: at least those the page saw.
+    let printed: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.trim_matches(|c| c == '|' || c == ' ').parse().ok())
+        .collect();
+    assert!(printed.len() as u64 >= read, "{read} read:\n{out}");
+    assert_eq!(printed, (0..printed.len() as u64).collect::<Vec<_>>());
+}

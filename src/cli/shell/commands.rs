@@ -19,7 +19,8 @@ Type SQL statements ending with ';' (they may span lines), or a command:
   \\?             this help
   \\connectors    the registered connectors and their options
 Ctrl-C stops a running statement: an INSERT stops reading its input, confirms the rows it
-read and prints its summary; press it again to abort the statement at once. At the prompt
+read and prints its summary (a SELECT from a stream prints the rows it read); press it again
+to abort the statement at once (an INSERT still prints the rows confirmed). At the prompt
 Ctrl-C clears the line. Connections and tables stay defined until you quit.";
 
 /// Runs the command `input` (which starts with `\`).

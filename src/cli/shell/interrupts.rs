@@ -1,14 +1,17 @@
-//! Ctrl-C in the shell: stops the running statement, never the session.
+//! Signals in the shell: Ctrl-C stops the running statement, never the session.
 //!
 //! At the prompt the line editor reads Ctrl-C as a key. While a statement runs, the
 //! terminal sends SIGINT: the first one fires that statement's shutdown latch (its
-//! input ends and an INSERT confirms what it read, as with `run`), the second aborts
-//! it. SIGTERM does the same and then ends the shell.
+//! input ends and an INSERT confirms what it read, as with `run`), the second fires its
+//! abort latch (the engine cancels it at once, and an INSERT still prints what its sink
+//! confirmed). SIGTERM and SIGHUP do the same to a running statement and then end the
+//! shell; at the prompt they end it at once, with the terminal's settings put back.
+//! Either way the shell exits with 128 + the signal's number.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::terminal::Terminal;
 use crate::cli::signals::{Caught, watch};
 use crate::engine::Engine;
 use crate::shutdown::Shutdown;
@@ -23,47 +26,63 @@ struct Running {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Interrupts {
     running: Arc<Mutex<Option<Running>>>,
-    quit: Arc<AtomicBool>,
+    /// The SIGTERM or SIGHUP that asked the shell to end.
+    quit: Arc<Mutex<Option<Caught>>>,
 }
 
 impl Interrupts {
     /// Starts watching signals; `grace` is what the engine gives a stopped statement.
+    /// Call before the line editor first reads, while the terminal has its own settings.
     pub(super) fn install(grace: Duration) -> Result<Self, String> {
         let interrupts = Interrupts::default();
         let seen = interrupts.clone();
-        watch(move |caught| seen.on_signal(caught, grace))?;
+        let terminal = Terminal::capture();
+        watch(true, move |caught| seen.on_signal(caught, grace, &terminal))?;
         Ok(interrupts)
     }
 
-    fn on_signal(&self, caught: Caught, grace: Duration) {
+    fn on_signal(&self, caught: Caught, grace: Duration, terminal: &Terminal) {
         let name = caught.name();
+        let ends_shell = caught != Caught::Interrupt;
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if ends_shell {
+            self.quit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(caught);
+        }
         match running.as_ref() {
             Some(now) if !now.stop.is_triggered() => {
+                let again = if ends_shell {
+                    "then the shell ends"
+                } else {
+                    "Ctrl-C again aborts it"
+                };
                 say!(
                     "\nreceived {name}: stopping the statement; rows read get up to {}s to be \
-                     confirmed (Ctrl-C again aborts it)",
+                     confirmed ({again})",
                     grace.as_secs_f64()
                 );
                 now.stop.trigger();
             }
             Some(now) => now.abort.trigger(),
-            None if caught == Caught::Terminate => {
-                say!("received {name}: leaving the shell");
-                std::process::exit(0);
+            // At the prompt the line editor holds the terminal in raw mode and goes on
+            // reading: put the terminal back and leave from here.
+            None if ends_shell => {
+                terminal.restore();
+                say!("\nreceived {name}: leaving the shell");
+                std::process::exit(i32::from(caught.exit_code()));
             }
             None => {}
         }
-        if caught == Caught::Terminate {
-            self.quit.store(true, Ordering::Release);
-        }
     }
 
-    /// A statement starts: gives `engine` a fresh stop latch and returns the abort one.
+    /// A statement starts: gives `engine` fresh stop and abort latches.
     pub(super) fn begin(&self, engine: &mut Engine) -> Shutdown {
         let stop = Shutdown::new();
         let abort = Shutdown::new();
         engine.set_shutdown(stop.clone());
+        engine.set_abort(abort.clone());
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
             stop,
             abort: abort.clone(),
@@ -80,8 +99,9 @@ impl Interrupts {
             .is_some_and(|r| r.stop.is_triggered())
     }
 
-    /// SIGTERM came: leave once the running statement ended.
-    pub(super) fn quit_requested(&self) -> bool {
-        self.quit.load(Ordering::Acquire)
+    /// The SIGTERM or SIGHUP that asked the shell to end once the running statement
+    /// ended, if one came.
+    pub(super) fn quit_requested(&self) -> Option<Caught> {
+        *self.quit.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

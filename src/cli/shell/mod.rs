@@ -4,13 +4,15 @@
 //! one statement to the next. Statements are run and printed as `run` does
 //! (`session::execute`). Ctrl-C stops only the running statement: its input ends and an
 //! INSERT prints its summary with the rows confirmed (a second Ctrl-C aborts it at
-//! once), then the prompt returns. Each statement gets a fresh shutdown latch, since a
-//! latch fires only once. With input that is not a terminal, the shell runs it as a
-//! script, exactly like `run -`.
+//! once, and the summary still says what was confirmed), then the prompt returns. Each
+//! statement gets fresh shutdown and abort latches, since a latch fires only once.
+//! SIGTERM and SIGHUP end the shell (`interrupts`). With input that is not a terminal,
+//! the shell runs it as a script, exactly like `run -`.
 
 mod commands;
 mod editor;
 mod interrupts;
+mod terminal;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -66,7 +68,7 @@ pub(super) fn run(args: ShellArgs) -> Result<ExitCode, String> {
         "streamsql {}: end statements with ';', \\? for help, \\q or Ctrl-D to quit",
         env!("CARGO_PKG_VERSION")
     );
-    while !interrupts.quit_requested() {
+    while interrupts.quit_requested().is_none() {
         let entry = match editor.read(PROMPT) {
             Ok(entry) => entry,
             // Ctrl-C at the prompt discards the line, as in psql.
@@ -93,7 +95,13 @@ pub(super) fn run(args: ShellArgs) -> Result<ExitCode, String> {
     }
     // A cancelled statement may leave tasks behind; they must not delay the exit.
     session.runtime.shutdown_background();
-    Ok(ExitCode::SUCCESS)
+    Ok(match interrupts.quit_requested() {
+        Some(signal) => {
+            say!("received {}: leaving the shell", signal.name());
+            ExitCode::from(signal.exit_code())
+        }
+        None => ExitCode::SUCCESS,
+    })
 }
 
 /// Runs the statements of one entry in order; an error or a Ctrl-C ends the entry (the
@@ -110,7 +118,11 @@ async fn run_entry(
     };
     for (i, statement) in statements.iter().enumerate() {
         let mut abort = interrupts.begin(engine).signal();
+        // The engine handles the abort itself, and an INSERT's summary then says what
+        // was confirmed; `biased` lets it. Dropping the statement here is for one that
+        // does not end at the abort (waiting outside the engine's grace handling).
         let result = tokio::select! {
+            biased;
             result = execute(engine, statement, progress) => Some(result),
             () = abort.triggered() => None,
         };
