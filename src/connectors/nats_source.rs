@@ -56,7 +56,8 @@ impl Connector for NatsSourceConnector {
         Some(ReadingMetrics {
             rows: reading.rows,
             pending: reading.pending,
-            ..ReadingMetrics::default()
+            connected: reading.connected,
+            retrying: reading.retrying,
         })
     }
 

@@ -28,6 +28,7 @@ mod security;
 mod shell;
 mod source;
 mod source_acks;
+mod source_crash;
 mod source_follow;
 mod sql_examples;
 mod status_page;

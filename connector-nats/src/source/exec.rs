@@ -26,6 +26,7 @@ use futures::{FutureExt, StreamExt};
 use crate::lineage::OutputProgress;
 use crate::source::SourceSpec;
 use crate::source::ack::Acks;
+use crate::source::health::Health;
 use crate::source::options::Input;
 use crate::source::read::{Counters, Reader};
 
@@ -42,13 +43,17 @@ pub mod names {
 }
 
 /// How a running scan stands, for a status display.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceReading {
     /// Rows produced: messages read, less those skipped or dead-lettered.
     pub rows: u64,
     /// The consumer's messages waiting at the server; `None` for a core subscription,
     /// which has no such count.
     pub pending: Option<u64>,
+    /// Whether the client is connected; `None` before the read started.
+    pub connected: Option<bool>,
+    /// Why reading fails, while it does (the client reconnecting, a missed heartbeat).
+    pub retrying: Option<String>,
 }
 
 /// Reads a NATS source table.
@@ -58,6 +63,7 @@ pub struct NatsSourceExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     acks: Arc<Acks>,
+    health: Arc<Health>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -86,6 +92,7 @@ impl NatsSourceExec {
             schema,
             properties: Arc::new(properties),
             acks: Arc::new(Acks::default()),
+            health: Arc::new(Health::default()),
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -99,7 +106,12 @@ impl NatsSourceExec {
             .saturating_sub(value(names::DEAD_LETTERED));
         let pending =
             matches!(self.spec.config.input, Input::JetStream(_)).then(|| value(names::PENDING));
-        SourceReading { rows, pending }
+        SourceReading {
+            rows,
+            pending,
+            connected: self.health.connected(),
+            retrying: self.health.why_retrying(),
+        }
     }
 
     /// The durable consumer this scan reads continuously, acknowledging each message
@@ -210,6 +222,7 @@ impl ExecutionPlan for NatsSourceExec {
         }
         let spec = Arc::clone(&self.spec);
         let acks = Arc::clone(&self.acks);
+        let health = Arc::clone(&self.health);
         let projection = self.projection.clone();
         let counter = |name| MetricBuilder::new(&self.metrics).global_counter(name);
         let counters = Counters {
@@ -218,19 +231,16 @@ impl ExecutionPlan for NatsSourceExec {
             dead_lettered: counter(names::DEAD_LETTERED),
             pending: MetricBuilder::new(&self.metrics).global_gauge(names::PENDING),
         };
-        let batches =
-            futures::stream::once(
-                async move { Reader::open(spec, acks, projection, counters).await },
-            )
-            .flat_map(|opened| match opened {
-                Ok(reader) => futures::stream::unfold(reader, |mut reader| async move {
-                    reader.next_batch().await.map(|batch| (batch, reader))
-                })
-                .boxed(),
-                Err(e) => {
-                    futures::stream::once(async move { Err(DataFusionError::from(e)) }).boxed()
-                }
-            });
+        let batches = futures::stream::once(async move {
+            Reader::open(spec, acks, health, projection, counters).await
+        })
+        .flat_map(|opened| match opened {
+            Ok(reader) => futures::stream::unfold(reader, |mut reader| async move {
+                reader.next_batch().await.map(|batch| (batch, reader))
+            })
+            .boxed(),
+            Err(e) => futures::stream::once(async move { Err(DataFusionError::from(e)) }).boxed(),
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             batches,

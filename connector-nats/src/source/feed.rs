@@ -5,16 +5,23 @@
 //! A chunk is whatever is ready, up to `fetch_size` messages: a continuous read hands a
 //! message on as soon as it arrives (no waiting for a chunk to fill), and never holds
 //! more than one pull of messages (`fetch_size`) it has not handed on, so memory stays
-//! bounded and a slow reader slows the pulls.
+//! bounded and a slow reader slows the pulls. A continuous JetStream read rides out a
+//! server restart: the client reconnects and pulls again, and reading fails only after
+//! it has failed for the connection's `retry_timeout` in a row.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use futures::StreamExt;
 use futures::stream::{BoxStream, ReadyChunks};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::{NatsSinkError, Result};
 use crate::source::decode::{Incoming, Position};
+use crate::source::health::Health;
 use crate::source::options::MAX_ACK_PENDING;
 
 /// A message and where its acknowledgement goes (`None`: nothing to acknowledge).
@@ -40,7 +47,24 @@ pub(crate) enum Feed {
         done: bool,
     },
     /// Until the statement stops.
-    Continuous(ReadyChunks<BoxStream<'static, Result<Received>>>),
+    Continuous {
+        chunks: ReadyChunks<BoxStream<'static, Read>>,
+        health: Arc<Health>,
+        /// How long reading may fail in a row before the read fails (the connection's
+        /// `retry_timeout`; unset: until the statement is stopped).
+        patience: Option<Duration>,
+        /// Since when every attempt to read failed.
+        failing_since: Option<Instant>,
+    },
+}
+
+/// A message, or a failure to read one.
+pub(crate) enum Read {
+    Message(Box<Received>),
+    /// A failure the client may get over: a missed heartbeat or a failed pull while the
+    /// server restarts or a leader is elected (the client reconnects and pulls again).
+    Transient(String),
+    Fatal(NatsSinkError),
 }
 
 impl Feed {
@@ -62,11 +86,14 @@ impl Feed {
         }
     }
 
-    /// A continuous read of `consumer`.
+    /// A continuous read of `consumer`; reading may fail for up to `patience` in a row
+    /// (see [`Read::Transient`]), shown meanwhile by `health`.
     pub(crate) async fn continuous(
         consumer: &PullConsumer,
         stream: String,
         fetch_size: usize,
+        health: Arc<Health>,
+        patience: Option<Duration>,
     ) -> Result<Self> {
         let messages = consumer
             .stream()
@@ -75,19 +102,40 @@ impl Feed {
             .await
             .map_err(|e| read_failed(&stream, e.to_string()))?;
         let messages = messages
-            .map(move |item| {
-                item.map_err(|e| read_failed(&stream, e.to_string()))
-                    .and_then(|m| from_jetstream(m, &stream))
+            .map(move |item| match item {
+                Ok(message) => match from_jetstream(message, &stream) {
+                    Ok(received) => Read::Message(Box::new(received)),
+                    Err(e) => Read::Fatal(e),
+                },
+                // The consumer is gone, or is not a pull consumer: pulling again cannot help.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        MessagesErrorKind::ConsumerDeleted | MessagesErrorKind::PushBasedConsumer
+                    ) =>
+                {
+                    Read::Fatal(read_failed(&stream, e.to_string()))
+                }
+                Err(e) => Read::Transient(format!("reading stream '{stream}': {e}")),
             })
             .boxed();
-        Ok(Feed::Continuous(messages.ready_chunks(fetch_size)))
+        Ok(Feed::Continuous {
+            chunks: messages.ready_chunks(fetch_size),
+            health,
+            patience,
+            failing_since: None,
+        })
     }
 
     /// A core subscription's messages.
-    pub(crate) fn core(subscriber: async_nats::Subscriber, fetch_size: usize) -> Self {
+    pub(crate) fn core(
+        subscriber: async_nats::Subscriber,
+        fetch_size: usize,
+        health: Arc<Health>,
+    ) -> Self {
         let messages = subscriber
             .map(|m| {
-                Ok(Received {
+                Read::Message(Box::new(Received {
                     message: Incoming {
                         subject: m.subject.to_string(),
                         payload: m.payload,
@@ -96,18 +144,56 @@ impl Feed {
                     },
                     reply: None,
                     pending: None,
-                })
+                }))
             })
             .boxed();
-        Feed::Continuous(messages.ready_chunks(fetch_size))
+        Feed::Continuous {
+            chunks: messages.ready_chunks(fetch_size),
+            health,
+            patience: None,
+            failing_since: None,
+        }
     }
 
     /// The next chunk, `None` at the end of a bounded read.
     pub(crate) async fn next_chunk(&mut self) -> Result<Option<Vec<Received>>> {
         match self {
-            Feed::Continuous(chunks) => match chunks.next().await {
-                None => Ok(None),
-                Some(items) => items.into_iter().collect::<Result<Vec<_>>>().map(Some),
+            Feed::Continuous {
+                chunks,
+                health,
+                patience,
+                failing_since,
+            } => loop {
+                let Some(items) = chunks.next().await else {
+                    return Ok(None);
+                };
+                let mut chunk = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Read::Message(received) => chunk.push(*received),
+                        Read::Fatal(e) => return Err(e),
+                        Read::Transient(problem) => {
+                            let since = *failing_since.get_or_insert_with(Instant::now);
+                            if patience.is_some_and(|p| since.elapsed() > p) {
+                                return Err(NatsSinkError::Publish {
+                                    problem: format!(
+                                        "gave up after reading failed for {:?} in a row (retry_timeout): {problem}; raise 'retry_timeout' or leave it unset to read on until the statement is stopped",
+                                        since.elapsed()
+                                    ),
+                                    source: None,
+                                });
+                            }
+                            warn!("nats_source: {problem}; reading on");
+                            health.retrying(Some(problem));
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    if failing_since.take().is_some() {
+                        health.retrying(None);
+                    }
+                    return Ok(Some(chunk));
+                }
             },
             Feed::Bounded {
                 consumer,

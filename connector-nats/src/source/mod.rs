@@ -22,6 +22,7 @@ mod consumer;
 mod decode;
 mod exec;
 mod feed;
+mod health;
 mod link;
 pub mod options;
 mod read;

@@ -18,6 +18,7 @@ use crate::source::ack::Acks;
 use crate::source::consumer;
 use crate::source::decode::Incoming;
 use crate::source::feed::Feed;
+use crate::source::health::Health;
 use crate::source::options::Input;
 
 /// Header of a dead letter: the stream the message came from.
@@ -51,11 +52,13 @@ impl Reader {
     pub(crate) async fn open(
         spec: Arc<SourceSpec>,
         acks: Arc<Acks>,
+        health: Arc<Health>,
         projection: Option<Vec<usize>>,
         counters: Counters,
     ) -> Result<Self> {
         let connection = ConnectionConfig::from_options(&spec.options)?;
         let client = crate::source::connect::connect(&connection, &spec.name).await?;
+        health.connected_by(&client);
         let config = &spec.config;
         let feed = match &config.input {
             Input::Core {
@@ -70,7 +73,7 @@ impl Reader {
                     problem: format!("cannot subscribe to '{subject}': {e}"),
                     source: None,
                 })?;
-                Feed::core(subscriber, config.fetch_size)
+                Feed::core(subscriber, config.fetch_size, health)
             }
             Input::JetStream(input) => {
                 if let Some(durable) = &input.consumer {
@@ -104,8 +107,14 @@ impl Reader {
                         config.fetch_size,
                     ),
                     None => {
-                        Feed::continuous(&opened.consumer, input.stream.clone(), config.fetch_size)
-                            .await?
+                        Feed::continuous(
+                            &opened.consumer,
+                            input.stream.clone(),
+                            config.fetch_size,
+                            health,
+                            connection.retry_timeout,
+                        )
+                        .await?
                     }
                 }
             }

@@ -74,6 +74,12 @@ impl Running {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Kills the process at once (SIGKILL): a crash, with nothing flushed or handed back.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Stops the run as Ctrl-C would; returns its whole stdout and stderr once it exited 0.
     pub fn interrupt(mut self) -> (String, String) {
         let pid = self.child.id().to_string();
