@@ -30,6 +30,7 @@ mod source;
 mod source_acks;
 mod source_crash;
 mod source_follow;
+mod source_memory;
 mod sql_examples;
 mod status_page;
 mod stop_signal;

@@ -74,6 +74,13 @@ impl Running {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Kills the process at once (SIGKILL): a crash, with nothing flushed or handed back.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
