@@ -1,0 +1,229 @@
+//! NATS -> SQL -> NATS: JSON messages read from a stream, passed through a query and
+//! published to another stream, through the engine against the same work by hand.
+//!
+//! Baseline: async-nats pulling the messages from an ephemeral consumer (batches of 500,
+//! the source's `fetch_size`), arrow-json decoding each batch into the columns and
+//! encoding each row back to JSON, and publishing the rows to the output stream with at
+//! most 1024 acks outstanding (the sink's default window), awaited in order. Engine:
+//! `INSERT INTO out SELECT ... FROM orders_in` with `orders_in` a `nats_source` table
+//! reading the stream to its end (`stop_at = 'end'`, an ephemeral consumer) and `out` a
+//! JetStream `nats_sink`. Both on one current-thread runtime against one nats-server;
+//! the output stream is purged, untimed, before each iteration, and checked after it.
+//! After criterion's groups the bench runs raw/engine pairs back to back and prints
+//! their ratios (this machine's speed drifts over minutes; the median pair is the figure
+//! to quote). Report: engine / raw.
+
+// Shared by the benches; this one uses the runtime and the row counts only.
+#[allow(dead_code)]
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, Context, consumer, stream};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::json::{LineDelimitedWriter, ReaderBuilder};
+use futures::StreamExt;
+use nats_testkit::NatsServer;
+use streamsql::Engine;
+use tokio::runtime::Runtime;
+
+const ROWS: u64 = 100_000;
+const TEST_MODE_ROWS: u64 = 5_000;
+const FETCH: usize = 500;
+const WINDOW: usize = 1024;
+const PAIRS: usize = 5;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, true),
+        Field::new("customer", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("note", DataType::Utf8, true),
+    ]))
+}
+
+/// The engine's statements: the source over `ORDERS`, the sink into `OUT`.
+fn script(url: &str) -> String {
+    format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{url}');
+         CREATE TABLE orders_in (order_id BIGINT, customer VARCHAR, amount DOUBLE,
+                                 status VARCHAR, note VARCHAR)
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', stop_at = 'end');
+         CREATE TABLE out (order_id BIGINT, customer VARCHAR, amount DOUBLE, status VARCHAR,
+                           note VARCHAR)
+         WITH (connector = 'nats_sink', connection = 'c', stream = 'OUT', subject = 'out.orders');
+         INSERT INTO out SELECT order_id, customer, amount, status, note FROM orders_in;"
+    )
+}
+
+struct Setup {
+    runtime: Runtime,
+    rows: u64,
+    url: String,
+    js: Context,
+}
+
+impl Setup {
+    fn new() -> (Setup, NatsServer) {
+        let rows = common::rows(ROWS, TEST_MODE_ROWS);
+        let runtime = common::runtime();
+        let server = NatsServer::start();
+        let url = server.url();
+        let js = runtime.block_on(async {
+            let client = nats_testkit::connect(&url).await;
+            let js = jetstream::new(client.clone());
+            for (name, subjects) in [("ORDERS", "orders.>"), ("OUT", "out.>")] {
+                js.create_stream(stream::Config {
+                    name: name.into(),
+                    subjects: vec![subjects.into()],
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            }
+            let mut acks = VecDeque::new();
+            for i in 0..rows {
+                let payload = format!(
+                    r#"{{"order_id":{i},"customer":"customer-{:08}","amount":{},"status":"{}","note":"order {i} placed through the web shop, standard delivery"}}"#,
+                    i * 7919 % 100_000,
+                    i as f64 * 1.25,
+                    ["new", "paid", "shipped", "delivered"][i as usize % 4]
+                );
+                acks.push_back(js.publish(format!("orders.region{}", i % 100), payload.into()).await.unwrap());
+                if acks.len() == WINDOW {
+                    acks.pop_front().unwrap().await.unwrap();
+                }
+            }
+            for ack in acks {
+                ack.await.unwrap();
+            }
+            js
+        });
+        println!(
+            "{rows} JSON messages of about 150 bytes in stream ORDERS, read whole each iteration"
+        );
+        (
+            Setup {
+                runtime,
+                rows,
+                url,
+                js,
+            },
+            server,
+        )
+    }
+
+    /// One timed iteration of `raw` or the engine on an empty `OUT`.
+    fn run(&self, raw: bool) -> Duration {
+        self.runtime.block_on(async {
+            let out = self.js.get_stream("OUT").await.unwrap();
+            out.purge().await.unwrap();
+            let started = Instant::now();
+            if raw {
+                self.raw().await;
+            } else {
+                let mut engine = Engine::new();
+                engine.execute(&script(&self.url)).await.unwrap();
+            }
+            let elapsed = started.elapsed();
+            let mut out = self.js.get_stream("OUT").await.unwrap();
+            assert_eq!(out.info().await.unwrap().state.messages, self.rows);
+            elapsed
+        })
+    }
+
+    /// The same work by hand: pull, decode, encode, publish with a window of acks.
+    async fn raw(&self) {
+        let stream = self.js.get_stream("ORDERS").await.unwrap();
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(FETCH)
+            .messages()
+            .await
+            .unwrap()
+            .ready_chunks(FETCH);
+        let mut decoder = ReaderBuilder::new(schema()).build_decoder().unwrap();
+        let mut acks = VecDeque::with_capacity(WINDOW);
+        let mut read = 0;
+        while read < self.rows {
+            let chunk = messages.next().await.unwrap();
+            for message in chunk {
+                decoder.decode(&message.unwrap().payload).unwrap();
+                read += 1;
+            }
+            let batch = decoder.flush().unwrap().unwrap();
+            let mut json = Vec::with_capacity(batch.num_rows() * 160);
+            let mut writer = LineDelimitedWriter::new(&mut json);
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+            let json = bytes::Bytes::from(json);
+            let mut start = 0;
+            for end in memchr_newlines(&json) {
+                if acks.len() == WINDOW {
+                    let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
+                    ack.await.unwrap();
+                }
+                let row = json.slice(start..end);
+                start = end + 1;
+                acks.push_back(self.js.publish("out.orders", row).await.unwrap());
+            }
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+}
+
+/// Positions of the line ends in `json`.
+fn memchr_newlines(json: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    json.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+}
+
+fn bench(c: &mut Criterion) {
+    let (setup, _server) = Setup::new();
+    let mut group = c.benchmark_group("source_pipeline");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(setup.rows));
+    for (name, raw) in [("raw_async_nats", true), ("engine_insert", false)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| (0..iterations).map(|_| setup.run(raw)).sum())
+        });
+    }
+    group.finish();
+    if !common::bench_mode() {
+        return;
+    }
+    let mut ratios: Vec<f64> = (0..PAIRS)
+        .map(|_| {
+            let (raw, engine) = (setup.run(true), setup.run(false));
+            raw.as_secs_f64() / engine.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let rate = |d: f64| setup.rows as f64 / d;
+    println!(
+        "source_pipeline pairs (engine throughput / raw): {:?}; median {:.2} (raw {:.0} msg/s)",
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>(),
+        ratios[PAIRS / 2],
+        rate(setup.run(true).as_secs_f64())
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
