@@ -253,7 +253,8 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// query's result was collected). When `node` is this connector's source, the
     /// returned future settles what the source owes (e.g. acknowledges what it read);
     /// `None` for any other node (by default the connector does nothing). Not called for
-    /// a statement that failed, was cancelled or was stopped by a signal.
+    /// a statement that failed or was cancelled; called for an INSERT whose input the
+    /// shutdown signal cut (everything its sink took was confirmed).
     fn statement_confirmed(
         &self,
         _node: &dyn ExecutionPlan,

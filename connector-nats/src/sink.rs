@@ -226,7 +226,10 @@ impl NatsSink {
             let next = loop {
                 tokio::select! {
                     next = encoded_batches.next() => break next,
-                    () = delivery.take_arriving(), if delivery.settled() < rows_before => {
+                    failed = delivery.take_arriving(), if delivery.settled() < rows_before => {
+                        if failed {
+                            delivery.flush(&mut retry).await?;
+                        }
                         progress.settled_through(delivery.settled());
                     }
                 }
@@ -250,6 +253,7 @@ impl NatsSink {
                     // The rows before the bad one are delivered (the server is fine), so
                     // the error's count is exact and a rerun can start after them.
                     delivery.flush(&mut retry).await?;
+                    progress.settled_through(delivery.settled());
                     delivery.planner().check_fail(&encoded, rows_before)?;
                 }
                 delivery.planner().log_rejections(&encoded, rows_before);
@@ -413,9 +417,10 @@ impl Delivery {
         sent
     }
 
-    /// Takes acks as they arrive, while the input is idle (see `Window::take_arriving`);
-    /// the other modes confirm each batch before `send` returns, so never returns there.
-    async fn take_arriving(&mut self) {
+    /// Takes acks as they arrive, while the input is idle; true when one failed (see
+    /// `Window::take_arriving`). The other modes confirm each batch before `send`
+    /// returns, so this never returns there.
+    async fn take_arriving(&mut self) -> bool {
         match &mut self.mode {
             Mode::JetStream(window) => window.take_arriving().await,
             Mode::Core { .. } | Mode::ExactlyOnce(_) => std::future::pending().await,

@@ -94,13 +94,17 @@ impl Engine {
             Ok(batches) => {
                 let batches = batches.map_err(df_err)?;
                 let stopped = input.and_then(|input| input.stopped());
-                if stopped.is_none() {
-                    // Every row reached the sink and was confirmed: the sources may
-                    // settle what they read.
-                    self.registry
-                        .statement_confirmed(physical.as_ref())
-                        .await
-                        .map_err(df_err)?;
+                // Every row the sink took was confirmed, also when the shutdown signal
+                // cut its input: the sources may settle what they read (a continuous
+                // read acknowledges what its sink confirmed and hands back the rest).
+                let settled = self.registry.statement_confirmed(physical.as_ref()).await;
+                match (settled, &stopped) {
+                    (Err(e), None) => return Err(df_err(e)),
+                    (Err(e), Some(_)) => tracing::warn!(
+                        table = %table_name,
+                        "after the stop, the sources could not settle what they read: {e}"
+                    ),
+                    (Ok(()), _) => {}
                 }
                 let rows = batches
                     .iter()

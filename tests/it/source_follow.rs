@@ -186,3 +186,35 @@ async fn a_continuous_durable_read_that_cannot_be_followed_to_a_sink_is_refused(
         .unwrap();
     assert!(stream.consumer_info("etl").await.is_err());
 }
+
+#[tokio::test]
+async fn undecodable_messages_skipped_in_a_continuous_read_are_acknowledged() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let script = format!(
+        "{}
+         CREATE TABLE billing (order_id BIGINT)
+         WITH (connector = 'nats_sink', connection = 'c', stream = 'BILLING', subject = 'billing.eu');
+         INSERT INTO billing SELECT order_id FROM orders_in;",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "consumer = 'etl', max_ack_pending = '20', on_error = 'skip'"
+        )
+    );
+    let run = Running::start(&[], &script);
+    // More poison in a row than the consumer lets wait for acknowledgement: no row comes
+    // of them, yet each is acknowledged, so the good message after them gets through.
+    let poison = vec![("orders.eu", "not json"); 50];
+    publish(&client, &poison).await;
+    publish_orders(&client, 7..8).await;
+    wait_for_stored(&client, 1).await;
+    wait_for_consumer(&client, "all 51 acknowledged", |info| {
+        info.ack_floor.stream_sequence == 51 && info.num_ack_pending == 0
+    })
+    .await;
+    let (stdout, _) = run.interrupt();
+    assert!(stdout.contains("1 row confirmed"), "{stdout}");
+}

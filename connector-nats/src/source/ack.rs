@@ -24,7 +24,6 @@ use std::time::Duration;
 use async_nats::{Client, Subject};
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::error::{NatsSinkError, Result};
@@ -53,8 +52,8 @@ struct State {
     finished: bool,
     /// The durable consumer, claimed for this statement's read alone.
     claim: Option<Claim>,
-    /// The task acknowledging a continuous read.
-    acking: Option<AbortHandle>,
+    /// Whether the acknowledging task was started.
+    acking: bool,
 }
 
 /// Messages whose rows are all with the sink once it has taken `taken` rows.
@@ -89,23 +88,23 @@ impl Acks {
         self.output.get().is_some()
     }
 
-    /// Starts the task that acknowledges a continuous read, telling the server every
-    /// third of `ack_wait` that the messages held are still in progress.
+    /// Starts the task that tells the server every third of `ack_wait` that the messages
+    /// held are still in progress (a bounded read holds them all until its end), and
+    /// that acknowledges a continuous read as its sink settles rows.
     pub(crate) fn start_acking(self: &Arc<Self>, ack_wait: Duration) {
         let mut state = self.lock();
-        let (Some(output), Some(client), None) =
-            (self.output.get(), state.client.clone(), &state.acking)
-        else {
+        let (Some(client), false) = (state.client.clone(), state.acking) else {
             return;
         };
-        let task = tokio::spawn(acknowledge(
+        // Detached: it ends by itself once the state is dropped.
+        tokio::spawn(acknowledge(
             Arc::downgrade(self),
-            Arc::clone(output),
+            self.output.get().cloned(),
             Arc::clone(&self.passed_on),
             client,
             (ack_wait / 3).max(Duration::from_millis(100)),
         ));
-        state.acking = Some(task.abort_handle());
+        state.acking = true;
     }
 
     /// Messages were read (and turned into rows, skipped or dead-lettered).
@@ -226,12 +225,12 @@ impl Acks {
     }
 }
 
-/// Acknowledges a continuous read's messages as the sink settles their rows, and keeps
-/// the ones it holds from being delivered again (see the module documentation). Ends
-/// when the read's state is dropped.
+/// Acknowledges a continuous read's messages as the sink settles their rows (with
+/// `output`), and keeps the ones it holds from being delivered again (see the module
+/// documentation). Ends when the read's state is dropped, which wakes it.
 async fn acknowledge(
     acks: Weak<Acks>,
-    output: Arc<OutputProgress>,
+    output: Option<Arc<OutputProgress>>,
     passed_on: Arc<Notify>,
     client: Client,
     in_progress_every: Duration,
@@ -245,9 +244,9 @@ async fn acknowledge(
             None => return,
         };
         let settled = async {
-            match next {
-                Some(taken) => output.settled_at_least(taken).await,
-                None => passed_on.notified().await,
+            match (next, &output) {
+                (Some(taken), Some(output)) => output.settled_at_least(taken).await,
+                _ => passed_on.notified().await,
             }
         };
         tokio::select! {
@@ -323,9 +322,9 @@ impl Drop for Acks {
     /// acknowledges the passed-on messages whose rows the sink settled, and hands the
     /// rest back, if a runtime is there to send it.
     fn drop(&mut self) {
-        if let Some(task) = self.lock().acking.take() {
-            task.abort();
-        }
+        // The task is not aborted: it may be sending acknowledgements it took already
+        // (it may even be the one dropping this). Woken, it finds the state gone and ends.
+        self.passed_on.notify_one();
         let (done, rest) = self.take_settled(true);
         let Some(client) = self.lock().client.take() else {
             return;

@@ -10,7 +10,7 @@
 //! it has failed for the connection's `retry_timeout` in a row.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::Subject;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -45,6 +45,8 @@ pub(crate) enum Feed {
         end: u64,
         fetch_size: usize,
         done: bool,
+        /// The highest stream sequence read so far.
+        highest: u64,
     },
     /// Until the statement stops.
     Continuous {
@@ -53,8 +55,6 @@ pub(crate) enum Feed {
         /// How long reading may fail in a row before the read fails (the connection's
         /// `retry_timeout`; unset: until the statement is stopped).
         patience: Option<Duration>,
-        /// Since when every attempt to read failed.
-        failing_since: Option<Instant>,
     },
 }
 
@@ -83,6 +83,7 @@ impl Feed {
             end,
             fetch_size,
             done: end == 0,
+            highest: 0,
         }
     }
 
@@ -123,7 +124,6 @@ impl Feed {
             chunks: messages.ready_chunks(fetch_size),
             health,
             patience,
-            failing_since: None,
         })
     }
 
@@ -151,7 +151,6 @@ impl Feed {
             chunks: messages.ready_chunks(fetch_size),
             health,
             patience: None,
-            failing_since: None,
         }
     }
 
@@ -162,7 +161,6 @@ impl Feed {
                 chunks,
                 health,
                 patience,
-                failing_since,
             } => loop {
                 let Some(items) = chunks.next().await else {
                     return Ok(None);
@@ -173,25 +171,21 @@ impl Feed {
                         Read::Message(received) => chunk.push(*received),
                         Read::Fatal(e) => return Err(e),
                         Read::Transient(problem) => {
-                            let since = *failing_since.get_or_insert_with(Instant::now);
-                            if patience.is_some_and(|p| since.elapsed() > p) {
+                            warn!("nats_source: {problem}; reading on");
+                            let failing_for = health.failed(problem.clone());
+                            if patience.is_some_and(|p| failing_for > p) {
                                 return Err(NatsSinkError::Publish {
                                     problem: format!(
-                                        "gave up after reading failed for {:?} in a row (retry_timeout): {problem}; raise 'retry_timeout' or leave it unset to read on until the statement is stopped",
-                                        since.elapsed()
+                                        "gave up after reading failed for {failing_for:?} in a row (retry_timeout): {problem}; raise 'retry_timeout' or leave it unset to read on until the statement is stopped"
                                     ),
                                     source: None,
                                 });
                             }
-                            warn!("nats_source: {problem}; reading on");
-                            health.retrying(Some(problem));
                         }
                     }
                 }
                 if !chunk.is_empty() {
-                    if failing_since.take().is_some() {
-                        health.retrying(None);
-                    }
+                    health.recovered();
                     return Ok(Some(chunk));
                 }
             },
@@ -202,6 +196,7 @@ impl Feed {
                 end,
                 fetch_size,
                 done,
+                highest,
             } => {
                 if *done {
                     return Ok(None);
@@ -219,6 +214,12 @@ impl Feed {
                         stream,
                     )?;
                     let sequence = received.message.position.map_or(0, |p| p.sequence);
+                    if sequence <= *highest {
+                        // Delivered again (its ack_wait passed before a progress report):
+                        // this read has it already, and acknowledges it at its end.
+                        continue;
+                    }
+                    *highest = sequence;
                     if sequence > *end {
                         // Stored after the read began: not part of it. Handed back so the
                         // next read has it at once.

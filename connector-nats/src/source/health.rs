@@ -1,16 +1,29 @@
-//! How a running read stands, for a status display: whether its client is connected,
-//! and why it is retrying while reading fails.
+//! How a running read stands, for a status display and for giving up: whether its
+//! client is connected, and since when reading has failed.
 
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use async_nats::connection::State;
+
+/// Failures further apart than this are not "in a row": the read recovered between
+/// them (a quiet stream sends nothing that would show it). Above the client's idle
+/// heartbeat interval, whose misses repeat while a server is away.
+const QUIET: Duration = Duration::from_secs(60);
 
 /// Shared by a scan's plan node (which reports it) and its read (which updates it).
 #[derive(Debug, Default)]
 pub(crate) struct Health {
     client: OnceLock<Client>,
-    retrying: Mutex<Option<String>>,
+    failing: Mutex<Option<Failing>>,
+}
+
+#[derive(Debug)]
+struct Failing {
+    since: Instant,
+    last: Instant,
+    why: String,
 }
 
 impl Health {
@@ -19,9 +32,25 @@ impl Health {
         let _ = self.client.set(client.clone());
     }
 
-    /// Reading fails for `why`, or (`None`) works again.
-    pub(crate) fn retrying(&self, why: Option<String>) {
-        *self.retrying.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    /// Reading failed for `why`; returns how long it has failed in a row.
+    pub(crate) fn failed(&self, why: String) -> Duration {
+        let now = Instant::now();
+        let mut failing = self.lock();
+        let since = match &*failing {
+            Some(f) if now.duration_since(f.last) <= QUIET => f.since,
+            _ => now,
+        };
+        *failing = Some(Failing {
+            since,
+            last: now,
+            why,
+        });
+        now.duration_since(since)
+    }
+
+    /// Messages came: reading works.
+    pub(crate) fn recovered(&self) {
+        self.lock().take();
     }
 
     /// Whether the client is connected now; `None` before the read started.
@@ -33,9 +62,12 @@ impl Health {
 
     /// Why reading fails, while it does.
     pub(crate) fn why_retrying(&self) -> Option<String> {
-        self.retrying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let failing = self.lock();
+        let f = failing.as_ref()?;
+        (f.last.elapsed() <= QUIET).then(|| f.why.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Failing>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -213,6 +213,11 @@ impl Reader {
                     })?;
             }
             if decoded.batch.num_rows() == 0 {
+                // No row came of these messages, and nothing was handed on since the last
+                // pass: they are done once what the sink took is settled. Without this, a
+                // run of undecodable messages as long as max_ack_pending would stop the
+                // consumer for good.
+                self.acks.pass_on();
                 continue;
             }
             return Ok(Some(match &self.projection {

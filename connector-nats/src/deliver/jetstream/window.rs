@@ -64,8 +64,9 @@ pub(crate) struct Window {
     pending: VecDeque<Pending>,
     /// Sequence number of `pending[0]`.
     first_seq: u64,
-    /// The statement's rows queued so far.
-    queued: u64,
+    /// How many of the statement's first rows are settled: those of the batches
+    /// released so far. Only ever grows.
+    settled: u64,
     in_flight: VecDeque<InFlight>,
     /// Whether the current run waits for every ack, or returns once all is sent.
     draining: bool,
@@ -85,7 +86,7 @@ impl Window {
             planner,
             pending: VecDeque::new(),
             first_seq: 0,
-            queued: 0,
+            settled: 0,
             in_flight: VecDeque::new(),
             draining: false,
             metrics,
@@ -105,7 +106,6 @@ impl Window {
         link: &mut Link,
         retry: &mut Retry,
     ) -> Result<()> {
-        self.queued = rows_before + batch.len() as u64;
         self.pending.push_back(Pending {
             batch,
             rows_before,
@@ -121,10 +121,10 @@ impl Window {
         driver::run(link, retry, self).await
     }
 
-    /// How many of the statement's first rows are settled: every row before the oldest
-    /// batch still pending.
+    /// How many of the statement's first rows are settled: confirmed, skipped or
+    /// dead-lettered.
     pub(crate) fn settled(&self) -> u64 {
-        self.pending.front().map_or(self.queued, |p| p.rows_before)
+        self.settled
     }
 
     fn has_unsent(&self) -> bool {
@@ -215,23 +215,29 @@ impl Window {
     }
 
     /// While the input is idle: waits for the oldest ack, then takes any others that are
-    /// in, so that rows count as confirmed as soon as their acks come. A failed ack is
-    /// kept for the next push or flush to classify and retry; until then, and with
-    /// nothing in flight, this never returns. Cancel-safe: what arrives is recorded before
-    /// the next await.
-    pub(crate) async fn take_arriving(&mut self) {
+    /// in, so that rows count as confirmed as soon as their acks come. Returns true when
+    /// an ack failed: a flush then classifies it and retries. With nothing in flight this
+    /// never returns. Cancel-safe: what arrives is recorded before the next await.
+    pub(crate) async fn take_arriving(&mut self) -> bool {
         let Some(front) = self.in_flight.front_mut() else {
             return std::future::pending().await;
         };
-        if front.failed.is_some() || front.ack.is_terminated() {
+        if front.failed.is_some() {
+            return true;
+        }
+        if front.ack.is_terminated() {
             return std::future::pending().await;
         }
         match (&mut front.ack).await {
             Ok(ack) => {
                 self.confirm_front(&ack, Instant::now());
                 self.take_ready();
+                false
             }
-            Err(e) => front.failed = Some(e),
+            Err(e) => {
+                front.failed = Some(e);
+                true
+            }
         }
     }
 
@@ -287,6 +293,7 @@ impl Window {
             if self.planner.skips() {
                 metrics.skipped(front.batch.rejections().count());
             }
+            self.settled = front.rows_before + front.batch.len() as u64;
             self.pending.pop_front();
             self.first_seq += 1;
         }
