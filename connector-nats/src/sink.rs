@@ -226,10 +226,7 @@ impl NatsSink {
             let next = loop {
                 tokio::select! {
                     next = encoded_batches.next() => break next,
-                    failed = delivery.take_arriving(), if delivery.settled() < rows_before => {
-                        if failed {
-                            delivery.flush(&mut retry).await?;
-                        }
+                    () = delivery.take_arriving(), if delivery.settled() < rows_before => {
                         progress.settled_through(delivery.settled());
                     }
                 }
@@ -417,10 +414,10 @@ impl Delivery {
         sent
     }
 
-    /// Takes acks as they arrive, while the input is idle; true when one failed (see
-    /// `Window::take_arriving`). The other modes confirm each batch before `send`
-    /// returns, so this never returns there.
-    async fn take_arriving(&mut self) -> bool {
+    /// Takes acks as they arrive, while the input is idle (see `Window::take_arriving`).
+    /// The other modes confirm each batch before `send` returns, so this never returns
+    /// there.
+    async fn take_arriving(&mut self) {
         match &mut self.mode {
             Mode::JetStream(window) => window.take_arriving().await,
             Mode::Core { .. } | Mode::ExactlyOnce(_) => std::future::pending().await,

@@ -215,29 +215,24 @@ impl Window {
     }
 
     /// While the input is idle: waits for the oldest ack, then takes any others that are
-    /// in, so that rows count as confirmed as soon as their acks come. Returns true when
-    /// an ack failed: a flush then classifies it and retries. With nothing in flight this
-    /// never returns. Cancel-safe: what arrives is recorded before the next await.
-    pub(crate) async fn take_arriving(&mut self) -> bool {
+    /// in, so that rows count as confirmed as soon as their acks come. A failed ack is
+    /// kept for the next push or flush to classify and retry (retrying here would hold
+    /// up a query error behind `retry_timeout`, and the driver's retry cannot be
+    /// interrupted); until then, and with nothing in flight, this never returns.
+    /// Cancel-safe: what arrives is recorded before the next await.
+    pub(crate) async fn take_arriving(&mut self) {
         let Some(front) = self.in_flight.front_mut() else {
             return std::future::pending().await;
         };
-        if front.failed.is_some() {
-            return true;
-        }
-        if front.ack.is_terminated() {
+        if front.failed.is_some() || front.ack.is_terminated() {
             return std::future::pending().await;
         }
         match (&mut front.ack).await {
             Ok(ack) => {
                 self.confirm_front(&ack, Instant::now());
                 self.take_ready();
-                false
             }
-            Err(e) => {
-                front.failed = Some(e);
-                true
-            }
+            Err(e) => front.failed = Some(e),
         }
     }
 
