@@ -422,3 +422,22 @@ fn header_and_payload_columns_are_checked_when_the_sink_is_created() {
     assert!(bad_ttl.contains("option 'ttl'"), "{bad_ttl}");
     assert!(bad_ttl.contains("whole seconds"), "{bad_ttl}");
 }
+
+#[test]
+fn timestamp_headers_read_as_in_json_and_out_of_range_ones_reject_the_row() {
+    let at: ArrayRef = Arc::new(
+        TimestampMillisecondArray::from(vec![1_706_704_496_789, i64::MAX]).with_timezone("UTC"),
+    );
+    let b = batch(vec![("at", at)]);
+    let encoded = encode(&b, &[("subject", "s"), ("header_fields", "at")]);
+    assert_eq!(
+        headers(&encoded, 0),
+        pairs(&[("at", "2024-01-31T12:34:56.789Z")])
+    );
+    let reason = &encoded.rejection(1).unwrap().reason;
+    assert!(
+        reason.starts_with("column 'at' (header_fields): "),
+        "{reason}"
+    );
+    assert!(reason.contains("out of range"), "{reason}");
+}
