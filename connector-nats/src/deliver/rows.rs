@@ -12,7 +12,8 @@ use tracing::warn;
 use crate::encode::EncodedBatch;
 use crate::encode::headers::TTL_HEADER;
 use crate::error::NatsSinkError;
-use crate::options::config::{Mode, OnError, SinkConfig, TtlSpec};
+use crate::options::config::{Mode, OnError, SinkConfig};
+use crate::options::message::TtlSpec;
 
 /// Headers a dead letter carries: why the row could not be delivered, the subject it was
 /// meant for, and its position in the statement (from 1).

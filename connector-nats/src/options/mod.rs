@@ -9,6 +9,7 @@
 
 pub(crate) mod config;
 pub(crate) mod env_vars;
+pub(crate) mod message;
 pub(crate) mod values;
 
 use std::collections::{BTreeMap, HashMap};

@@ -27,7 +27,8 @@ use crate::deliver::failure::{Failure, TransientKind};
 use crate::deliver::retry::Retry;
 use crate::deliver::rows::Limit;
 use crate::error::{NatsSinkError, Result};
-use crate::options::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec, TtlSpec};
+use crate::options::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec};
+use crate::options::message::TtlSpec;
 use crate::options::{TTL, TTL_FIELD};
 pub(crate) use captures::Captures;
 
