@@ -16,6 +16,7 @@
 //!   value and nats-server skips the spaces after the colon, so the value would arrive
 //!   changed).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -335,15 +336,15 @@ impl<'a> ColumnText<'a> {
     }
 
     /// Row `row`'s text; `None` for a null.
-    fn value(&self, row: usize) -> std::result::Result<Option<String>, String> {
+    fn value(&self, row: usize) -> std::result::Result<Option<Cow<'_, str>>, String> {
         match self {
             ColumnText::Cast(strings) if strings.is_null(row) => Ok(None),
-            ColumnText::Cast(strings) => Ok(Some(strings.value(row).to_string())),
+            ColumnText::Cast(strings) => Ok(Some(Cow::Borrowed(strings.value(row)))),
             ColumnText::Formatted(_, column) if column.is_null(row) => Ok(None),
             ColumnText::Formatted(formatter, column) => formatter
                 .value(row)
                 .try_to_string()
-                .map(Some)
+                .map(|text| Some(Cow::Owned(text)))
                 .map_err(|e| format!("{} value out of range ({e})", column.data_type())),
         }
     }
