@@ -281,7 +281,15 @@ impl Setup {
             server_cpu: used(server_before, self.server_pid),
         };
         let mut stream = self.admin.get_stream(STREAM).await.unwrap();
-        assert_eq!(stream.info().await.unwrap().state.messages, self.rows);
+        let state = stream.info().await.unwrap().state.clone();
+        assert_eq!(state.messages, self.rows);
+        if headers {
+            // Untimed: the stored rows carry their header columns.
+            let first = stream.get_raw_message(state.first_sequence).await.unwrap();
+            assert!(
+                first.headers.get("trace_id").is_some() && first.headers.get("tenant").is_some()
+            );
+        }
         run
     }
 
