@@ -58,11 +58,11 @@ pub(crate) fn value_problem(value: &str) -> Option<&'static str> {
     if value.contains(['\r', '\n']) {
         Some("holds a line break, which a NATS header cannot carry")
     } else if value.contains(|c: char| c.is_control() && c != '\t') {
-        Some("holds a control character, which a NATS header cannot carry")
-    } else if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
         Some(
-            "starts or ends with whitespace, which a reader drops from a header value (trim it in the query)",
+            "holds a control character, which a NATS header cannot carry (replace it in the query)",
         )
+    } else if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        Some("starts or ends with whitespace, which a reader drops from a header value")
     } else {
         None
     }
@@ -233,7 +233,7 @@ impl HeaderColumns {
             };
             let value = header_value(&value).map_err(|problem| {
                 format!(
-                    "column '{}' ({HEADER_FIELDS}): its value {} {problem}",
+                    "column '{}' ({HEADER_FIELDS}): its value {} {problem}: change it in the query",
                     field.column,
                     subject::shown(&value)
                 )
@@ -256,7 +256,7 @@ impl HeaderColumns {
                     |problem: String| format!("column '{column}' ({HEADERS_FIELD}): {problem}");
                 if let Some(problem) = name_problem(key) {
                     return Err(in_column(format!(
-                        "header name {} {problem}",
+                        "header name {} {problem}: fix the map's keys in the query",
                         subject::shown(key)
                     )));
                 }
@@ -272,7 +272,7 @@ impl HeaderColumns {
                 let Some(value) = value else { continue };
                 let header = header_value(value).map_err(|problem| {
                     in_column(format!(
-                        "the value of header '{key}', {}, {problem}",
+                        "the value of header '{key}', {}, {problem}: change it in the query",
                         subject::shown(value)
                     ))
                 })?;
