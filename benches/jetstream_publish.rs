@@ -11,7 +11,10 @@
 //! with a file stream that is purged, untimed, before every iteration; every iteration
 //! is checked to have stored every row.
 //!
-//! Groups: `jetstream_e2e` (the default window) and `max_in_flight` (a curve of windows).
+//! Groups: `jetstream_e2e` (the default window), `max_in_flight` (a curve of windows) and
+//! `jetstream_headers` (the default window, two header columns per row: the sink's
+//! `header_fields = 'trace_id,tenant'` against the raw client publishing the same
+//! messages with the same headers, pre-built).
 //! Criterion measures each variant in a block of its own, and throughput on a small
 //! shared machine drifts by tens of percent over minutes, so after the groups the bench
 //! also runs raw/engine pairs back to back at each window it measured and prints a
@@ -27,8 +30,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use async_nats::Subject;
 use async_nats::jetstream::{self, Context, stream};
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
@@ -50,6 +53,12 @@ const PAIRS: usize = 5;
 
 const RAW: &str = "raw_async_nats";
 const ENGINE: &str = "engine_insert";
+const RAW_HEADERS: &str = "raw_async_nats_headers";
+const ENGINE_HEADERS: &str = "engine_insert_headers";
+/// Each baseline and the engine variant measured against it.
+const PAIRINGS: [(&str, &str); 2] = [(RAW, ENGINE), (RAW_HEADERS, ENGINE_HEADERS)];
+/// The header columns of the `_headers` variants.
+const HEADER_FIELDS: &str = "trace_id,tenant";
 
 /// About 200 bytes of JSON per row; 100 distinct subjects under `bench.>`.
 fn query(rows: u64) -> String {
@@ -60,11 +69,28 @@ fn query(rows: u64) -> String {
     )
 }
 
-fn insert(url: &str, rows: u64, max_in_flight: usize) -> String {
+/// [`query`] with two header columns: a trace id per row and one of ten tenants.
+fn headers_query(rows: u64) -> String {
     format!(
-        "INSERT INTO out {} WITH (connector = 'nats_sink', servers = '{url}', \
-         subject_field = 'subject', stream = '{STREAM}', max_in_flight = '{max_in_flight}')",
+        "SELECT *, concat('trace-', CAST(order_id AS VARCHAR)) AS trace_id, \
+                concat('tenant-', CAST(order_id % 10 AS VARCHAR)) AS tenant \
+         FROM ({})",
         query(rows)
+    )
+}
+
+fn insert(url: &str, rows: u64, max_in_flight: usize, headers: bool) -> String {
+    let (query, options) = if headers {
+        (
+            headers_query(rows),
+            format!(", header_fields = '{HEADER_FIELDS}'"),
+        )
+    } else {
+        (query(rows), String::new())
+    };
+    format!(
+        "INSERT INTO out {query} WITH (connector = 'nats_sink', servers = '{url}', \
+         subject_field = 'subject', stream = '{STREAM}', max_in_flight = '{max_in_flight}'{options})"
     )
 }
 
@@ -79,15 +105,25 @@ fn context(client: &async_nats::Client, max_in_flight: usize) -> Context {
         .build(client.clone())
 }
 
+/// A pre-built message: subject, headers (the `_headers` variants) and payload.
+type Prebuilt = (Subject, Option<HeaderMap>, Bytes);
+
 /// The best-practice client loop: at most `window` acks outstanding, awaited in order.
-async fn publish_raw(js: &Context, messages: &[(Subject, Bytes)], window: usize) {
+async fn publish_raw(js: &Context, messages: &[Prebuilt], window: usize) {
     let mut acks = VecDeque::with_capacity(window);
-    for (subject, payload) in messages {
+    for (subject, headers, payload) in messages {
         if acks.len() == window {
             let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
             ack.await.unwrap();
         }
-        acks.push_back(js.publish(subject.clone(), payload.clone()).await.unwrap());
+        let ack = match headers {
+            Some(headers) => js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await
+                .unwrap(),
+            None => js.publish(subject.clone(), payload.clone()).await.unwrap(),
+        };
+        acks.push_back(ack);
     }
     for ack in acks {
         ack.await.unwrap();
@@ -128,6 +164,9 @@ struct Run {
     server_cpu: Option<Duration>,
 }
 
+/// Back-to-back (raw, engine) runs by max_in_flight and baseline.
+type Pairs = BTreeMap<(usize, &'static str), Vec<(Run, Run)>>;
+
 /// Everything a measurement needs, shared by all benchmark functions.
 struct Setup {
     runtime: Runtime,
@@ -135,13 +174,15 @@ struct Setup {
     url: String,
     client: async_nats::Client,
     admin: Context,
-    messages: Vec<(Subject, Bytes)>,
+    messages: Vec<Prebuilt>,
+    /// The same rows with their header columns, for the `_headers` variants.
+    header_messages: Vec<Prebuilt>,
     engine: Mutex<Engine>,
     server_pid: Option<u32>,
     /// Every iteration criterion timed, by (max_in_flight, variant).
     runs: RefCell<BTreeMap<(usize, &'static str), Vec<Run>>>,
-    /// The back-to-back pairs, by max_in_flight: (raw, engine).
-    pairs: RefCell<BTreeMap<usize, Vec<(Run, Run)>>>,
+    /// The back-to-back pairs, by max_in_flight and baseline: (raw, engine).
+    pairs: RefCell<Pairs>,
 }
 
 impl Setup {
@@ -151,8 +192,18 @@ impl Setup {
         let server = NatsServer::start();
         let url = server.url();
         let mut engine = Engine::new();
-        let (client, admin, messages) = runtime.block_on(async {
-            let messages = common::prebuilt_messages(&mut engine, &query(rows)).await;
+        let (client, admin, messages, header_messages) = runtime.block_on(async {
+            let messages: Vec<Prebuilt> = common::prebuilt_messages(&mut engine, &query(rows))
+                .await
+                .into_iter()
+                .map(|(subject, payload)| (subject, None, payload))
+                .collect();
+            let header_messages = common::prebuilt_messages_with(
+                &mut engine,
+                &headers_query(rows),
+                &[("header_fields", HEADER_FIELDS)],
+            )
+            .await;
             // The sink validates each distinct subject once and tells its client to skip
             // validation; the pre-built subjects are valid, so the baseline skips it too.
             let options = nats_testkit::connect_options().skip_subject_validation(true);
@@ -167,10 +218,12 @@ impl Setup {
                 })
                 .await
                 .unwrap();
-            (client, admin, messages)
+            (client, admin, messages, header_messages)
         });
         assert_eq!(messages.len() as u64, rows);
-        let total_bytes: usize = messages.iter().map(|(_, p)| p.len()).sum();
+        assert_eq!(header_messages.len() as u64, rows);
+        assert!(header_messages.iter().all(|(_, h, _)| h.is_some()));
+        let total_bytes: usize = messages.iter().map(|(_, _, p)| p.len()).sum();
         println!(
             "{rows} rows, {} bytes of JSON per row on average, file stream {STREAM} purged before each iteration",
             total_bytes as u64 / rows
@@ -182,6 +235,7 @@ impl Setup {
             client,
             admin,
             messages,
+            header_messages,
             engine: Mutex::new(engine),
             server_pid: server_pid(),
             runs: RefCell::default(),
@@ -194,7 +248,8 @@ impl Setup {
     /// the purge before nor the check after).
     async fn run_once(&self, variant: &str, max_in_flight: usize) -> Run {
         let js = context(&self.client, max_in_flight);
-        let sql = insert(&self.url, self.rows, max_in_flight);
+        let headers = matches!(variant, RAW_HEADERS | ENGINE_HEADERS);
+        let sql = insert(&self.url, self.rows, max_in_flight, headers);
         let client_pid = Some(std::process::id());
         let cpu = |pid: Option<u32>| pid.and_then(cpu_time);
 
@@ -209,6 +264,7 @@ impl Setup {
         let start = Instant::now();
         match variant {
             RAW => publish_raw(&js, &self.messages, max_in_flight).await,
+            RAW_HEADERS => publish_raw(&js, &self.header_messages, max_in_flight).await,
             _ => {
                 let outcomes = self.engine.lock().await.execute(&sql).await.unwrap();
                 match outcomes.last() {
@@ -225,7 +281,15 @@ impl Setup {
             server_cpu: used(server_before, self.server_pid),
         };
         let mut stream = self.admin.get_stream(STREAM).await.unwrap();
-        assert_eq!(stream.info().await.unwrap().state.messages, self.rows);
+        let state = stream.info().await.unwrap().state.clone();
+        assert_eq!(state.messages, self.rows);
+        if headers {
+            // Untimed: the stored rows carry their header columns.
+            let first = stream.get_raw_message(state.first_sequence).await.unwrap();
+            assert!(
+                first.headers.get("trace_id").is_some() && first.headers.get("tenant").is_some()
+            );
+        }
         run
     }
 
@@ -244,26 +308,36 @@ impl Setup {
         total
     }
 
-    /// Raw and engine back to back, `PAIRS` times per window criterion measured, the
-    /// order alternating so that a drift in machine speed hits both alike.
+    /// Raw and engine back to back, `PAIRS` times per window and baseline criterion
+    /// measured, the order alternating so that a drift in machine speed hits both alike.
     async fn measure_pairs(&self) {
-        let windows: Vec<usize> = self.runs.borrow().keys().map(|(n, _)| *n).collect();
-        for n in dedup(windows) {
+        for (n, raw_variant, engine_variant) in self.measured() {
             for k in 0..PAIRS {
                 let (raw, engine) = if k % 2 == 0 {
-                    let raw = self.run_once(RAW, n).await;
-                    (raw, self.run_once(ENGINE, n).await)
+                    let raw = self.run_once(raw_variant, n).await;
+                    (raw, self.run_once(engine_variant, n).await)
                 } else {
-                    let engine = self.run_once(ENGINE, n).await;
-                    (self.run_once(RAW, n).await, engine)
+                    let engine = self.run_once(engine_variant, n).await;
+                    (self.run_once(raw_variant, n).await, engine)
                 };
                 self.pairs
                     .borrow_mut()
-                    .entry(n)
+                    .entry((n, raw_variant))
                     .or_default()
                     .push((raw, engine));
             }
         }
+    }
+
+    /// Each window and pairing criterion measured: (window, baseline, engine variant).
+    fn measured(&self) -> Vec<(usize, &'static str, &'static str)> {
+        let runs = self.runs.borrow();
+        let windows: Vec<usize> = runs.keys().map(|(n, _)| *n).collect();
+        dedup(windows)
+            .into_iter()
+            .flat_map(|n| PAIRINGS.iter().map(move |&(raw, engine)| (n, raw, engine)))
+            .filter(|(n, raw, _)| runs.contains_key(&(*n, *raw)))
+            .collect()
     }
 
     fn rate(&self, run: &Run) -> f64 {
@@ -281,7 +355,8 @@ impl Setup {
             self.rows
         );
         println!(
-            "{:>13} {:>16} {:>16} {:>6} {:>6} {:>13} {:>13}",
+            "{:>22} {:>13} {:>16} {:>16} {:>6} {:>6} {:>13} {:>13}",
+            "baseline",
             "max_in_flight",
             "raw msg/s",
             "engine rows/s",
@@ -290,18 +365,17 @@ impl Setup {
             "client us",
             "server us"
         );
-        let windows: Vec<usize> = runs.keys().map(|(n, _)| *n).collect();
-        for n in dedup(windows) {
+        for (n, raw_variant, engine_variant) in self.measured() {
             let no_pairs = Vec::new();
-            let paired = pairs.get(&n).unwrap_or(&no_pairs);
+            let paired = pairs.get(&(n, raw_variant)).unwrap_or(&no_pairs);
             let raw: Vec<&Run> = runs
-                .get(&(n, RAW))
+                .get(&(n, raw_variant))
                 .into_iter()
                 .flatten()
                 .chain(paired.iter().map(|(r, _)| r))
                 .collect();
             let engine: Vec<&Run> = runs
-                .get(&(n, ENGINE))
+                .get(&(n, engine_variant))
                 .into_iter()
                 .flatten()
                 .chain(paired.iter().map(|(_, e)| e))
@@ -310,7 +384,10 @@ impl Setup {
                 runs.get(&(n, variant))
                     .map(|v| median(v.iter().map(|r| self.rate(r)).collect()))
             };
-            let (raw_rate, engine_rate) = (criterion_median(RAW), criterion_median(ENGINE));
+            let (raw_rate, engine_rate) = (
+                criterion_median(raw_variant),
+                criterion_median(engine_variant),
+            );
             let show_rate = |rate: Option<f64>, variant| {
                 rate.map_or("-".into(), |r| {
                     format!("{r:.0} ({})", runs.get(&(n, variant)).map_or(0, Vec::len))
@@ -343,9 +420,9 @@ impl Setup {
                 format!("{}/{}", per_message(&raw, cpu), per_message(&engine, cpu))
             };
             println!(
-                "{n:>13} {:>16} {:>16} {ratio:>6} {pair_ratio:>6} {:>13} {:>13}",
-                show_rate(raw_rate, RAW),
-                show_rate(engine_rate, ENGINE),
+                "{raw_variant:>22} {n:>13} {:>16} {:>16} {ratio:>6} {pair_ratio:>6} {:>13} {:>13}",
+                show_rate(raw_rate, raw_variant),
+                show_rate(engine_rate, engine_variant),
                 cpu(|r| r.client_cpu),
                 cpu(|r| r.server_cpu)
             );
@@ -398,6 +475,20 @@ fn bench_jetstream(c: &mut Criterion) {
                     .iter_custom(|iters| s.measure(variant, n, iters))
             });
         }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("jetstream_headers");
+    group.throughput(Throughput::Elements(s.rows));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(8));
+    for variant in [RAW_HEADERS, ENGINE_HEADERS] {
+        group.bench_function(variant, |b| {
+            b.to_async(&s.runtime)
+                .iter_custom(|iters| s.measure(variant, DEFAULT_IN_FLIGHT, iters))
+        });
     }
     group.finish();
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::Subject;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use connector_nats::RowEncoder;
 use connector_nats::options::Options;
@@ -13,10 +13,26 @@ use streamsql::Engine;
 
 /// Runs `sql` (with a `subject` column) and encodes its rows exactly as the sink does.
 pub async fn prebuilt_messages(engine: &mut Engine, sql: &str) -> Vec<(Subject, Bytes)> {
+    prebuilt_messages_with(engine, sql, &[])
+        .await
+        .into_iter()
+        .map(|(subject, _, payload)| (subject, payload))
+        .collect()
+}
+
+/// [`prebuilt_messages`] for a sink with the further `options` (such as header columns):
+/// each row's subject, headers from its columns, and payload.
+pub async fn prebuilt_messages_with(
+    engine: &mut Engine,
+    sql: &str,
+    options: &[(&str, &str)],
+) -> Vec<(Subject, Option<HeaderMap>, Bytes)> {
     let df = engine.context().sql(sql).await.unwrap();
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let options: HashMap<String, String> =
-        [("subject_field".to_string(), "subject".to_string())].into();
+    let options: HashMap<String, String> = std::iter::once(("subject_field", "subject"))
+        .chain(options.iter().copied())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let mut encoder =
         RowEncoder::try_new(&schema, &Options::parse(&options, false).unwrap()).unwrap();
     let mut messages = Vec::new();
@@ -25,6 +41,7 @@ pub async fn prebuilt_messages(engine: &mut Engine, sql: &str) -> Vec<(Subject, 
         for i in 0..encoded.len() {
             messages.push((
                 encoded.subject(i).expect("valid subjects").clone(),
+                encoded.header_map(i),
                 encoded.payload(i),
             ));
         }

@@ -141,7 +141,7 @@ impl DisplayAs for NatsSink {
         for (key, value) in self.options.redacted() {
             write!(f, " {key}={value}")?;
         }
-        let payload: Vec<&str> = self.encoder.payload_column_names().collect();
+        let payload = self.encoder.payload_column_names();
         write!(f, " payload=[{}]", payload.join(", "))
     }
 }

@@ -15,6 +15,7 @@ mod cli_sub;
 mod datafusion_slt;
 mod engine_sql;
 mod exactly_once;
+mod headers;
 mod jetstream;
 mod jetstream_errors;
 mod jetstream_faults;

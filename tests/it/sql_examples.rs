@@ -382,3 +382,107 @@ async fn nats_to_nats_reads_orders_once_into_billing() {
     assert!(output.status.success(), "stderr:\n{}", stderr(&output));
     assert_eq!(inserted_rows(&stdout(&output), "billing"), 0);
 }
+
+/// `headers.sql` as written: each click's trace id and tenant, its map's entries and the
+/// static header reach a subscriber as headers; the payload keeps the other columns.
+#[tokio::test]
+async fn headers_example_sends_column_map_and_static_headers() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let mut received = Collector::subscribe(&client, "clicks.>").await;
+
+    let output = run_script(&example("headers.sql"), &[("NATS_URL", &server.url())]);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "clicks_out"), 3);
+
+    let messages = received.collect(3, Duration::from_secs(5)).await;
+    let header = |m: &async_nats::Message, name: &str| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.to_string())
+    };
+    for (message, (trace, tenant, page, campaign)) in messages.iter().zip([
+        ("t-101", "acme", "/home", Some("spring")),
+        ("t-102", "globex", "/cart", None),
+        ("t-103", "acme", "/checkout", Some("spring")),
+    ]) {
+        assert_eq!(message.subject.as_str(), format!("clicks.{tenant}"));
+        assert_eq!(header(message, "trace_id").as_deref(), Some(trace));
+        assert_eq!(header(message, "tenant").as_deref(), Some(tenant));
+        assert_eq!(header(message, "Page").as_deref(), Some(page));
+        assert_eq!(header(message, "Campaign").as_deref(), campaign);
+        assert_eq!(header(message, "Source").as_deref(), Some("streamsql"));
+    }
+    assert_eq!(text(&messages[1]), r#"{"page":"/cart","ms":45}"#);
+}
+
+/// `ttl.sql` as written, into a stream that allows per-message TTLs: every session is
+/// stored with its `Nats-TTL`, and the guest's (2 s) is gone soon after.
+#[tokio::test]
+async fn ttl_example_stores_sessions_that_expire() {
+    use common::js::{create_stream, read_all, wait_until_stored};
+
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "SESSIONS", &["sessions.>"], |c| {
+        c.allow_message_ttl = true
+    })
+    .await;
+
+    let output = run_script(&example("ttl.sql"), &[("NATS_URL", &server.url())]);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "sessions"), 3);
+    let ttls: Vec<String> = read_all(&client, "SESSIONS")
+        .await
+        .iter()
+        .map(|m| common::js::header(m, "Nats-TTL").unwrap_or_default())
+        .collect();
+    assert_eq!(ttls, ["3600", "1800", "2"]);
+
+    wait_until_stored(&client, "SESSIONS", 2, Duration::from_secs(15)).await;
+    let left: Vec<String> = read_all(&client, "SESSIONS")
+        .await
+        .iter()
+        .map(|m| m.subject.to_string())
+        .collect();
+    assert_eq!(left, ["sessions.alice", "sessions.bob"]);
+}
+
+/// `raw.sql` as written: each message is the column's bytes, unchanged, with its message
+/// id and header.
+#[tokio::test]
+async fn raw_example_sends_the_column_bytes_unchanged() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let mut received = Collector::subscribe(&client, "exports.>").await;
+
+    let output = run_script(&example("raw.sql"), &[("NATS_URL", &server.url())]);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "exports"), 3);
+
+    let messages = received.collect(3, Duration::from_secs(5)).await;
+    let got: Vec<(String, Vec<u8>, String, String)> = messages
+        .iter()
+        .map(|m| {
+            let headers = m.headers.as_ref().expect("headers");
+            (
+                m.subject.to_string(),
+                m.payload.to_vec(),
+                headers.get("Nats-Msg-Id").unwrap().to_string(),
+                headers.get("content_kind").unwrap().to_string(),
+            )
+        })
+        .collect();
+    let row = |s: &str, p: &[u8], id: &str, kind: &str| {
+        (s.to_string(), p.to_vec(), id.to_string(), kind.to_string())
+    };
+    assert_eq!(
+        got,
+        [
+            row("exports.csv", b"1,alice,30.50", "export-1", "csv"),
+            row("exports.bin", &[0x00, 0xff, 0x10], "export-2", "bin"),
+            row("exports.csv", b"3,carol,7.25", "export-3", "csv"),
+        ]
+    );
+}

@@ -10,8 +10,10 @@ use bytes::Bytes;
 use tracing::warn;
 
 use crate::encode::EncodedBatch;
+use crate::encode::headers::TTL_HEADER;
 use crate::error::NatsSinkError;
 use crate::options::config::{Mode, OnError, SinkConfig};
+use crate::options::message::TtlSpec;
 
 /// Headers a dead letter carries: why the row could not be delivered, the subject it was
 /// meant for, and its position in the statement (from 1).
@@ -88,13 +90,17 @@ impl RowPlanner {
     pub(crate) fn new(config: &SinkConfig, expected_stream: Option<String>, limit: Limit) -> Self {
         let atomic_batches =
             matches!(&config.mode, Mode::JetStream(js) if js.atomic_batch.is_some());
-        let static_len = config.headers.iter().map(|(n, v)| header_line(n, v)).sum();
+        let mut static_headers = config.headers.clone();
+        if let Some(TtlSpec::Fixed(ttl)) = &config.ttl {
+            static_headers.push((TTL_HEADER.to_string(), ttl.header_value()));
+        }
+        let static_len = static_headers.iter().map(|(n, v)| header_line(n, v)).sum();
         let dead_letter = match &config.on_error {
             OnError::DeadLetter(subject) => Some(Subject::from(subject.as_str())),
             _ => None,
         };
         RowPlanner {
-            static_headers: config.headers.clone(),
+            static_headers,
             static_len,
             expected_stream,
             on_error: config.on_error.clone(),
@@ -118,7 +124,12 @@ impl RowPlanner {
 
     /// Bytes row `i`'s message counts against the destination's limit (payload + headers).
     fn size(&self, batch: &EncodedBatch, i: usize) -> usize {
-        let mut headers = self.static_len;
+        let mut headers = self.static_len
+            + batch
+                .row_headers(i)
+                .iter()
+                .map(|(name, value)| header_line(name.as_ref(), value.as_str()))
+                .sum::<usize>();
         if let Some(id) = batch.msg_id(i) {
             headers += header_line("Nats-Msg-Id", id);
         }
@@ -252,23 +263,30 @@ impl RowPlanner {
     /// Row `i`'s own message (the row must not be rejected).
     pub(crate) fn message(&self, batch: &EncodedBatch, i: usize) -> Message {
         let msg_id = batch.msg_id(i);
-        let headers =
-            if self.static_headers.is_empty() && msg_id.is_none() && self.expected_stream.is_none()
-            {
-                None
-            } else {
-                let mut headers = HeaderMap::new();
-                for (name, value) in &self.static_headers {
-                    headers.append(name.as_str(), value.as_str());
-                }
-                if let Some(id) = msg_id {
-                    headers.insert("Nats-Msg-Id", id);
-                }
-                if let Some(stream) = &self.expected_stream {
-                    headers.insert("Nats-Expected-Stream", stream.as_str());
-                }
-                Some(headers)
-            };
+        let row_headers = batch.row_headers(i);
+        let headers = if self.static_headers.is_empty()
+            && row_headers.is_empty()
+            && msg_id.is_none()
+            && self.expected_stream.is_none()
+        {
+            None
+        } else {
+            let mut headers = HeaderMap::new();
+            for (name, value) in &self.static_headers {
+                headers.append(name.as_str(), value.as_str());
+            }
+            // Checked when the columns were read: no name or value here can panic.
+            for (name, value) in row_headers {
+                headers.append(name.clone(), value.clone());
+            }
+            if let Some(id) = msg_id {
+                headers.insert("Nats-Msg-Id", id);
+            }
+            if let Some(stream) = &self.expected_stream {
+                headers.insert("Nats-Expected-Stream", stream.as_str());
+            }
+            Some(headers)
+        };
         Message {
             subject: batch
                 .subject(i)

@@ -390,3 +390,92 @@ proptest! {
         prop_assert!(err.contains("column 'b'"), "{}", err);
     }
 }
+
+/// A map column of one entry per row: `(key, value)`.
+fn one_entry_maps(entries: &[(String, String)]) -> ArrayRef {
+    use datafusion::arrow::array::{MapBuilder, StringBuilder};
+    let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for (key, value) in entries {
+        builder.keys().append_value(key);
+        builder.values().append_value(value);
+        builder.append(true).unwrap();
+    }
+    Arc::new(builder.finish())
+}
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    /// Whatever a header column, a map column or a TTL column holds, each row either goes
+    /// out carrying exactly those values as headers, or is refused with a one-line reason
+    /// naming the column (never a panic, in the encoder or in async-nats's `HeaderMap`).
+    #[test]
+    fn any_value_in_a_header_column_is_sent_exactly_or_refused_with_a_reason(
+        rows in prop::collection::vec((tricky_string(), tricky_string(), tricky_string(), tricky_string()), 1..8),
+    ) {
+        use crate::encode::headers::{name_problem, value_problem};
+        use crate::options::values::parse_ttl;
+
+        let column = |i: usize| -> ArrayRef {
+            let values: Vec<&str> = rows.iter().map(|r| [&r.0, &r.1, &r.2, &r.3][i].as_str()).collect();
+            Arc::new(StringArray::from(values))
+        };
+        let entries: Vec<(String, String)> = rows.iter().map(|r| (r.1.clone(), r.2.clone())).collect();
+        let batch = RecordBatch::try_from_iter([
+            ("t", column(0)),
+            ("h", one_entry_maps(&entries)),
+            ("ttl", column(3)),
+        ])
+        .unwrap();
+        let pairs = [
+            ("subject", "orders.x"),
+            ("header_fields", "t"),
+            ("headers_field", "h"),
+            ("ttl_field", "ttl"),
+            ("on_error", "skip"),
+        ];
+        let options = Options::parse(
+            &pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            false,
+        )
+        .unwrap();
+        let config = SinkConfig::from_options(&options).unwrap();
+        let encoded = RowEncoder::from_config(&batch.schema(), &config)
+            .unwrap()
+            .encode(&batch, 0)
+            .unwrap();
+        let limit = Limit { bytes: 1 << 20, source: "the server's max_payload" };
+        let planner = RowPlanner::new(&config, None, limit);
+        for (i, (t, key, value, ttl)) in rows.iter().enumerate() {
+            let ttl = parse_ttl(ttl);
+            let sendable = value_problem(t).is_none()
+                && name_problem(key).is_none()
+                && !key.eq_ignore_ascii_case("Nats-TTL")
+                && value_problem(value).is_none()
+                && ttl.is_ok();
+            match planner.plan(&encoded, i, i as u64 + 1) {
+                Planned::Send(message) => {
+                    prop_assert!(sendable, "row {} sent: {:?}", i, rows[i]);
+                    let headers = message.headers.unwrap();
+                    let has = |name: &str, wanted: &str| {
+                        headers.get_all(name).any(|v| v.as_str() == wanted)
+                    };
+                    prop_assert!(has("t", t));
+                    prop_assert!(has(key, value));
+                    prop_assert!(has("Nats-TTL", &ttl.unwrap().header_value()));
+                }
+                Planned::Skip => {
+                    prop_assert!(!sendable, "row {} refused: {:?}", i, encoded.rejection(i));
+                    let reason = &encoded.rejection(i).unwrap().reason;
+                    prop_assert!(reason.starts_with("column '"), "{}", reason);
+                    prop_assert!(!reason.contains(['\r', '\n']), "{}", reason);
+                }
+                other => prop_assert!(false, "row {}: {:?}", i, other),
+            }
+        }
+    }
+}

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, UnionFields};
 use super::*;
 use crate::deliver::rows::{DEAD_LETTER_ROW, Limit, Planned, RowPlanner};
 
-fn options(pairs: &[(&str, &str)]) -> Options {
+pub(super) fn options(pairs: &[(&str, &str)]) -> Options {
     let map: HashMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -20,7 +20,7 @@ fn options(pairs: &[(&str, &str)]) -> Options {
     Options::parse(&map, false).unwrap()
 }
 
-fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+pub(super) fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     RecordBatch::try_from_iter(columns).unwrap()
 }
 

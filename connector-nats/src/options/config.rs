@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
+use crate::options::message::{PayloadFormat, TtlSpec, header_fields, payload, ttl};
 use crate::options::values::{parse_headers, parse_servers, redact_userinfo};
 use crate::options::{
     ALLOW_SYSTEM_SUBJECTS, ATOMIC_BATCH_SIZE, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, CREDENTIALS_FILE,
-    DEAD_LETTER_SUBJECT, DELIVERY, EXPECTED_STREAM, HEADERS, JWT, MAX_IN_FLIGHT, MSG_ID_FIELD,
-    NKEY_SEED, NKEY_SEED_FILE, ON_ERROR, Options, PASSWORD, PAYLOAD_INCLUDE_ROUTING,
+    DEAD_LETTER_SUBJECT, DELIVERY, EXPECTED_STREAM, HEADERS, HEADERS_FIELD, JWT, MAX_IN_FLIGHT,
+    MSG_ID_FIELD, NKEY_SEED, NKEY_SEED_FILE, ON_ERROR, Options, PASSWORD, PAYLOAD_INCLUDE_ROUTING,
     REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT, SUBJECT_FIELD, SUBJECT_PREFIX, TLS,
     TLS_CA_FILE, TLS_CERT_FILE, TLS_FIRST, TLS_KEY_FILE, TOKEN, USERNAME, tls_conflict,
 };
@@ -219,13 +220,19 @@ pub(crate) struct SinkConfig {
     pub reply_to_field: Option<String>,
     pub msg_id_field: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// Columns sent as headers named after them (`header_fields`).
+    pub header_fields: Vec<String>,
+    /// A map column whose entries are sent as headers (`headers_field`).
+    pub headers_field: Option<String>,
+    pub ttl: Option<TtlSpec>,
+    pub payload: PayloadFormat,
     pub payload_include_routing: bool,
     pub confirm_timeout: Duration,
     pub mode: Mode,
     pub on_error: OnError,
 }
 
-fn invalid(option: &str, problem: impl Into<String>) -> NatsSinkError {
+pub(super) fn invalid(option: &str, problem: impl Into<String>) -> NatsSinkError {
     NatsSinkError::InvalidOption {
         option: option.into(),
         problem: problem.into(),
@@ -269,16 +276,35 @@ impl SinkConfig {
                 "applies to core NATS only: in JetStream mode the reply subject carries the stream's ack; drop 'reply_to_field' or 'stream'",
             ));
         }
+        let headers = match options.resolved(HEADERS)? {
+            Some(h) => parse_headers(HEADERS, &h)?,
+            None => Vec::new(),
+        };
+        let ttl = ttl(options)?;
+        let header_fields = header_fields(options, &headers, &mode, msg_id_field.is_some(), &ttl)?;
+        let headers_field = options.resolved(HEADERS_FIELD)?;
+        if let Some(map) = &headers_field
+            && header_fields.contains(map)
+        {
+            return Err(invalid(
+                HEADERS_FIELD,
+                format!(
+                    "column '{map}' is in 'header_fields' too: a column is either one header or a map of them"
+                ),
+            ));
+        }
+        let payload = payload(options)?;
         Ok(SinkConfig {
             subject,
             subject_rules,
             reply_to_field,
             mode,
             msg_id_field,
-            headers: match options.resolved(HEADERS)? {
-                Some(h) => parse_headers(HEADERS, &h)?,
-                None => Vec::new(),
-            },
+            headers,
+            header_fields,
+            headers_field,
+            ttl,
+            payload,
             payload_include_routing: options.bool(PAYLOAD_INCLUDE_ROUTING)?,
             confirm_timeout: options.duration(CONFIRM_TIMEOUT)?.unwrap_or_default(),
             on_error: on_error(options)?,

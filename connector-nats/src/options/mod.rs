@@ -9,6 +9,7 @@
 
 pub(crate) mod config;
 pub(crate) mod env_vars;
+pub(crate) mod message;
 pub(crate) mod values;
 
 use std::collections::{BTreeMap, HashMap};
@@ -103,7 +104,7 @@ pub const DELIVERY_MODES: &[&str] = &["at_least_once", "exactly_once"];
 /// The values of `on_error`.
 pub const ON_ERROR_POLICIES: &[&str] = &["fail", "skip", "dead_letter"];
 /// Payload formats the sink can write.
-pub const FORMATS: &[&str] = &["json"];
+pub const FORMATS: &[&str] = &["json", "raw"];
 
 /// The largest atomic batch a nats-server accepts by default (larger batches fail with JetStream error 10199, "atomic publish batch is too large").
 pub const MAX_ATOMIC_BATCH: u64 = 1000;
@@ -150,10 +151,20 @@ declare_options! { SINK_OPTIONS;
         "Column holding each row's reply subject; a null value sends no reply subject.";
     HEADERS = "headers", Sink, ValueKind::Headers, default None, secret false,
         "Static headers added to every message, as a JSON object of strings ('{\"source\":\"sql\"}').";
+    HEADER_FIELDS = "header_fields", Sink, ValueKind::Text, default None, secret false,
+        "Comma-separated columns whose values are sent as headers named after them ('trace_id,tenant'): string, integer, boolean or timestamp columns; a null sends no header.";
+    HEADERS_FIELD = "headers_field", Sink, ValueKind::Text, default None, secret false,
+        "A map column (MAP<VARCHAR, VARCHAR>) whose entries are sent as headers, for names known only at run time; a null map or value sends none.";
+    TTL = "ttl", Sink, ValueKind::Ttl, default None, secret false,
+        "How long the stream keeps each message, sent as 'Nats-TTL' (nats-server 2.11+; the stream needs allow_msg_ttl): '90s', '1h', '7d', a number of seconds, or 'never'.";
+    TTL_FIELD = "ttl_field", Sink, ValueKind::Text, default None, secret false,
+        "Column holding each row's TTL, sent as 'Nats-TTL': a duration text ('90s', '1h', 'never') or an integer number of seconds; a null sends none.";
     FORMAT = "format", Sink, ValueKind::Choice(FORMATS), default Some("json"), secret false,
-        "Payload format. 'json': one JSON object per row.";
+        "Payload format. 'json': one JSON object per row. 'raw': the bytes of 'payload_field', unchanged.";
+    PAYLOAD_FIELD = "payload_field", Sink, ValueKind::Text, default None, secret false,
+        "format = 'raw': the column whose bytes are the message (binary or string); a null makes the row undeliverable.";
     PAYLOAD_INCLUDE_ROUTING = "payload_include_routing", Sink, ValueKind::Bool, default Some("false"), secret false,
-        "Keep the subject and reply-to columns in the JSON payload ('true') or leave them out ('false').";
+        "Keep the subject, reply-to, header and TTL columns in the JSON payload ('true') or leave them out ('false').";
     CONFIRM_TIMEOUT = "confirm_timeout", Sink, ValueKind::Duration, default Some("5s"), secret false,
         "How long to wait for the server to confirm a batch (core, counted once the client has written it) or a message (JetStream ack) before it is sent again.";
     STREAM = "stream", Sink, ValueKind::Text, default None, secret false,

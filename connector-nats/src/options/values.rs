@@ -18,6 +18,8 @@ pub enum ValueKind {
     Servers,
     /// A positive duration (`'500ms'`, `'5s'`, a bare number of seconds), at most 24h.
     Duration,
+    /// A message TTL: whole seconds, at least one (`'90s'`, `'7d'`, `'3600'`), or `'never'`.
+    Ttl,
     /// `'true'` or `'false'`.
     Bool,
     /// A whole number within `min..=max`.
@@ -41,6 +43,9 @@ impl ValueKind {
             ValueKind::Text => Ok(()),
             ValueKind::Servers => parse_servers(option, value).map(drop),
             ValueKind::Duration => parse_duration(option, value).map(drop),
+            ValueKind::Ttl => parse_ttl(value)
+                .map(drop)
+                .map_err(|problem| invalid(option, problem)),
             ValueKind::Bool => parse_bool(option, value).map(drop),
             ValueKind::Count { min, max } => parse_count(option, value, min, max).map(drop),
             ValueKind::Choice(choices) => parse_choice(option, value, choices).map(drop),
@@ -60,6 +65,7 @@ impl ValueKind {
             ValueKind::Text => "text".into(),
             ValueKind::Servers => "URL list".into(),
             ValueKind::Duration => "duration".into(),
+            ValueKind::Ttl => "duration or `never`".into(),
             ValueKind::Bool => "`true` or `false`".into(),
             ValueKind::Count { min, max } => format!("{min} to {max}"),
             ValueKind::Choice(choices) => choices
@@ -159,6 +165,66 @@ pub(crate) fn parse_duration(option: &str, value: &str) -> Result<Duration> {
     }
 }
 
+/// A message's time to live, as the `Nats-TTL` header carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// Removed this many seconds after it is stored.
+    Seconds(u64),
+    /// Kept whatever the stream's `max_age` says.
+    Never,
+}
+
+impl Ttl {
+    /// The header value: whole seconds, or `never` (the forms nats-server reads).
+    pub fn header_value(self) -> String {
+        match self {
+            Ttl::Seconds(secs) => secs.to_string(),
+            Ttl::Never => "never".into(),
+        }
+    }
+
+    /// A TTL of `secs` seconds, or why it cannot be one.
+    pub fn from_seconds(secs: i128) -> std::result::Result<Ttl, String> {
+        match u64::try_from(secs) {
+            Ok(secs) if (1..=MAX_TTL_SECS).contains(&secs) => Ok(Ttl::Seconds(secs)),
+            Ok(0) | Err(_) => Err(format!(
+                "{secs} is not a TTL: give at least 1 second (or 'never')"
+            )),
+            Ok(_) => Err(format!(
+                "{secs} seconds is more than a TTL can be ({MAX_TTL_SECS} s, about 292 years; 'never' keeps the message)"
+            )),
+        }
+    }
+}
+
+/// The longest TTL nats-server can hold: it keeps TTLs as nanoseconds in an i64.
+const MAX_TTL_SECS: u64 = i64::MAX as u64 / 1_000_000_000;
+
+/// A TTL from text: `'never'`, a whole number of seconds, or a duration (`'90s'`, `'1h'`,
+/// `'7d'`) of whole seconds. The error is a phrase that follows the value's name.
+pub fn parse_ttl(text: &str) -> std::result::Result<Ttl, String> {
+    let value = text.trim();
+    if value.eq_ignore_ascii_case("never") {
+        return Ok(Ttl::Never);
+    }
+    if let Ok(secs) = value.parse::<i128>() {
+        return Ttl::from_seconds(secs);
+    }
+    let Ok(duration) = humantime::parse_duration(value) else {
+        return Err(format!(
+            "{} is not a TTL: write a duration such as '90s', '1h' or '7d', a number of seconds, or 'never'",
+            subject::shown(text)
+        ));
+    };
+    if duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "{} is not a TTL: NATS counts TTLs in whole seconds (at least '1s')",
+            subject::shown(text)
+        ));
+    }
+    Ttl::from_seconds(i128::from(duration.as_secs()))
+}
+
 pub(crate) fn parse_bool(option: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
@@ -247,16 +313,16 @@ pub(crate) fn parse_headers(option: &str, value: &str) -> Result<Vec<(String, St
                     format!("header '{name}' must have a string value, got {value}"),
                 ));
             };
-            if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
+            if let Some(problem) = crate::encode::headers::name_problem(&name) {
                 return Err(invalid(
                     option,
-                    format!("'{name}' is not a valid header name: use visible ASCII without ':'"),
+                    format!("'{name}' is not a valid header name: it {problem}; use visible ASCII without ':'"),
                 ));
             }
-            if value.contains(['\r', '\n']) {
+            if let Some(problem) = crate::encode::headers::value_problem(&value) {
                 return Err(invalid(
                     option,
-                    format!("the value of header '{name}' contains a line break"),
+                    format!("the value of header '{name}' {problem}"),
                 ));
             }
             Ok((name, value))

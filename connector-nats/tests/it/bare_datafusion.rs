@@ -55,6 +55,45 @@ async fn create_external_table_then_insert_publishes_every_row() {
     );
 }
 
+/// Raw payloads and header columns in the plain DataFusion form: `OPTIONS ('format' 'raw')`
+/// arrives as `format.format` and is read as `format`.
+#[tokio::test]
+async fn raw_payloads_and_header_columns_in_create_external_table() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let mut received = Collector::subscribe(&client, "bare.raw").await;
+
+    let ctx = SessionContext::new();
+    connector_nats::register(&ctx);
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE out (body BYTEA, tenant VARCHAR) STORED AS NATS_SINK \
+         LOCATION '{}' OPTIONS ('subject' 'bare.raw', 'format' 'raw', 'payload_field' 'body', \
+         'header_fields' 'tenant')",
+        server.url()
+    ))
+    .await
+    .unwrap();
+    ctx.sql("INSERT INTO out VALUES (X'00FF', 'a'), (CAST('text' AS BYTEA), 'b')")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+
+    let messages = received.collect(2, Duration::from_secs(5)).await;
+    let seen: Vec<(Vec<u8>, String)> = messages
+        .iter()
+        .map(|m| {
+            let tenant = m.headers.as_ref().unwrap().get("tenant").unwrap();
+            (m.payload.to_vec(), tenant.to_string())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(vec![0, 0xff], "a".into()), (b"text".to_vec(), "b".into())]
+    );
+}
+
 #[tokio::test]
 async fn unknown_option_in_create_external_table_names_it() {
     let ctx = SessionContext::new();

@@ -56,6 +56,23 @@ pub async fn settled_at_least(client: &Client, name: &str, at_least: u64) -> u64
     }
 }
 
+/// How many messages stream `name` holds once it holds `target` (or when `within` ran out).
+pub async fn wait_until_stored(
+    client: &async_nats::Client,
+    name: &str,
+    target: u64,
+    within: Duration,
+) -> u64 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let now = stored(client, name).await;
+        if now == target || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every message stream `name` holds, in stream order.
 pub async fn read_all(client: &Client, name: &str) -> Vec<jetstream::Message> {
     let count = stored(client, name).await as usize;

@@ -2,7 +2,8 @@
 //!
 //! At start the sink makes sure JetStream is enabled, the stream exists, a fixed subject
 //! is captured by it, a dead-letter subject is captured by some stream, and (for
-//! `exactly_once`) that the server and stream allow atomic batches. Each failure says what
+//! `exactly_once`) that the server and stream allow atomic batches, and (for `ttl` or
+//! `ttl_field`) per-message TTLs. Each failure says what
 //! to create or change. It also reads the stream's message size limit and duplicate
 //! window, which decide which rows are oversize and how long message ids deduplicate.
 
@@ -27,6 +28,8 @@ use crate::deliver::retry::Retry;
 use crate::deliver::rows::Limit;
 use crate::error::{NatsSinkError, Result};
 use crate::options::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec};
+use crate::options::message::TtlSpec;
+use crate::options::{TTL, TTL_FIELD};
 pub(crate) use captures::Captures;
 
 /// What to do when JetStream is off.
@@ -34,6 +37,8 @@ const JETSTREAM_DISABLED: &str = "JetStream is not enabled on the server (or for
 
 /// The oldest nats-server with atomic batch publish.
 const ATOMIC_SINCE: (u64, u64) = (2, 12);
+/// The oldest nats-server with per-message TTLs.
+const TTL_SINCE: (u64, u64) = (2, 11);
 
 /// What the checks found out about the stream.
 pub(crate) struct StreamSetup {
@@ -213,6 +218,23 @@ async fn check(
             return Err(fail(
                 "delivery = 'exactly_once' needs atomic batch publish, which the stream does not allow: set allow_atomic on it (stream config \"allow_atomic\": true)".into(),
             ));
+        }
+    }
+    if let Some(ttl) = &sink.ttl {
+        let option = match ttl {
+            TtlSpec::Fixed(_) => TTL,
+            TtlSpec::Column(_) => TTL_FIELD,
+        };
+        let version = connection.client.server_info().version;
+        if version_below(&version, TTL_SINCE) {
+            return Err(fail(format!(
+                "'{option}' sends a per-message TTL (Nats-TTL), which nats-server {version} does not have: upgrade to 2.11 or later, or drop '{option}'"
+            )));
+        }
+        if !info.config.allow_message_ttl {
+            return Err(fail(format!(
+                "'{option}' sends a per-message TTL (Nats-TTL), which the stream does not allow: enable it with `nats stream edit {name} --allow-msg-ttl` (stream config \"allow_msg_ttl\": true), or drop '{option}'"
+            )));
         }
     }
     let limit = message_limit(info.config.max_message_size, connection.max_payload());
