@@ -370,7 +370,8 @@ fn a_signal_stops_the_run_when_stderr_is_a_closed_pipe() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    // A SELECT over an unbounded source ends on the signal with the rows it read, the
-    // way such a query ends: exit 0.
-    assert_eq!(status.code(), Some(0), "{status}");
+    // Stopped by the signal, not by a failed write to the closed stderr (1) or a panic
+    // (101): 0 once the SELECT over the unbounded source ran (it ends with the rows it
+    // read), 3 if the signal came first and left it unrun (a loaded machine).
+    assert!(matches!(status.code(), Some(0 | 3)), "{status}");
 }
