@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
-use async_nats::jetstream;
 use nats_testkit::NatsServer;
 
 use crate::common;
 use common::js::{create_stream, msg_id_counts, read_all, stored};
 use common::running::Running;
+use common::source::{consumer_info, publish_pipelined};
 
 /// Order `i` (from 0) has `amount = i % 50`; the pipeline keeps `amount > 10`.
 fn kept(sequence: u64) -> bool {
@@ -22,18 +22,8 @@ fn kept(sequence: u64) -> bool {
 
 /// Publishes orders `0..count` to `orders.eu`, pipelined, and waits for every ack.
 async fn publish_orders(client: &Client, count: u64) {
-    let js = jetstream::new(client.clone());
-    let ids: Vec<u64> = (0..count).collect();
-    for chunk in ids.chunks(2000) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for i in chunk {
-            let payload = format!(r#"{{"order_id": {i}, "amount": {}}}"#, i % 50);
-            acks.push(js.publish("orders.eu", payload.into()).await.unwrap());
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
-    }
+    let payloads = (0..count).map(|i| format!(r#"{{"order_id": {i}, "amount": {}}}"#, i % 50));
+    publish_pipelined(client, "orders.eu", payloads).await;
 }
 
 /// The pipeline from stream `ORDERS` on `source` through durable consumer `consumer`
@@ -56,13 +46,7 @@ fn pipeline(source: &str, sink: &str, consumer: &str, out: &str, ids: bool) -> S
 }
 
 async fn consumer_done(client: &Client, name: &str) -> bool {
-    let info = jetstream::new(client.clone())
-        .get_stream("ORDERS")
-        .await
-        .unwrap()
-        .consumer_info(name)
-        .await
-        .unwrap();
+    let info = consumer_info(client, name).await;
     info.num_pending == 0 && info.num_ack_pending == 0
 }
 

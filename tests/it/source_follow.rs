@@ -14,7 +14,7 @@ use crate::common;
 use common::js::{create_stream, read_all, stored};
 use common::link::Link;
 use common::running::Running;
-use common::source::{publish, run, source};
+use common::source::{consumer_info, publish, run, source};
 
 /// `order_id` 0.. to subjects `orders.eu`, as JSON.
 fn orders(ids: std::ops::Range<u64>) -> Vec<(String, String)> {
@@ -31,21 +31,11 @@ async fn publish_orders(client: &Client, ids: std::ops::Range<u64>) {
     publish(client, &messages).await;
 }
 
-async fn consumer_info(client: &Client) -> consumer::Info {
-    jetstream::new(client.clone())
-        .get_stream("ORDERS")
-        .await
-        .unwrap()
-        .consumer_info("etl")
-        .await
-        .unwrap()
-}
-
 /// Waits until `check` holds of the consumer `etl`, or fails with its last state.
 async fn wait_for_consumer(client: &Client, what: &str, check: impl Fn(&consumer::Info) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let info = consumer_info(client).await;
+        let info = consumer_info(client, "etl").await;
         if check(&info) {
             return;
         }
@@ -108,7 +98,7 @@ async fn a_continuous_read_acknowledges_each_message_once_its_row_is_confirmed()
     publish_orders(&client, 307..308).await;
     wait_for_stored(&client, 4).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let info = consumer_info(&client).await;
+    let info = consumer_info(&client, "etl").await;
     assert_eq!(
         (
             info.ack_floor.stream_sequence,
@@ -137,7 +127,7 @@ async fn a_continuous_read_acknowledges_each_message_once_its_row_is_confirmed()
         ["orders-8", "orders-108", "orders-208", "orders-301"],
         "each row once, in order"
     );
-    let info = consumer_info(&client).await;
+    let info = consumer_info(&client, "etl").await;
     assert_eq!(
         (info.num_ack_pending, info.num_pending, info.num_redelivered),
         (0, 0, 0)

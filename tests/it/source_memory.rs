@@ -7,34 +7,26 @@
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
-use async_nats::jetstream;
 use nats_testkit::NatsServer;
 
 use crate::common;
 use common::js::{create_stream, stored};
 use common::running::Running;
+use common::source::publish_pipelined;
 
 /// Headroom for warm-up and allocator noise between the two runs.
 const TOLERANCE: f64 = 0.10;
 
 /// Publishes orders `from..to` of about 200 bytes of JSON, pipelined.
 async fn publish_orders(client: &Client, from: u64, to: u64) {
-    let js = jetstream::new(client.clone());
-    let ids: Vec<u64> = (from..to).collect();
-    for chunk in ids.chunks(2000) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for i in chunk {
-            let payload = format!(
-                r#"{{"order_id": {i}, "customer": "customer-{:08}", "amount": {}.25, "note": "order {i} for a memory test, padded to about two hundred bytes of JSON"}}"#,
-                i * 7919 % 100_000,
-                i % 1000
-            );
-            acks.push(js.publish("orders.eu", payload.into()).await.unwrap());
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
-    }
+    let payloads = (from..to).map(|i| {
+        format!(
+            r#"{{"order_id": {i}, "customer": "customer-{:08}", "amount": {}.25, "note": "order {i} for a memory test, padded to about two hundred bytes of JSON"}}"#,
+            i * 7919 % 100_000,
+            i % 1000
+        )
+    });
+    publish_pipelined(client, "orders.eu", payloads).await;
 }
 
 /// Runs the pipeline with consumer `consumer` until the stream `OUT` holds `rows`, and

@@ -55,14 +55,43 @@ pub const POISONED: &[(&str, &str)] = &[
     ("orders.us", r#"{"order_id": 4}"#),
 ];
 
-/// The durable consumer's acknowledged floor and what it has left to deliver.
-pub async fn consumer_state(client: &Client, name: &str) -> (u64, u64) {
-    let info = jetstream::new(client.clone())
+/// The state of consumer `name` of stream `ORDERS`.
+pub async fn consumer_info(client: &Client, name: &str) -> jetstream::consumer::Info {
+    jetstream::new(client.clone())
         .get_stream("ORDERS")
         .await
         .unwrap()
         .consumer_info(name)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The durable consumer's acknowledged floor and what it has left to deliver.
+pub async fn consumer_state(client: &Client, name: &str) -> (u64, u64) {
+    let info = consumer_info(client, name).await;
     (info.ack_floor.stream_sequence, info.num_pending)
+}
+
+/// Publishes `payloads` to `subject` with up to 2000 acks outstanding, then waits for
+/// every ack: many messages in little time.
+pub async fn publish_pipelined(
+    client: &Client,
+    subject: &str,
+    payloads: impl IntoIterator<Item = String>,
+) {
+    let js = jetstream::new(client.clone());
+    let mut acks = std::collections::VecDeque::new();
+    for payload in payloads {
+        acks.push_back(
+            js.publish(subject.to_string(), payload.into())
+                .await
+                .unwrap(),
+        );
+        if acks.len() == 2000 {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
 }
