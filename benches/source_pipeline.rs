@@ -9,6 +9,14 @@
 //! reading the stream to its end (`stop_at = 'end'`, an ephemeral consumer) and `out` a
 //! JetStream `nats_sink`. Both on one current-thread runtime against one nats-server;
 //! the output stream is purged, untimed, before each iteration, and checked after it.
+//!
+//! The durable variant acknowledges what it reads once its rows are stored: raw, a
+//! durable pull consumer whose message is acked (`+ACK`, not awaited) as the ack of its
+//! output row comes in; engine, the same source with `consumer = 'bench'`, read
+//! continuously and ended by `LIMIT` (the source then acks on its sink's confirmations,
+//! `connector-nats/src/source/ack.rs`; the messages of the batch the limit cut are
+//! handed back). The consumer is deleted, untimed, before each iteration.
+//!
 //! After criterion's groups the bench runs raw/engine pairs back to back and prints
 //! their ratios (this machine's speed drifts over minutes; the median pair is the figure
 //! to quote). Report: engine / raw.
@@ -18,9 +26,11 @@
 mod common;
 
 use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::Client;
 use async_nats::jetstream::{self, Context, consumer, stream};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -46,17 +56,33 @@ fn schema() -> SchemaRef {
     ]))
 }
 
+/// The durable consumer of the durable variant.
+const DURABLE: &str = "bench";
+
+/// Which reading is measured.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// To the stream's end, on an ephemeral consumer that acknowledges nothing.
+    Bounded,
+    /// Continuously from a durable consumer, acknowledging as rows are stored.
+    Durable,
+}
+
 /// The engine's statements: the source over `ORDERS`, the sink into `OUT`.
-fn script(url: &str) -> String {
+fn script(url: &str, read: Read, rows: u64) -> String {
+    let (reading, limit) = match read {
+        Read::Bounded => ("stop_at = 'end'".to_string(), String::new()),
+        Read::Durable => (format!("consumer = '{DURABLE}'"), format!(" LIMIT {rows}")),
+    };
     format!(
         "CREATE CONNECTION c FROM nats_sink WITH (servers = '{url}');
          CREATE TABLE orders_in (order_id BIGINT, customer VARCHAR, amount DOUBLE,
                                  status VARCHAR, note VARCHAR)
-         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', stop_at = 'end');
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', {reading});
          CREATE TABLE out (order_id BIGINT, customer VARCHAR, amount DOUBLE, status VARCHAR,
                            note VARCHAR)
          WITH (connector = 'nats_sink', connection = 'c', stream = 'OUT', subject = 'out.orders');
-         INSERT INTO out SELECT order_id, customer, amount, status, note FROM orders_in;"
+         INSERT INTO out SELECT order_id, customer, amount, status, note FROM orders_in{limit};"
     )
 }
 
@@ -64,6 +90,7 @@ struct Setup {
     runtime: Runtime,
     rows: u64,
     url: String,
+    client: Client,
     js: Context,
 }
 
@@ -73,7 +100,7 @@ impl Setup {
         let runtime = common::runtime();
         let server = NatsServer::start();
         let url = server.url();
-        let js = runtime.block_on(async {
+        let (client, js) = runtime.block_on(async {
             let client = nats_testkit::connect(&url).await;
             let js = jetstream::new(client.clone());
             for (name, subjects) in [("ORDERS", "orders.>"), ("OUT", "out.>")] {
@@ -102,7 +129,7 @@ impl Setup {
             for ack in acks {
                 ack.await.unwrap();
             }
-            js
+            (client, js)
         });
         println!(
             "{rows} JSON messages of about 150 bytes in stream ORDERS, read whole each iteration"
@@ -112,41 +139,66 @@ impl Setup {
                 runtime,
                 rows,
                 url,
+                client,
                 js,
             },
             server,
         )
     }
 
-    /// One timed iteration of `raw` or the engine on an empty `OUT`.
-    fn run(&self, raw: bool) -> Duration {
+    /// One timed iteration of `raw` or the engine on an empty `OUT`, without the durable
+    /// consumer.
+    fn run(&self, raw: bool, read: Read) -> Duration {
         self.runtime.block_on(async {
             let out = self.js.get_stream("OUT").await.unwrap();
             out.purge().await.unwrap();
+            let orders = self.js.get_stream("ORDERS").await.unwrap();
+            // Absent the first time.
+            let _ = orders.delete_consumer(DURABLE).await;
             let started = Instant::now();
             if raw {
-                self.raw().await;
+                self.raw(read).await;
             } else {
                 let mut engine = Engine::new();
-                engine.execute(&script(&self.url)).await.unwrap();
+                engine
+                    .execute(&script(&self.url, read, self.rows))
+                    .await
+                    .unwrap();
             }
             let elapsed = started.elapsed();
             let mut out = self.js.get_stream("OUT").await.unwrap();
             assert_eq!(out.info().await.unwrap().state.messages, self.rows);
+            if let Read::Durable = read {
+                // The engine's LIMIT stops the read mid-batch: the messages of the batch
+                // it cut are handed back, since the source cannot tell which of their
+                // rows the limit let through.
+                let info = orders.consumer_info(DURABLE).await.unwrap();
+                let floor = info.ack_floor.stream_sequence;
+                assert!(
+                    floor + FETCH as u64 >= self.rows,
+                    "acknowledged up to {floor}"
+                );
+            }
             elapsed
         })
     }
 
-    /// The same work by hand: pull, decode, encode, publish with a window of acks.
-    async fn raw(&self) {
+    /// The same work by hand: pull, decode, encode, publish with a window of acks, and
+    /// (durable) acknowledge each message once its row's ack came.
+    async fn raw(&self, read: Read) {
         let stream = self.js.get_stream("ORDERS").await.unwrap();
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
+        let config = match read {
+            Read::Bounded => consumer::pull::Config {
                 ack_policy: consumer::AckPolicy::None,
                 ..Default::default()
-            })
-            .await
-            .unwrap();
+            },
+            Read::Durable => consumer::pull::Config {
+                durable_name: Some(DURABLE.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        };
+        let consumer = stream.create_consumer(config).await.unwrap();
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(FETCH)
@@ -155,13 +207,33 @@ impl Setup {
             .unwrap()
             .ready_chunks(FETCH);
         let mut decoder = ReaderBuilder::new(schema()).build_decoder().unwrap();
-        let mut acks = VecDeque::with_capacity(WINDOW);
-        let mut read = 0;
-        while read < self.rows {
-            let chunk = messages.next().await.unwrap();
+        let mut acks: VecDeque<InFlight> = VecDeque::with_capacity(WINDOW);
+        let mut taken = 0;
+        let mut replies = VecDeque::with_capacity(FETCH);
+        while taken < self.rows {
+            // While the next messages are not there, take the acks that come in: the
+            // consumer hands out no more than max_ack_pending unacknowledged messages.
+            let chunk = loop {
+                let Some((ack, _)) = acks.front_mut() else {
+                    break messages.next().await.unwrap();
+                };
+                tokio::select! {
+                    biased;
+                    chunk = messages.next() => break chunk.unwrap(),
+                    stored = ack => {
+                        stored.unwrap();
+                        let (_, reply) = acks.pop_front().unwrap();
+                        self.acknowledge(reply).await;
+                    }
+                }
+            };
             for message in chunk {
-                decoder.decode(&message.unwrap().payload).unwrap();
-                read += 1;
+                let message = message.unwrap();
+                decoder.decode(&message.payload).unwrap();
+                if let (Read::Durable, Some(reply)) = (read, message.reply.clone()) {
+                    replies.push_back(reply);
+                }
+                taken += 1;
             }
             let batch = decoder.flush().unwrap().unwrap();
             let mut json = Vec::with_capacity(batch.num_rows() * 160);
@@ -172,19 +244,40 @@ impl Setup {
             let mut start = 0;
             for end in memchr_newlines(&json) {
                 if acks.len() == WINDOW {
-                    let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
-                    ack.await.unwrap();
+                    self.confirmed(acks.pop_front().unwrap()).await;
                 }
                 let row = json.slice(start..end);
                 start = end + 1;
-                acks.push_back(self.js.publish("out.orders", row).await.unwrap());
+                let ack = self.js.publish("out.orders", row).await.unwrap();
+                acks.push_back((ack.into_future(), replies.pop_front()));
             }
         }
         for ack in acks {
-            ack.await.unwrap();
+            self.confirmed(ack).await;
+        }
+        self.client.flush().await.unwrap();
+    }
+
+    /// Waits for an output row's ack, then acknowledges its source message, if any.
+    async fn confirmed(&self, (ack, reply): InFlight) {
+        ack.await.unwrap();
+        self.acknowledge(reply).await;
+    }
+
+    /// Acknowledges a source message (durable), without waiting.
+    async fn acknowledge(&self, reply: Option<async_nats::Subject>) {
+        if let Some(reply) = reply {
+            self.client.publish(reply, "+ACK".into()).await.unwrap();
         }
     }
 }
+
+/// An output row waiting for its ack, and (durable) the reply subject of its source
+/// message.
+type InFlight = (
+    <jetstream::context::PublishAckFuture as IntoFuture>::IntoFuture,
+    Option<async_nats::Subject>,
+);
 
 /// Positions of the line ends in `json`.
 fn memchr_newlines(json: &[u8]) -> impl Iterator<Item = usize> + '_ {
@@ -200,29 +293,37 @@ fn bench(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
     group.throughput(Throughput::Elements(setup.rows));
-    for (name, raw) in [("raw_async_nats", true), ("engine_insert", false)] {
+    let variants = [
+        ("raw_async_nats", true, Read::Bounded),
+        ("engine_insert", false, Read::Bounded),
+        ("raw_durable_acked", true, Read::Durable),
+        ("engine_durable_insert", false, Read::Durable),
+    ];
+    for (name, raw, read) in variants {
         group.bench_function(name, |b| {
-            b.iter_custom(|iterations| (0..iterations).map(|_| setup.run(raw)).sum())
+            b.iter_custom(|iterations| (0..iterations).map(|_| setup.run(raw, read)).sum())
         });
     }
     group.finish();
     if !common::bench_mode() {
         return;
     }
-    let mut ratios: Vec<f64> = (0..PAIRS)
-        .map(|_| {
-            let (raw, engine) = (setup.run(true), setup.run(false));
-            raw.as_secs_f64() / engine.as_secs_f64()
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let rate = |d: f64| setup.rows as f64 / d;
-    println!(
-        "source_pipeline pairs (engine throughput / raw): {:?}; median {:.2} (raw {:.0} msg/s)",
-        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>(),
-        ratios[PAIRS / 2],
-        rate(setup.run(true).as_secs_f64())
-    );
+    for read in [Read::Bounded, Read::Durable] {
+        let mut ratios: Vec<f64> = (0..PAIRS)
+            .map(|_| {
+                let (raw, engine) = (setup.run(true, read), setup.run(false, read));
+                raw.as_secs_f64() / engine.as_secs_f64()
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let rate = |d: f64| setup.rows as f64 / d;
+        println!(
+            "source_pipeline {read:?} pairs (engine throughput / raw): {:?}; median {:.2} (raw {:.0} msg/s)",
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>(),
+            ratios[PAIRS / 2],
+            rate(setup.run(true, read).as_secs_f64())
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -92,6 +92,10 @@ pub enum NatsSinkError {
         source: Option<async_nats::Error>,
     },
 
+    /// A source could not subscribe, read or acknowledge.
+    #[error("reading from NATS failed: {problem}")]
+    Read { problem: String },
+
     /// A transient failure lasted longer than `retry_timeout`.
     #[error(
         "gave up after retrying for {waited:?} (retry_timeout): {last} ({published} rows were published and confirmed; raise 'retry_timeout' or leave it unset to retry until the statement is cancelled)"
@@ -138,6 +142,7 @@ impl NatsSinkError {
             NatsSinkError::Undecodable { .. } => "decode",
             NatsSinkError::Connect { .. } => "connect",
             NatsSinkError::Publish { .. } => "publish",
+            NatsSinkError::Read { .. } => "read",
             NatsSinkError::RetryTimeout { .. } => "retry_timeout",
             NatsSinkError::JetStream { .. } => "jetstream",
             NatsSinkError::Refused { .. } => "refused",

@@ -226,7 +226,8 @@ impl NatsSink {
             let next = loop {
                 tokio::select! {
                     next = encoded_batches.next() => break next,
-                    () = delivery.take_arriving(), if delivery.settled() < rows_before => {
+                    taken = delivery.take_arriving(&mut retry), if delivery.settled() < rows_before => {
+                        taken?;
                         progress.settled_through(delivery.settled());
                     }
                 }
@@ -414,12 +415,12 @@ impl Delivery {
         sent
     }
 
-    /// Takes acks as they arrive, while the input is idle (see `Window::take_arriving`).
-    /// The other modes confirm each batch before `send` returns, so this never returns
-    /// there.
-    async fn take_arriving(&mut self) {
+    /// Takes acks as they arrive, and retries a failed one, while the input is idle (see
+    /// `Window::take_arriving`). The other modes confirm each batch before `send`
+    /// returns, so this never returns there.
+    async fn take_arriving(&mut self, retry: &mut Retry) -> crate::error::Result<()> {
         match &mut self.mode {
-            Mode::JetStream(window) => window.take_arriving().await,
+            Mode::JetStream(window) => window.take_arriving(&mut self.link, retry).await,
             Mode::Core { .. } | Mode::ExactlyOnce(_) => std::future::pending().await,
         }
     }

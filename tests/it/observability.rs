@@ -44,6 +44,12 @@ impl Samples {
         self.0.get(&key).copied().unwrap_or(0.0)
     }
 
+    /// The value of `nats_source_<name>{source="<source>"}` (0 when absent).
+    fn source(&self, name: &str, source: &str) -> f64 {
+        let key = format!("nats_source_{name}{{source=\"{source}\"}}");
+        self.0.get(&key).copied().unwrap_or(0.0)
+    }
+
     /// The sum of `nats_sink_<name>` over the series of `sink` (any other labels).
     fn sum(&self, name: &str, sink: &str) -> f64 {
         let prefix = format!("nats_sink_{name}{{");
@@ -245,6 +251,55 @@ async fn a_lost_connection_shows_in_the_gauge_and_counts_one_reconnect_logged_on
         2,
         "{stderr}"
     );
+}
+
+/// A continuous read into a sink: the source's series count what it read, skipped and
+/// acknowledged, and agree with the consumer's state at the server.
+#[tokio::test]
+async fn source_series_count_what_was_read_skipped_and_acknowledged() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = nats_testkit::connect(&url).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let payloads: Vec<String> = (0..100)
+        .map(|i| match i {
+            17 | 60 => "not json".to_string(),
+            _ => format!(r#"{{"order_id": {i}}}"#),
+        })
+        .collect();
+    common::source::publish_pipelined(&client, "orders.eu", payloads).await;
+    let script = format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{url}');
+         CREATE TABLE orders_in (order_id BIGINT)
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS',
+               consumer = 'etl', on_error = 'skip');
+         INSERT INTO billing SELECT order_id FROM orders_in
+         WITH (connector = 'nats_sink', connection = 'c', stream = 'BILLING',
+               subject = 'billing.eu');"
+    );
+    let run = Running::start(&[], &script);
+    let m = wait_for(&run, |s| {
+        s.source("messages_acked_total", "orders_in") >= 100.0
+    });
+    assert_eq!(m.source("messages_acked_total", "orders_in"), 100.0);
+    assert_eq!(m.source("messages_read_total", "orders_in"), 100.0);
+    assert_eq!(m.source("messages_skipped_total", "orders_in"), 2.0);
+    assert_eq!(m.source("messages_dead_lettered_total", "orders_in"), 0.0);
+    assert_eq!(m.source("messages_handed_back_total", "orders_in"), 0.0);
+    assert_eq!(m.source("read_failures_total", "orders_in"), 0.0);
+    assert_eq!(m.source("pending_messages", "orders_in"), 0.0);
+    assert_eq!(m.get("rows_published_total", "billing"), 98.0);
+    assert_eq!(stored(&client, "BILLING").await, 98);
+    let (floor, pending) = common::source::consumer_state(&client, "etl").await;
+    assert_eq!((floor, pending), (100, 0), "the server agrees");
+    // The source's connect made no sink series.
+    assert!(
+        !m.0.keys().any(|k| k.contains("sink=\"orders_in\"")),
+        "{:?}",
+        m.0.keys()
+    );
+    run.interrupt();
 }
 
 /// Scrapes until `ready` holds (10 s at most) and returns that scrape.

@@ -1,14 +1,19 @@
 //! `nats_source` with a durable consumer: when its messages are acknowledged, and the
 //! configurations that are refused (a missing stream, a conflicting consumer, two reads
-//! of one consumer in a statement, too small a max_ack_pending, a wrong password).
-//! Continuous reads: `source_follow.rs`.
+//! of one consumer in a statement, too small a max_ack_pending, a wrong password), and
+//! a bounded read that outlasts its ack_wait. Continuous reads: `source_follow.rs`.
+
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use nats_testkit::NatsServer;
 
 use crate::common;
-use common::js::create_stream;
-use common::source::{POISONED, consumer_state, publish, run, source, table};
+use common::js::{create_stream, stored};
+use common::link::Link;
+use common::source::{
+    POISONED, consumer_info, consumer_state, publish, publish_pipelined, run, source, table,
+};
 
 #[tokio::test]
 async fn a_missing_stream_a_conflicting_consumer_and_a_second_reader_are_refused() {
@@ -183,4 +188,52 @@ async fn a_row_the_sink_refuses_acknowledges_nothing_and_a_bounded_read_needs_ro
     ] {
         assert!(small.contains(needle), "{needle:?} not in: {small}");
     }
+}
+
+/// A bounded read holds every message until its statement's output is confirmed; a
+/// slow sink makes that take longer than twice the consumer's ack_wait. The read tells
+/// the server the messages are still in progress, so none is delivered again.
+#[tokio::test]
+async fn a_bounded_read_longer_than_ack_wait_gets_no_message_delivered_twice() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let payloads = (0..200).map(|i| format!(r#"{{"order_id": {i}}}"#));
+    publish_pipelined(&client, "orders.eu", payloads).await;
+    // About 70 bytes per publish: some 5 s for the 200 rows. Few in flight, so each is
+    // confirmed well within confirm_timeout.
+    let slow = Link::to(&server.url(), Some(3000)).await;
+    let script = format!(
+        "{}
+         CREATE CONNECTION slow FROM nats_sink WITH (servers = '{}');
+         INSERT INTO billing SELECT order_id FROM orders_in
+         WITH (connector = 'nats_sink', connection = 'slow', stream = 'BILLING',
+               subject = 'billing.eu', max_in_flight = '10');",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl', ack_wait = '1s'"
+        ),
+        slow.url()
+    );
+    let started = Instant::now();
+    run(&script).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_millis(2500),
+        "the statement took {took:?}, not longer than twice its ack_wait"
+    );
+    let info = consumer_info(&client, "etl").await;
+    assert_eq!(
+        (
+            info.ack_floor.stream_sequence,
+            info.num_ack_pending,
+            info.num_pending,
+            info.num_redelivered
+        ),
+        (200, 0, 0, 0),
+        "each message delivered once and acknowledged at the end"
+    );
+    assert_eq!(stored(&client, "BILLING").await, 200);
 }

@@ -134,6 +134,137 @@ async fn a_continuous_read_acknowledges_each_message_once_its_row_is_confirmed()
     );
 }
 
+/// The sink's ack fails while its input is idle (the sink's stream is full), and the
+/// source can hand out nothing more (`max_ack_pending = 1`): the sink retries there and
+/// then, so once the stream has room the row is stored and the message acknowledged,
+/// without waiting for a next message that cannot come.
+#[tokio::test]
+async fn a_sink_ack_that_fails_while_the_input_is_idle_is_retried_and_the_message_acknowledged() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |c| {
+        c.discard = jetstream::stream::DiscardPolicy::New;
+        c.max_messages = 1;
+    })
+    .await;
+    let js = jetstream::new(client.clone());
+    js.publish("billing.eu", "earlier".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let script = format!(
+        "CREATE CONNECTION c FROM nats_sink WITH (servers = '{}');
+         CREATE TABLE orders_in (order_id BIGINT, _sequence BIGINT)
+         WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS',
+               consumer = 'etl', max_ack_pending = '1');
+         CREATE TABLE billing (order_id BIGINT, id VARCHAR)
+         WITH (connector = 'nats_sink', connection = 'c', stream = 'BILLING',
+               subject = 'billing.eu', msg_id_field = 'id');
+         INSERT INTO billing SELECT order_id, concat('orders-', _sequence) AS id
+         FROM orders_in;",
+        server.url()
+    );
+    let run = Running::start(&[], &script);
+    publish_orders(&client, 0..1).await;
+    // Refused while the stream is full: the message waits, unacknowledged.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let info = consumer_info(&client, "etl").await;
+    assert_eq!(
+        (info.ack_floor.stream_sequence, info.num_ack_pending),
+        (0, 1)
+    );
+    assert_eq!(stored(&client, "BILLING").await, 1);
+
+    js.get_stream("BILLING")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    wait_for_stored(&client, 1).await;
+    wait_for_consumer(&client, "acknowledged once stored", |info| {
+        info.ack_floor.stream_sequence == 1 && info.num_ack_pending == 0
+    })
+    .await;
+    let (stdout, _) = run.interrupt();
+    assert!(stdout.contains("1 row"), "{stdout}");
+    let ids: Vec<String> = read_all(&client, "BILLING")
+        .await
+        .iter()
+        .map(|m| common::js::header(m, "Nats-Msg-Id").unwrap())
+        .collect();
+    assert_eq!(ids, ["orders-1"]);
+}
+
+/// Ctrl-C while the sink still waits for the acks of rows it sent: the statement stops
+/// reading, its sink confirms those rows within the grace period, and the messages
+/// behind them are acknowledged on the way out; none is left to be delivered again.
+#[tokio::test]
+async fn a_graceful_stop_acknowledges_the_messages_whose_rows_it_confirmed() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let link = Link::to(&server.url(), None).await;
+    let script = format!(
+        "CREATE CONNECTION src FROM nats_sink WITH (servers = '{}');
+         CREATE CONNECTION dst FROM nats_sink WITH (servers = '{}');
+         CREATE TABLE orders_in (order_id BIGINT, _sequence BIGINT)
+         WITH (connector = 'nats_source', connection = 'src', stream = 'ORDERS',
+               consumer = 'etl');
+         CREATE TABLE billing (order_id BIGINT, id VARCHAR)
+         WITH (connector = 'nats_sink', connection = 'dst', stream = 'BILLING',
+               subject = 'billing.eu', msg_id_field = 'id', confirm_timeout = '60s');
+         INSERT INTO billing SELECT order_id, concat('orders-', _sequence) AS id
+         FROM orders_in;",
+        server.url(),
+        link.url()
+    );
+    let run = Running::start(&["--stop-grace", "30"], &script);
+    // The first row goes through, so the sink is connected before its replies are held.
+    publish_orders(&client, 0..1).await;
+    wait_for_stored(&client, 1).await;
+    wait_for_consumer(&client, "the first acknowledged", |info| {
+        info.ack_floor.stream_sequence == 1
+    })
+    .await;
+    link.hold_replies();
+    publish_orders(&client, 1..50).await;
+    wait_for_stored(&client, 50).await;
+    let info = consumer_info(&client, "etl").await;
+    assert_eq!(
+        (info.ack_floor.stream_sequence, info.num_ack_pending),
+        (1, 49),
+        "acknowledged before the rows were confirmed"
+    );
+
+    run.send_interrupt();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    link.release();
+    // Waited for off the runtime, which drives the link.
+    let (stdout, _) = tokio::task::spawn_blocking(move || run.wait_for_exit())
+        .await
+        .unwrap();
+    assert!(
+        stdout.contains("stopped on signal; 50 rows confirmed before shutdown"),
+        "{stdout}"
+    );
+    let info = consumer_info(&client, "etl").await;
+    assert_eq!(
+        (
+            info.ack_floor.stream_sequence,
+            info.num_ack_pending,
+            info.num_pending,
+            info.num_redelivered
+        ),
+        (50, 0, 0, 0),
+        "every message acknowledged once its row was confirmed"
+    );
+    assert_eq!(stored(&client, "BILLING").await, 50);
+}
+
 #[tokio::test]
 async fn a_continuous_durable_read_that_cannot_be_followed_to_a_sink_is_refused() {
     let server = NatsServer::start();

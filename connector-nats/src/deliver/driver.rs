@@ -39,8 +39,9 @@ pub(crate) trait Work: Send {
     /// Sends and confirms what it can on `link`.
     async fn attempt(&mut self, link: &mut Link) -> std::result::Result<Step, Failure>;
 
-    /// After a failure: forget what is in flight, so the next attempt starts from the
-    /// first unconfirmed row, in order.
+    /// After a failure, before the backoff: the next attempt starts from the first
+    /// unconfirmed row, in order. What was in flight stays countable by `abandon` until
+    /// that attempt.
     fn rewind(&mut self) {}
 
     /// Before the statement fails for good: settle what is still in flight, so that the
@@ -118,6 +119,8 @@ where
 }
 
 /// Runs `work` on `link` until it is done for now, retrying transient failures.
+/// Cancel-safe between attempts: dropped during a backoff or a reconnect, the work
+/// resends from its first unconfirmed row when run again.
 pub(crate) async fn run(link: &mut Link, retry: &mut Retry, work: &mut impl Work) -> Result<()> {
     loop {
         match work.attempt(link).await {
@@ -128,6 +131,9 @@ pub(crate) async fn run(link: &mut Link, retry: &mut Retry, work: &mut impl Work
             Ok(Step::Waiting) => return Ok(()),
             Ok(Step::Progress) => retry.succeeded(),
             Err(failure) => {
+                // Rewound before waiting, so a caller may drop this future during the
+                // backoff (an idle sink whose next batch came) and push again later.
+                work.rewind();
                 let resumed = match retry.wait(failure).await {
                     Ok(()) => link.reopen_if_lost(retry).await,
                     Err(e) => Err(e),
@@ -136,7 +142,6 @@ pub(crate) async fn run(link: &mut Link, retry: &mut Retry, work: &mut impl Work
                     work.abandon(link).await;
                     return Err(e);
                 }
-                work.rewind();
             }
         }
     }

@@ -31,18 +31,27 @@ pub(crate) struct Retry {
     attempts: u32,
     /// Total retries of the statement, for the summary and metrics.
     total: u64,
-    metrics: SinkMetrics,
+    /// A sink's metrics; `None` for a source's connect, which has none of these series.
+    metrics: Option<SinkMetrics>,
 }
 
 impl Retry {
     /// Counts each retry in `metrics` as well.
     pub(crate) fn new(timeout: Option<Duration>, metrics: SinkMetrics) -> Self {
         Retry {
+            metrics: Some(metrics),
+            ..Self::unobserved(timeout)
+        }
+    }
+
+    /// Retries that only log.
+    pub(crate) fn unobserved(timeout: Option<Duration>) -> Self {
+        Retry {
             timeout,
             since: None,
             attempts: 0,
             total: 0,
-            metrics,
+            metrics: None,
         }
     }
 
@@ -54,7 +63,9 @@ impl Retry {
     /// Ends the current episode: the next failure starts with a short wait again.
     pub(crate) fn succeeded(&mut self) {
         if self.since.take().is_some() {
-            self.metrics.recovered();
+            if let Some(metrics) = &self.metrics {
+                metrics.recovered();
+            }
             info!(
                 attempts = self.attempts,
                 "nats_sink: recovered; publishing again"
@@ -67,7 +78,7 @@ impl Retry {
     /// waits before the next attempt, or fails with `RetryTimeout` once `retry_timeout`
     /// has passed.
     pub(crate) async fn wait(&mut self, failure: Failure) -> Result<(), NatsSinkError> {
-        let published = self.metrics.published();
+        let published = self.metrics.as_ref().map_or(0, SinkMetrics::published);
         let (class, reason) = match failure {
             Failure::Permanent(err) => return Err(err),
             Failure::Transient(class, reason) => (class, reason),
@@ -88,7 +99,9 @@ impl Retry {
         }
         self.attempts += 1;
         self.total += 1;
-        self.metrics.retrying(class.label(), &reason);
+        if let Some(metrics) = &self.metrics {
+            metrics.retrying(class.label(), &reason);
+        }
         warn!(
             attempt = self.attempts,
             retry_in = ?delay,

@@ -1,4 +1,5 @@
-//! Prometheus series of every sink in the process, labelled `sink="<table>"`.
+//! Prometheus series of every sink in the process, labelled `sink="<table>"`, and of
+//! every source, labelled `source="<table>"`.
 //!
 //! The families are process-wide (counters add up over the statements that write to a
 //! sink, as Prometheus expects); a host exposes them by calling [`register`] once on its
@@ -15,12 +16,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-/// The prefix of every series name.
+/// The prefix of every sink series name.
 pub const PREFIX: &str = "nats_sink";
+/// The prefix of every source series name.
+pub const SOURCE_PREFIX: &str = "nats_source";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabel {
     sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +58,18 @@ struct Families {
     ack_latency: Family<SinkLabel, Histogram, fn() -> Histogram>,
     connected: Family<SinkLabel, Gauge>,
     reconnects: Family<SinkLabel, Counter>,
+    source: SourceFamilies,
+}
+
+#[derive(Default)]
+struct SourceFamilies {
+    read: Family<SourceLabel, Counter>,
+    skipped: Family<SourceLabel, Counter>,
+    dead_lettered: Family<SourceLabel, Counter>,
+    acked: Family<SourceLabel, Counter>,
+    handed_back: Family<SourceLabel, Counter>,
+    read_failures: Family<SourceLabel, Counter>,
+    pending: Family<SourceLabel, Gauge>,
 }
 
 fn families() -> &'static Families {
@@ -68,11 +88,14 @@ fn families() -> &'static Families {
         ack_latency: Family::new_with_constructor(latency_histogram),
         connected: Family::default(),
         reconnects: Family::default(),
+        source: SourceFamilies::default(),
     })
 }
 
-/// Adds every sink series to `registry`, under the `nats_sink_` prefix. Call it once.
+/// Adds every sink series to `registry`, under the `nats_sink_` prefix, and every source
+/// series, under `nats_source_`. Call it once.
 pub fn register(registry: &mut Registry) {
+    register_source(registry.sub_registry_with_prefix(SOURCE_PREFIX));
     let f = families();
     let r = registry.sub_registry_with_prefix(PREFIX);
     r.register(
@@ -142,6 +165,75 @@ pub fn register(registry: &mut Registry) {
         "Connections made again after one was lost",
         f.reconnects.clone(),
     );
+}
+
+fn register_source(r: &mut Registry) {
+    let f = &families().source;
+    r.register(
+        "messages_read",
+        "Messages the source read (each becomes a row unless skipped or dead-lettered)",
+        f.read.clone(),
+    );
+    r.register(
+        "messages_skipped",
+        "Messages that did not decode and were skipped (on_error = 'skip')",
+        f.skipped.clone(),
+    );
+    r.register(
+        "messages_dead_lettered",
+        "Messages that did not decode and went to the dead-letter subject",
+        f.dead_lettered.clone(),
+    );
+    r.register(
+        "messages_acked",
+        "Messages acknowledged to the durable consumer once their rows were confirmed",
+        f.acked.clone(),
+    );
+    r.register(
+        "messages_handed_back",
+        "Messages handed back unacknowledged (-NAK) when a statement ended before confirming their rows",
+        f.handed_back.clone(),
+    );
+    r.register(
+        "read_failures",
+        "Transient failures while reading (a lost connection, a missed heartbeat)",
+        f.read_failures.clone(),
+    );
+    r.register(
+        "pending_messages",
+        "Messages the consumer has not delivered yet, as of the last one read",
+        f.pending.clone(),
+    );
+}
+
+/// The series of one source, resolved once per execution.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceSeries {
+    pub read: Counter,
+    pub skipped: Counter,
+    pub dead_lettered: Counter,
+    pub acked: Counter,
+    pub handed_back: Counter,
+    pub read_failures: Counter,
+    pub pending: Gauge,
+}
+
+impl SourceSeries {
+    pub(crate) fn new(source: &str) -> Self {
+        let f = &families().source;
+        let label = SourceLabel {
+            source: source.to_string(),
+        };
+        SourceSeries {
+            read: f.read.get_or_create_owned(&label),
+            skipped: f.skipped.get_or_create_owned(&label),
+            dead_lettered: f.dead_lettered.get_or_create_owned(&label),
+            acked: f.acked.get_or_create_owned(&label),
+            handed_back: f.handed_back.get_or_create_owned(&label),
+            read_failures: f.read_failures.get_or_create_owned(&label),
+            pending: f.pending.get_or_create_owned(&label),
+        }
+    }
 }
 
 /// The series of one sink, resolved once.

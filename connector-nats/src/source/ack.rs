@@ -28,11 +28,13 @@ use tracing::{debug, info, warn};
 
 use crate::error::{NatsSinkError, Result};
 use crate::lineage::OutputProgress;
+use crate::metrics::prometheus::SourceSeries;
 use crate::source::consumer::Claim;
 
 /// The acknowledgement state of one execution of a source.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Acks {
+    series: SourceSeries,
     state: Mutex<State>,
     /// The sink a continuous read follows (see `source::link`).
     output: OnceLock<Arc<OutputProgress>>,
@@ -68,6 +70,16 @@ const NAK: &[u8] = b"-NAK";
 const IN_PROGRESS: &[u8] = b"+WPI";
 
 impl Acks {
+    /// Counts what is acknowledged and handed back in `series`.
+    pub(crate) fn new(series: SourceSeries) -> Self {
+        Acks {
+            series,
+            state: Mutex::default(),
+            output: OnceLock::new(),
+            passed_on: Arc::default(),
+        }
+    }
+
     /// The read is under way on `client`.
     pub(crate) fn start(&self, client: Client) {
         self.lock().client = Some(client);
@@ -93,7 +105,7 @@ impl Acks {
     /// that acknowledges a continuous read as its sink settles rows.
     pub(crate) fn start_acking(self: &Arc<Self>, ack_wait: Duration) {
         let mut state = self.lock();
-        let (Some(client), false) = (state.client.clone(), state.acking) else {
+        let (Some(sender), false) = (self.sender(&state), state.acking) else {
             return;
         };
         // Detached: it ends by itself once the state is dropped.
@@ -101,7 +113,7 @@ impl Acks {
             Arc::downgrade(self),
             self.output.get().cloned(),
             Arc::clone(&self.passed_on),
-            client,
+            sender,
             (ack_wait / 3).max(Duration::from_millis(100)),
         ));
         state.acking = true;
@@ -139,18 +151,19 @@ impl Acks {
     /// others back. Returns how many were acknowledged, once the server has processed the
     /// acknowledgements.
     pub(crate) async fn commit(&self) -> Result<u64> {
-        let (client, mut done, rest) = {
+        let (sender, done, rest) = {
             let mut state = self.lock();
             let replies = std::mem::take(&mut state.replies);
             let passed = std::mem::take(&mut state.passed);
             let done: Vec<Subject> = passed.into_iter().flat_map(|p| p.replies).collect();
+            let sender = self.sender(&state);
             match (state.finished, self.following()) {
-                (true, _) => (state.client.clone(), [done, replies].concat(), Vec::new()),
-                (false, true) => (state.client.clone(), done, replies),
-                (false, false) => (state.client.clone(), Vec::new(), replies),
+                (true, _) => (sender, [done, replies].concat(), Vec::new()),
+                (false, true) => (sender, done, replies),
+                (false, false) => (sender, Vec::new(), replies),
             }
         };
-        let Some(client) = client else {
+        let Some(sender) = sender else {
             return Ok(0);
         };
         if !rest.is_empty() {
@@ -158,43 +171,29 @@ impl Acks {
                 messages = rest.len(),
                 "nats_source: the statement did not read its last messages to the end (a LIMIT?); they are not acknowledged and are delivered again"
             );
-            hand_back(&client, rest).await;
+            sender.send_or_log(rest, NAK).await;
         }
         let count = done.len() as u64;
-        let Some(last) = done.pop() else {
-            return Ok(0);
-        };
-        let failed = |e: String| NatsSinkError::Publish {
-            problem: format!(
-                "acknowledging the {count} messages the statement read failed: {e}; the statement's output was confirmed, and the consumer delivers those messages again after its ack_wait"
-            ),
-            source: None,
-        };
-        for reply in done {
-            client
-                .publish(reply, Bytes::from_static(ACK))
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-        }
-        // A reply to the last ack means the server processed every ack before it: they
-        // came on the same connection, in order.
-        client
-            .request(last, Bytes::from_static(ACK))
+        sender
+            .send(done, ACK)
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        debug!(messages = count, "nats_source: acknowledged");
+            .map_err(|e| NatsSinkError::Read {
+                problem: format!(
+                    "acknowledging the {count} messages the statement read failed: {e}; the statement's output was confirmed, and the consumer delivers those messages again after its ack_wait"
+                ),
+            })?;
         Ok(count)
     }
 
     /// The read failed: hands back what was read and not passed on now, rather than
     /// when the plan is dropped, so that a rerun finds the messages at once.
     pub(crate) async fn abandon(&self) {
-        let (client, replies) = {
+        let (sender, replies) = {
             let mut state = self.lock();
-            (state.client.clone(), std::mem::take(&mut state.replies))
+            (self.sender(&state), std::mem::take(&mut state.replies))
         };
-        if let Some(client) = client {
-            hand_back(&client, replies).await;
+        if let Some(sender) = sender {
+            sender.send_or_log(replies, NAK).await;
         }
     }
 
@@ -219,6 +218,15 @@ impl Acks {
         (done, rest)
     }
 
+    /// Sends on the client the messages came on, once the read started.
+    fn sender(&self, state: &State) -> Option<Sender> {
+        let client = state.client.clone()?;
+        Some(Sender {
+            client,
+            series: self.series.clone(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent whatever panicked while holding the lock.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -232,7 +240,7 @@ async fn acknowledge(
     acks: Weak<Acks>,
     output: Option<Arc<OutputProgress>>,
     passed_on: Arc<Notify>,
-    client: Client,
+    sender: Sender,
     in_progress_every: Duration,
 ) {
     let mut in_progress = tokio::time::interval(in_progress_every);
@@ -254,13 +262,13 @@ async fn acknowledge(
                 let Some(done) = acks.upgrade().map(|a| a.take_settled(false).0) else {
                     return;
                 };
-                send_all(&client, done, ACK, "acknowledging").await;
+                sender.send_or_log(done, ACK).await;
             }
             _ = in_progress.tick() => {
                 let Some(held) = acks.upgrade().map(|a| a.held()) else {
                     return;
                 };
-                send_all(&client, held, IN_PROGRESS, "telling the server a message is in progress").await;
+                sender.send_or_log(held, IN_PROGRESS).await;
             }
         }
     }
@@ -275,45 +283,52 @@ impl Acks {
     }
 }
 
-/// Sends `body` to each reply subject, then flushes; a failure is logged (the server
-/// then delivers the message again after `ack_wait`, which message ids make harmless).
-async fn send_all(client: &Client, replies: Vec<Subject>, body: &'static [u8], what: &str) {
-    if replies.is_empty() {
-        return;
-    }
-    let count = replies.len();
-    for reply in replies {
-        if let Err(e) = client.publish(reply, Bytes::from_static(body)).await {
-            warn!(
-                "nats_source: {what} failed ({e}); the server delivers the message again after ack_wait"
-            );
-            return;
-        }
-    }
-    match client.flush().await {
-        Ok(()) => debug!(messages = count, "nats_source: {what}: sent"),
-        Err(e) => warn!(
-            "nats_source: {what} failed ({e}); the server delivers the messages again after ack_wait"
-        ),
-    }
+/// Sends acknowledgements on the client the messages came on, and counts them.
+#[derive(Clone)]
+struct Sender {
+    client: Client,
+    series: SourceSeries,
 }
 
-/// `-NAK`s each message: the server delivers it again at once. Returns once the server
-/// answered the last one (so it processed them all), or gave up waiting.
-async fn hand_back(client: &Client, mut replies: Vec<Subject>) {
-    let Some(last) = replies.pop() else {
-        return;
-    };
-    for reply in replies {
-        if let Err(e) = client.publish(reply, Bytes::from_static(NAK)).await {
-            warn!(
-                "nats_source: handing a message back failed ({e}); it is delivered again after ack_wait"
-            );
-            return;
+impl Sender {
+    /// Sends `body` to each message's reply subject, in order, and returns once the
+    /// server answered the last one: it came on the same connection, so the server has
+    /// processed them all.
+    async fn send(&self, mut replies: Vec<Subject>, body: &'static [u8]) -> Result<(), String> {
+        let Some(last) = replies.pop() else {
+            return Ok(());
+        };
+        let count = replies.len() as u64 + 1;
+        for reply in replies {
+            self.client
+                .publish(reply, Bytes::from_static(body))
+                .await
+                .map_err(|e| e.to_string())?;
         }
+        self.client
+            .request(last, Bytes::from_static(body))
+            .await
+            .map_err(|e| e.to_string())?;
+        if body == ACK {
+            self.series.acked.inc_by(count);
+        } else if body == NAK {
+            self.series.handed_back.inc_by(count);
+        }
+        debug!(messages = count, kind = %String::from_utf8_lossy(body), "nats_source: sent");
+        Ok(())
     }
-    if let Err(e) = client.request(last, Bytes::from_static(NAK)).await {
-        debug!("nats_source: handing back the last message: {e}");
+
+    /// [`Sender::send`], where a failure is only logged: the server then delivers the
+    /// messages again after `ack_wait`, which message ids make harmless.
+    async fn send_or_log(&self, replies: Vec<Subject>, body: &'static [u8]) {
+        let count = replies.len();
+        if let Err(e) = self.send(replies, body).await {
+            warn!(
+                messages = count,
+                "nats_source: sending {} failed ({e}); the server delivers the messages again after ack_wait",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 }
 
@@ -326,7 +341,7 @@ impl Drop for Acks {
         // (it may even be the one dropping this). Woken, it finds the state gone and ends.
         self.passed_on.notify_one();
         let (done, rest) = self.take_settled(true);
-        let Some(client) = self.lock().client.take() else {
+        let Some(sender) = self.sender(&self.lock()) else {
             return;
         };
         if done.is_empty() && rest.is_empty() {
@@ -334,8 +349,8 @@ impl Drop for Acks {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                send_all(&client, done, ACK, "acknowledging").await;
-                hand_back(&client, rest).await;
+                sender.send_or_log(done, ACK).await;
+                sender.send_or_log(rest, NAK).await;
             });
         }
     }

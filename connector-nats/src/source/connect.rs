@@ -17,7 +17,6 @@ use crate::deliver::driver;
 use crate::deliver::failure::{Failure, TransientKind};
 use crate::deliver::retry::Retry;
 use crate::error::{NatsSinkError, Result};
-use crate::metrics::SinkMetrics;
 use crate::options::config::ConnectionConfig;
 
 /// Subscription buffer of the source's client: a pull delivers up to `fetch_size`
@@ -26,10 +25,18 @@ const SUBSCRIPTION_CAPACITY: usize = 65_536;
 
 /// Connects for the source table `table`, retrying while the servers cannot be reached.
 pub(crate) async fn connect(config: &ConnectionConfig, table: &str) -> Result<Client> {
-    // The retry driver counts its retries in a metrics set; the source has no plan
-    // metrics of its own yet.
-    let mut retry = Retry::new(config.retry_timeout, SinkMetrics::new(table));
-    driver::until_ok(&mut retry, || try_connect(config)).await
+    let mut retry = Retry::unobserved(config.retry_timeout);
+    driver::until_ok(&mut retry, || try_connect(config))
+        .await
+        .map_err(|e| match e {
+            // Said without the sink's count of rows published.
+            NatsSinkError::RetryTimeout { waited, last, .. } => NatsSinkError::Read {
+                problem: format!(
+                    "source '{table}' gave up connecting after {waited:?} (retry_timeout): {last}; raise 'retry_timeout' or leave it unset to retry until the statement is stopped"
+                ),
+            },
+            other => other,
+        })
 }
 
 async fn try_connect(config: &ConnectionConfig) -> std::result::Result<Client, Failure> {

@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
 use crate::lineage::OutputProgress;
+use crate::metrics::prometheus::SourceSeries;
 use crate::source::SourceSpec;
 use crate::source::ack::Acks;
 use crate::source::health::Health;
@@ -65,6 +66,7 @@ pub struct NatsSourceExec {
     acks: Arc<Acks>,
     health: Arc<Health>,
     metrics: ExecutionPlanMetricsSet,
+    series: SourceSeries,
 }
 
 impl NatsSourceExec {
@@ -86,14 +88,16 @@ impl NatsSourceExec {
             EmissionType::Incremental,
             boundedness,
         );
+        let series = SourceSeries::new(&spec.name);
         Ok(NatsSourceExec {
             spec,
             projection,
             schema,
             properties: Arc::new(properties),
-            acks: Arc::new(Acks::default()),
-            health: Arc::new(Health::default()),
+            acks: Arc::new(Acks::new(series.clone())),
+            health: Arc::new(Health::new(series.read_failures.clone())),
             metrics: ExecutionPlanMetricsSet::new(),
+            series,
         })
     }
 
@@ -230,6 +234,7 @@ impl ExecutionPlan for NatsSourceExec {
             skipped: counter(names::SKIPPED),
             dead_lettered: counter(names::DEAD_LETTERED),
             pending: MetricBuilder::new(&self.metrics).global_gauge(names::PENDING),
+            series: self.series.clone(),
         };
         let batches = futures::stream::once(async move {
             Reader::open(spec, acks, health, projection, counters).await

@@ -174,11 +174,10 @@ impl Feed {
                             warn!("nats_source: {problem}; reading on");
                             let failing_for = health.failed(problem.clone());
                             if patience.is_some_and(|p| failing_for > p) {
-                                return Err(NatsSinkError::Publish {
+                                return Err(NatsSinkError::Read {
                                     problem: format!(
                                         "gave up after reading failed for {failing_for:?} in a row (retry_timeout): {problem}; raise 'retry_timeout' or leave it unset to read on until the statement is stopped"
                                     ),
-                                    source: None,
                                 });
                             }
                         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use async_nats::connection::State;
+use prometheus_client::metrics::counter::Counter;
 
 /// Failures further apart than this are not "in a row": the read recovered between
 /// them (a quiet stream sends nothing that would show it). Above the client's idle
@@ -13,10 +14,12 @@ use async_nats::connection::State;
 const QUIET: Duration = Duration::from_secs(60);
 
 /// Shared by a scan's plan node (which reports it) and its read (which updates it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Health {
     client: OnceLock<Client>,
     failing: Mutex<Option<Failing>>,
+    /// The source's `read_failures` series.
+    failures: Counter,
 }
 
 #[derive(Debug)]
@@ -27,6 +30,15 @@ struct Failing {
 }
 
 impl Health {
+    /// Counts each failure in `failures` too.
+    pub(crate) fn new(failures: Counter) -> Self {
+        Health {
+            client: OnceLock::new(),
+            failing: Mutex::new(None),
+            failures,
+        }
+    }
+
     /// The read is under way on `client`.
     pub(crate) fn connected_by(&self, client: &Client) {
         let _ = self.client.set(client.clone());
@@ -34,6 +46,7 @@ impl Health {
 
     /// Reading failed for `why`; returns how long it has failed in a row.
     pub(crate) fn failed(&self, why: String) -> Duration {
+        self.failures.inc();
         let now = Instant::now();
         let mut failing = self.lock();
         let since = match &*failing {

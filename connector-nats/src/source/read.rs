@@ -11,6 +11,7 @@ use tracing::warn;
 
 use crate::deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_SUBJECT};
 use crate::error::{NatsSinkError, Result};
+use crate::metrics::prometheus::SourceSeries;
 use crate::options::config::ConnectionConfig;
 use crate::options::config::OnError;
 use crate::source::SourceSpec;
@@ -26,13 +27,40 @@ pub const DEAD_LETTER_STREAM: &str = "StreamSQL-Stream";
 /// Header of a dead letter: the message's stream sequence.
 pub const DEAD_LETTER_SEQUENCE: &str = "StreamSQL-Sequence";
 
-/// What a read counts, for `EXPLAIN ANALYZE`.
+/// What a read counts: for `EXPLAIN ANALYZE` and the status page (the plan's metrics),
+/// and in the source's Prometheus series.
 pub(crate) struct Counters {
     pub read: Count,
     pub skipped: Count,
     pub dead_lettered: Count,
     /// The consumer's messages waiting at the server, as of the last one read.
     pub pending: Gauge,
+    pub series: SourceSeries,
+}
+
+impl Counters {
+    fn read(&self, messages: usize) {
+        self.read.add(messages);
+        self.series.read.inc_by(messages as u64);
+    }
+
+    fn skipped(&self) {
+        self.skipped.add(1);
+        self.series.skipped.inc();
+    }
+
+    fn dead_lettered(&self) {
+        self.dead_lettered.add(1);
+        self.series.dead_lettered.inc();
+    }
+
+    fn pending(&self, pending: u64) {
+        self.pending
+            .set(usize::try_from(pending).unwrap_or(usize::MAX));
+        self.series
+            .pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
 }
 
 /// A running read.
@@ -69,9 +97,8 @@ impl Reader {
                     Some(group) => client.queue_subscribe(subject.clone(), group.clone()).await,
                     None => client.subscribe(subject.clone()).await,
                 };
-                let subscriber = subscribed.map_err(|e| NatsSinkError::Publish {
+                let subscriber = subscribed.map_err(|e| NatsSinkError::Read {
                     problem: format!("cannot subscribe to '{subject}': {e}"),
-                    source: None,
                 })?;
                 Feed::core(subscriber, config.fetch_size, health)
             }
@@ -157,16 +184,14 @@ impl Reader {
                 return Ok(None);
             };
             if let Some(pending) = chunk.last().and_then(|r| r.pending) {
-                self.counters
-                    .pending
-                    .set(usize::try_from(pending).unwrap_or(usize::MAX));
+                self.counters.pending(pending);
             }
             let (messages, replies): (Vec<Incoming>, Vec<_>) =
                 chunk.into_iter().map(|r| (r.message, r.reply)).unzip();
             // Every message read is settled with the statement: acknowledged if it
             // succeeds, handed back if not (a poison message that fails it included).
             self.acks.read(replies.into_iter().flatten());
-            self.counters.read.add(messages.len());
+            self.counters.read(messages.len());
             let decoded = self.spec.decoder.decode(&messages)?;
             let mut dead_lettered = false;
             for poison in &decoded.poison {
@@ -180,7 +205,7 @@ impl Reader {
                         });
                     }
                     OnError::Skip => {
-                        self.counters.skipped.add(1);
+                        self.counters.skipped();
                         warn!(
                             table = %self.spec.name,
                             "nats_source: skipped the message on {described}: {}",
@@ -198,7 +223,7 @@ impl Reader {
                         )
                         .await?;
                         dead_lettered = true;
-                        self.counters.dead_lettered.add(1);
+                        self.counters.dead_lettered();
                     }
                 }
             }

@@ -88,13 +88,23 @@ impl Running {
     }
 
     /// Stops the run as Ctrl-C would; returns its whole stdout and stderr once it exited 0.
-    pub fn interrupt(mut self) -> (String, String) {
+    pub fn interrupt(self) -> (String, String) {
+        self.send_interrupt();
+        self.wait_for_exit()
+    }
+
+    /// Sends SIGINT, as Ctrl-C would, and returns at once.
+    pub fn send_interrupt(&self) {
         let pid = self.child.id().to_string();
         let status = std::process::Command::new("kill")
             .args(["-INT", &pid])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Returns the run's whole stdout and stderr once it exited 0.
+    pub fn wait_for_exit(mut self) -> (String, String) {
         let status = self.child.wait().unwrap();
         let stderr: Vec<_> = self.stderr.iter().collect();
         assert!(status.success(), "{status}; stderr: {stderr:?}");

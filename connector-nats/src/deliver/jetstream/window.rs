@@ -68,6 +68,9 @@ pub(crate) struct Window {
     /// released so far. Only ever grows.
     settled: u64,
     in_flight: VecDeque<InFlight>,
+    /// What was in flight at the last failure, until the next attempt resends it: a
+    /// statement that fails for good meanwhile still counts those that the stream acks.
+    rewound: VecDeque<InFlight>,
     /// Whether the current run waits for every ack, or returns once all is sent.
     draining: bool,
     metrics: SinkMetrics,
@@ -88,6 +91,7 @@ impl Window {
             first_seq: 0,
             settled: 0,
             in_flight: VecDeque::new(),
+            rewound: VecDeque::new(),
             draining: false,
             metrics,
         }
@@ -216,32 +220,52 @@ impl Window {
 
     /// While the input is idle: waits for the oldest ack, then takes any others that are
     /// in, so that rows count as confirmed as soon as their acks come. A failed ack is
-    /// kept for the next push or flush to classify and retry (retrying here would hold
-    /// up a query error behind `retry_timeout`, and the driver's retry cannot be
-    /// interrupted); until then, and with nothing in flight, this never returns.
-    /// Cancel-safe: what arrives is recorded before the next await.
-    pub(crate) async fn take_arriving(&mut self) {
+    /// retried here, as `push` would (a source linked to this sink may be waiting for
+    /// these rows before it reads more). With nothing in flight, this never returns.
+    /// Cancel-safe, so the next batch or the query's error can interrupt it: what
+    /// arrives is recorded before the next await, and the driver rewinds before its
+    /// backoff.
+    pub(crate) async fn take_arriving(&mut self, link: &mut Link, retry: &mut Retry) -> Result<()> {
         let Some(front) = self.in_flight.front_mut() else {
             return std::future::pending().await;
         };
-        if front.failed.is_some() || front.ack.is_terminated() {
-            return std::future::pending().await;
-        }
-        match (&mut front.ack).await {
-            Ok(ack) => {
-                self.confirm_front(&ack, Instant::now());
-                self.take_ready();
+        if front.failed.is_none() && !front.ack.is_terminated() {
+            match (&mut front.ack).await {
+                Ok(ack) => {
+                    self.confirm_front(&ack, Instant::now());
+                    self.take_ready();
+                    return Ok(());
+                }
+                Err(e) => front.failed = Some(e),
             }
-            Err(e) => front.failed = Some(e),
         }
+        self.draining = false;
+        driver::run(link, retry, self).await
+    }
+
+    /// Whether the oldest message in flight has failed (seen by a non-blocking check), or
+    /// lost its answer to an interrupted wait.
+    fn front_failed(&self) -> bool {
+        self.in_flight
+            .front()
+            .is_some_and(|f| f.failed.is_some() || f.ack.is_terminated())
     }
 
     /// Waits for the oldest ack, then takes any others that are in.
     async fn await_front(&mut self, link: &Link) -> Result<(), Failure> {
         let acks = &self.acks;
         let front = self.in_flight.front_mut().expect("checked by the caller");
-        if let Some(e) = front.failed.take() {
-            return Err(acks.failure(link, &e, &front.subject).await);
+        // Kept until the rewind, so a caller dropping this during the classification
+        // finds the failure again.
+        if let Some(e) = &front.failed {
+            return Err(acks.failure(link, e, &front.subject).await);
+        }
+        // A wait dropped while it classified a failed ack: the answer is gone.
+        if front.ack.is_terminated() {
+            return Err(Failure::Transient(
+                TransientKind::Timeout,
+                "the wait for an ack was interrupted after it failed; sending again from it".into(),
+            ));
         }
         let ack = acks
             .wait(link, &mut front.ack, front.deadline, &front.subject)
@@ -299,25 +323,26 @@ impl Window {
 #[async_trait]
 impl Work for Window {
     async fn attempt(&mut self, link: &mut Link) -> Result<Step, Failure> {
+        // Resent from here on: acks of the earlier copies no longer count.
+        self.rewound.clear();
         self.fill(link).await?;
         if self.in_flight.is_empty() {
             return Ok(Step::Done);
         }
         // Nothing left to send: take the acks that are in, and leave the rest for later
-        // unless draining.
+        // unless draining (or the oldest has failed, which is retried now).
         if !self.draining && !self.has_unsent() {
-            return Ok(if self.take_ready() {
-                Step::Done
-            } else {
-                Step::Waiting
-            });
+            let confirmed = self.take_ready();
+            if !self.front_failed() {
+                return Ok(if confirmed { Step::Done } else { Step::Waiting });
+            }
         }
         self.await_front(link).await?;
         Ok(Step::Progress)
     }
 
-    /// After a failure: forget what is in flight and send again from the first
-    /// unconfirmed row, in order.
+    /// After a failure: send again from the first unconfirmed row, in order; what was in
+    /// flight is kept for `settle` until the next attempt.
     fn rewind(&mut self) {
         let Some(first) = self.in_flight.front() else {
             return;
@@ -331,7 +356,7 @@ impl Work for Window {
                 pending.next = 0;
             }
         }
-        self.in_flight.clear();
+        self.rewound = std::mem::take(&mut self.in_flight);
     }
 
     async fn abandon(&mut self, _link: &mut Link) {
@@ -344,7 +369,9 @@ impl Window {
     /// deadline, without retrying or classifying) and counts every row the stream
     /// confirms, so the error's count of confirmed rows is what the stream holds.
     pub(crate) async fn settle(&mut self) {
-        while let Some(mut front) = self.in_flight.pop_front() {
+        let rewound = std::mem::take(&mut self.rewound);
+        let in_flight = std::mem::take(&mut self.in_flight);
+        for mut front in rewound.into_iter().chain(in_flight) {
             if front.failed.is_some() || front.ack.is_terminated() {
                 continue;
             }
