@@ -138,12 +138,14 @@ async fn a_changelog_leaves_each_key_as_its_last_change_computed_by_sql() {
 }
 
 /// A watcher that starts before the statement sees every update of each key, in the
-/// order of the rows, though five keys share 2000 rows (so a key is always in flight).
+/// order of the rows, though five keys share 300 rows (so a key is always in flight). The
+/// bucket keeps every revision (60 a key, of at most 64), so a watcher that lags cannot
+/// miss one.
 #[tokio::test]
 async fn a_watcher_sees_each_keys_updates_in_row_order() {
-    const ROWS: i64 = 2000;
+    const ROWS: i64 = 300;
     let server = NatsServer::start();
-    let kv = create_bucket(&server, "scores", 1).await;
+    let kv = create_bucket(&server, "scores", 64).await;
     let mut watch = kv.watch_all().await.unwrap();
     let watcher = tokio::spawn(async move {
         let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -193,6 +195,76 @@ async fn a_watcher_sees_each_keys_updates_in_row_order() {
             .push(update);
     }
     assert_eq!(seen, expected);
+}
+
+/// A bucket that keeps filling up (it refuses new messages when full) while a helper
+/// purges it: the rows refused for want of room are sent again once there is room, and
+/// still no key's update is stored after a later one of that key (the plain JetStream
+/// window, with several rows of a key in flight, would store the later row first when
+/// room appeared between the two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_a_full_bucket_never_store_a_key_out_of_row_order() {
+    log_sink();
+    const ROWS: i64 = 3000;
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let js = jetstream::new(client);
+    let kv = js
+        .create_key_value(Config {
+            bucket: "full".into(),
+            history: 64,
+            max_bytes: 8192,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut watch = kv.watch_all().await.unwrap();
+    let watcher = tokio::spawn(async move {
+        let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        while let Ok(Some(entry)) = tokio::time::timeout(Duration::from_secs(3), watch.next()).await
+        {
+            let entry = entry.unwrap();
+            let id: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
+            seen.entry(entry.key)
+                .or_default()
+                .push(id["i"].as_i64().unwrap());
+        }
+        seen
+    });
+    let purging = Arc::new(AtomicBool::new(true));
+    let purger = tokio::spawn({
+        let purging = purging.clone();
+        async move {
+            let stream = js.get_stream("KV_full").await.unwrap();
+            while purging.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let _ = stream.purge().await;
+            }
+        }
+    });
+
+    let summary = run_insert(
+        format!(
+            "SET datafusion.execution.target_partitions = 1;
+             INSERT INTO full SELECT concat('k.', CAST(value % 4 AS VARCHAR)) AS k, value AS i
+             FROM generate_series(0, {last})
+             WITH (connector = 'nats_kv', servers = '{}', bucket = 'full', key_field = 'k',
+                   retry_timeout = '30s');",
+            server.url(),
+            last = ROWS - 1
+        ),
+        STATEMENT_LIMIT,
+    )
+    .await;
+    purging.store(false, Ordering::SeqCst);
+    purger.await.unwrap();
+    let (retries, _) = check_summary(&summary, ROWS as u64);
+    assert!(retries > 0, "the bucket never filled up: {summary:?}");
+    let seen = watcher.await.unwrap();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for (key, ids) in &seen {
+        assert!(ids.is_sorted(), "{key}: updates out of row order: {ids:?}");
+    }
 }
 
 /// A server killed (SIGKILL) and restarted twice during a run of 60 000 puts: the bucket's
