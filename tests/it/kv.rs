@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{Config, Operation, Store};
 use async_nats::jetstream::{self, stream::StorageType};
 use common::engine::{check_summary, log_sink, run_insert};
-use common::js::read_all;
+use common::js::{create_stream, header, read_all};
 use common::{assert_fails_with, inserted_rows, run_script, stderr, stdout, summary_count};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -402,6 +402,25 @@ async fn a_bad_key_names_the_row_and_column_and_follows_on_error() {
         .expect("the row after the bad one");
     assert_eq!(&value[..], br#"{"v":3}"#);
     assert!(kv.get("a").await.unwrap().is_some());
+
+    // Dead-lettered: the row's value goes to the dead-letter stream, with the reason.
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "DLQ", &["kv_dlq.>"], |_| {}).await;
+    let dead_lettered = insert(
+        &server,
+        rows,
+        ", on_error = 'dead_letter', dead_letter_subject = 'kv_dlq.b'",
+    );
+    assert!(
+        dead_lettered.status.success(),
+        "stderr:\n{}",
+        stderr(&dead_lettered)
+    );
+    let letters = read_all(&client, "DLQ").await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(&letters[0].payload[..], br#"{"v":2}"#);
+    let reason = header(&letters[0], "StreamSQL-Error").unwrap_or_default();
+    assert!(reason.contains("not a valid key"), "{reason}");
 }
 
 #[tokio::test]
@@ -455,4 +474,45 @@ async fn stored_as_nats_kv_in_a_plain_datafusion_session() {
         .unwrap();
     assert!(kv.get("x").await.unwrap().is_none());
     assert_eq!(&kv.get("y").await.unwrap().unwrap()[..], br#"{"v":2}"#);
+}
+
+/// The declared form: a connection made for `nats_sink` serves a `nats_kv` table, whose
+/// EXPLAIN shows the bucket and the delivery, and INSERT writes into the bucket.
+#[tokio::test]
+async fn a_declared_table_on_a_shared_connection() {
+    let server = NatsServer::start();
+    let kv = create_bucket(&server, "declared", 1).await;
+    let mut engine = Engine::new();
+    let outcomes = engine
+        .execute(&format!(
+            "CREATE CONNECTION c FROM nats_sink WITH (servers = '{}');
+             CREATE TABLE prefs (user_id BIGINT, theme VARCHAR)
+             WITH (connector = 'nats_kv', connection = 'c', bucket = 'declared',
+                   key_field = 'user_id');
+             EXPLAIN INSERT INTO prefs VALUES (7, 'dark');
+             INSERT INTO prefs VALUES (7, 'dark'), (8, 'light');",
+            server.url()
+        ))
+        .await
+        .unwrap();
+    let plan = outcomes
+        .iter()
+        .find_map(|o| match o {
+            Outcome::Query { batches, .. } => Some(texts(batches, "plan").join("\n")),
+            _ => None,
+        })
+        .expect("the EXPLAIN");
+    assert!(
+        plan.contains("delivery=[kv at_least_once, in key order]")
+            && plan.contains("bucket=declared"),
+        "{plan}"
+    );
+    assert_eq!(
+        &kv.get("7").await.unwrap().unwrap()[..],
+        br#"{"theme":"dark"}"#
+    );
+    assert_eq!(
+        &kv.get("8").await.unwrap().unwrap()[..],
+        br#"{"theme":"light"}"#
+    );
 }
