@@ -1,4 +1,5 @@
-//! `CREATE EXTERNAL TABLE ... STORED AS NATS_SINK` for any DataFusion session.
+//! `CREATE EXTERNAL TABLE ... STORED AS NATS_SINK` (and `NATS_KV`, a key-value bucket)
+//! for any DataFusion session.
 //!
 //! ```sql
 //! CREATE EXTERNAL TABLE out (id BIGINT, subject VARCHAR)
@@ -12,12 +13,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::error::Result;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::CreateExternalTable;
 
 use crate::error::NatsSinkError;
+use crate::kv::{self, KV_FILE_TYPE};
 use crate::options::{Options, SERVERS};
 use crate::sink::NatsSinkTable;
 
@@ -29,12 +32,18 @@ pub const FILE_TYPE: &str = "NATS_SINK";
 #[derive(Debug, Default)]
 pub struct NatsSinkFactory;
 
-/// Makes `STORED AS NATS_SINK` available in `ctx`.
+/// Creates `nats_kv` tables (a key-value bucket) from `CREATE EXTERNAL TABLE ... STORED AS
+/// NATS_KV` statements; [`register`] installs it under [`KV_FILE_TYPE`].
+#[derive(Debug, Default)]
+pub struct NatsKvFactory;
+
+/// Makes `STORED AS NATS_SINK` and `STORED AS NATS_KV` available in `ctx`.
 pub fn register(ctx: &SessionContext) {
-    ctx.state_ref()
-        .write()
-        .table_factories_mut()
-        .insert(FILE_TYPE.to_string(), Arc::new(NatsSinkFactory));
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let factories = state.table_factories_mut();
+    factories.insert(FILE_TYPE.to_string(), Arc::new(NatsSinkFactory));
+    factories.insert(KV_FILE_TYPE.to_string(), Arc::new(NatsKvFactory));
 }
 
 #[async_trait]
@@ -44,38 +53,61 @@ impl TableProviderFactory for NatsSinkFactory {
         _state: &dyn Session,
         cmd: &CreateExternalTable,
     ) -> Result<Arc<dyn TableProvider>> {
-        let mut options: HashMap<String, String> = cmd
-            .options
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.strip_prefix("format.").unwrap_or(k).to_string(),
-                    v.clone(),
-                )
-            })
-            .collect();
-        let locations: Vec<&str> = cmd
-            .locations
-            .iter()
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-            .collect();
-        if !locations.is_empty() {
-            if options.contains_key(SERVERS) {
-                return Err(NatsSinkError::InvalidOption {
-                    option: SERVERS.into(),
-                    problem: "given both as LOCATION and in OPTIONS: give the servers once".into(),
-                }
-                .into());
-            }
-            options.insert(SERVERS.into(), locations.join(","));
-        }
-        let schema = Arc::new(cmd.schema.as_arrow().clone());
-        let options = Options::parse(&options, false)?;
-        Ok(Arc::new(NatsSinkTable::try_new(
-            &cmd.name.to_string(),
-            schema,
-            options,
-        )?))
+        external_table(cmd, |name, schema, options| {
+            NatsSinkTable::try_new(name, schema, Options::parse(options, false)?)
+        })
     }
+}
+
+#[async_trait]
+impl TableProviderFactory for NatsKvFactory {
+    async fn create(
+        &self,
+        _state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        external_table(cmd, kv::table)
+    }
+}
+
+/// The table `make` builds from `cmd`'s name, schema and options.
+fn external_table(
+    cmd: &CreateExternalTable,
+    make: impl FnOnce(&str, SchemaRef, &HashMap<String, String>) -> crate::error::Result<NatsSinkTable>,
+) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(cmd.schema.as_arrow().clone());
+    let options = external_options(cmd)?;
+    Ok(Arc::new(make(&cmd.name.to_string(), schema, &options)?))
+}
+
+/// The options of a `CREATE EXTERNAL TABLE`, without DataFusion's `format.` prefix, and
+/// `LOCATION` as `servers`.
+fn external_options(cmd: &CreateExternalTable) -> Result<HashMap<String, String>> {
+    let mut options: HashMap<String, String> = cmd
+        .options
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("format.").unwrap_or(k).to_string(),
+                v.clone(),
+            )
+        })
+        .collect();
+    let locations: Vec<&str> = cmd
+        .locations
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !locations.is_empty() {
+        if options.contains_key(SERVERS) {
+            return Err(NatsSinkError::InvalidOption {
+                option: SERVERS.into(),
+                problem: "given both as LOCATION and in OPTIONS: give the servers once".into(),
+            }
+            .into());
+        }
+        options.insert(SERVERS.into(), locations.join(","));
+    }
+    Ok(options)
 }

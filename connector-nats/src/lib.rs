@@ -18,7 +18,8 @@
 //! - `deliver/`: what each row becomes, the retry driver, core NATS and JetStream;
 //! - `metrics/`: per-execution DataFusion metrics and the process-wide Prometheus series;
 //! - `sink.rs` and `factory.rs`: the DataFusion table, sink and factory;
-//! - `source/`: `nats_source`, a table reading a JetStream stream or a core subscription.
+//! - `source/`: `nats_source`, a table reading a JetStream stream or a core subscription;
+//! - `kv/`: `nats_kv`, the sink writing into a key-value bucket (`STORED AS NATS_KV`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ mod deliver;
 mod encode;
 mod error;
 mod factory;
+pub mod kv;
 mod lineage;
 pub mod metrics;
 pub mod options;
@@ -44,7 +46,8 @@ pub use metrics::prometheus as telemetry;
 pub use deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_ROW, DEAD_LETTER_SUBJECT};
 pub use encode::{EncodedBatch, Rejection, RowEncoder};
 pub use error::NatsSinkError;
-pub use factory::{FILE_TYPE, NatsSinkFactory, register};
+pub use factory::{FILE_TYPE, NatsKvFactory, NatsSinkFactory, register};
+pub use kv::{KV_CONNECTOR_NAME, KV_FILE_TYPE, KV_OPTIONS};
 pub use sink::{NatsSink, NatsSinkTable};
 pub use source::options::{SOURCE_CONNECTOR_NAME, SOURCE_OPTIONS};
 pub use source::{NatsSourceExec, NatsSourceTable, SourceReading};
@@ -68,6 +71,25 @@ pub fn validate_source_options(
     connection_only: bool,
 ) -> Result<(), NatsSinkError> {
     options::Options::parse_for(&SOURCE_OPTIONS, options, connection_only).map(drop)
+}
+
+/// Checks the options of a `nats_kv` like [`validate_options`] does for the sink.
+pub fn validate_kv_options(
+    options: &HashMap<String, String>,
+    connection_only: bool,
+) -> Result<(), NatsSinkError> {
+    options::Options::parse_for(&KV_OPTIONS, options, connection_only).map(drop)
+}
+
+/// The `nats_kv` table `name` for `schema`, checked against the options (the key and op
+/// columns exist and hold strings). Does not connect: the bucket is checked when an
+/// INSERT runs.
+pub fn kv_table(
+    name: &str,
+    schema: SchemaRef,
+    options: HashMap<String, String>,
+) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+    Ok(Arc::new(kv::table(name, schema, &options)?))
 }
 
 /// The `nats_source` table `name` for `schema`, checked against the options. Does not

@@ -33,7 +33,7 @@ use crate::encode::{EncodedBatch, RowEncoder};
 use crate::lineage::OutputProgress;
 use crate::metrics::SinkMetrics;
 use crate::options::Options;
-use crate::options::config::{ConnectionConfig, Mode as ConfigMode, SinkConfig};
+use crate::options::config::{ConnectionConfig, Mode as ConfigMode, SinkConfig, SubjectSpec};
 
 /// A table that publishes the rows inserted into it.
 #[derive(Debug)]
@@ -62,6 +62,17 @@ impl NatsSinkTable {
     /// metrics.
     pub fn try_new(name: &str, schema: SchemaRef, options: Options) -> crate::error::Result<Self> {
         let config = SinkConfig::from_options(&options)?;
+        Self::with_config(name, schema, options, config)
+    }
+
+    /// [`NatsSinkTable::try_new`] with the configuration built already (a connector that
+    /// maps its own options onto the sink's, such as `nats_kv`).
+    pub(crate) fn with_config(
+        name: &str,
+        schema: SchemaRef,
+        options: Options,
+        config: SinkConfig,
+    ) -> crate::error::Result<Self> {
         let encoder = RowEncoder::from_config(&schema, &config)?;
         Ok(NatsSinkTable {
             sink: Arc::new(NatsSink {
@@ -94,9 +105,10 @@ impl TableProvider for NatsSinkTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Plan(
-            "a nats_sink table is write-only: INSERT INTO it; its messages can be watched with `streamsql sub SUBJECT`".into(),
-        ))
+        Err(DataFusionError::Plan(format!(
+            "a {} table is write-only: INSERT INTO it; its messages can be watched with `streamsql sub SUBJECT`",
+            self.sink.options.connector()
+        )))
     }
 
     async fn insert_into(
@@ -107,7 +119,8 @@ impl TableProvider for NatsSinkTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if insert_op != InsertOp::Append {
             return Err(DataFusionError::Plan(format!(
-                "a nats_sink table only appends (published messages cannot be replaced); got {insert_op}"
+                "a {} table only appends (published messages cannot be replaced); got {insert_op}",
+                self.sink.options.connector()
             )));
         }
         // A sink per execution, so that its metrics are this statement's.
@@ -135,6 +148,9 @@ impl DisplayAs for NatsSink {
         let delivery = match &self.config.mode {
             ConfigMode::Core => "core",
             ConfigMode::JetStream(js) if js.atomic_batch.is_some() => "jetstream exactly_once",
+            ConfigMode::JetStream(_) if matches!(self.config.subject, SubjectSpec::Key(_)) => {
+                "kv at_least_once, in key order"
+            }
             ConfigMode::JetStream(_) => "jetstream at_least_once",
         };
         write!(f, "NatsSink: name={} delivery=[{delivery}]", self.name)?;
@@ -354,12 +370,14 @@ impl Delivery {
         };
         let mode = match js_config.atomic_batch {
             Some(size) => Mode::ExactlyOnce(Atomic::new(acks, size, planner)),
-            None => Mode::JetStream(Box::new(Window::new(
-                acks,
-                js_config.max_in_flight,
-                planner,
-                metrics.clone(),
-            ))),
+            None => {
+                let window = Window::new(acks, js_config.max_in_flight, planner, metrics.clone());
+                // A bucket's last message per key is its value: keep each key's in order.
+                Mode::JetStream(Box::new(match config.subject {
+                    SubjectSpec::Key(_) => window.one_per_subject(),
+                    _ => window,
+                }))
+            }
         };
         Ok((
             Delivery {

@@ -56,7 +56,7 @@ use self::stop::Cancel;
 pub use self::stop::DEFAULT_STOP_GRACE;
 use self::unbounded_latency::UnboundedLatency;
 use self::unbounded_order::UnboundedOrder;
-use crate::connectors::{NatsSinkConnector, NatsSourceConnector};
+use crate::connectors::{NatsKvConnector, NatsSinkConnector, NatsSourceConnector};
 use crate::error::{EngineError, StatementAt};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
@@ -110,8 +110,8 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// An engine with the built-in connectors (`nats_sink`, `nats_source`, `datagen`) and its own
-    /// shutdown latch (see [`Engine::shutdown`]).
+    /// An engine with the built-in connectors (`nats_sink`, `nats_kv`, `nats_source`,
+    /// `datagen`) and its own shutdown latch (see [`Engine::shutdown`]).
     pub fn new() -> Self {
         Self::with_shutdown(Shutdown::new())
     }
@@ -162,10 +162,11 @@ impl Engine {
         self.progress = Some(progress);
     }
 
-    /// The built-in connectors: `nats_sink`, `nats_source` and `datagen`.
+    /// The built-in connectors: `nats_sink`, `nats_kv`, `nats_source` and `datagen`.
     pub fn builtin_registry() -> Registry {
         let mut registry = Registry::new();
         registry.register(Arc::new(NatsSinkConnector));
+        registry.register(Arc::new(NatsKvConnector));
         registry.register(Arc::new(NatsSourceConnector));
         registry.register(Arc::new(DatagenConnector::default()));
         registry

@@ -309,7 +309,7 @@ async fn connector_errors_list_the_registered_ones() {
     assert_eq!(
         err.to_string(),
         "statement 1 (line 1): unknown connector 'kafka'; registered connectors: datagen, \
-         nats_sink, nats_source, rec (see `streamsql connectors`)"
+         nats_kv, nats_sink, nats_source, rec (see `streamsql connectors`)"
     );
     let err = engine
         .execute("SELECT 1;\nCREATE TABLE t (a INT) WITH (subject = 'x')")

@@ -19,6 +19,7 @@ mod headers;
 mod jetstream;
 mod jetstream_errors;
 mod jetstream_faults;
+mod kv;
 mod memory;
 mod multi_server;
 mod observability;

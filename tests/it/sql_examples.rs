@@ -486,3 +486,37 @@ async fn raw_example_sends_the_column_bytes_unchanged() {
         ]
     );
 }
+
+/// `kv.sql` as written: the changelog leaves `user.1` at its last value, `user.2`
+/// deleted and `user.3` purged (its history gone but for the purge).
+#[tokio::test]
+async fn kv_example_turns_a_changelog_into_bucket_state() {
+    use async_nats::jetstream::{self, kv::Operation};
+    use futures::StreamExt;
+
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    let kv = jetstream::new(client)
+        .create_key_value(jetstream::kv::Config {
+            bucket: "profiles".into(),
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let output = run_script(&example("kv.sql"), &[("NATS_URL", &server.url())]);
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "profiles"), 6);
+
+    let value = kv.get("user.1").await.unwrap().expect("user.1 is set");
+    assert_eq!(&value[..], br#"{"name":"alice","plan":"pro"}"#);
+    let deleted = kv.entry("user.2").await.unwrap().unwrap();
+    assert_eq!(deleted.operation, Operation::Delete);
+    let purged = kv.entry("user.3").await.unwrap().unwrap();
+    assert_eq!(purged.operation, Operation::Purge);
+    let history: Vec<_> = kv.history("user.3").await.unwrap().collect().await;
+    assert_eq!(history.len(), 1);
+    let keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+    assert_eq!(keys, ["user.1"]);
+}

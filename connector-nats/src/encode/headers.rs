@@ -395,6 +395,19 @@ pub(crate) struct RowHeaders {
 }
 
 impl RowHeaders {
+    /// The headers of each row in turn (for headers a sink sets per row itself, such as
+    /// a key-value operation).
+    pub(crate) fn from_rows<'a>(
+        rows: impl IntoIterator<Item = &'a [(HeaderName, HeaderValue)]>,
+    ) -> Self {
+        let mut out = RowHeaders::default();
+        for row in rows {
+            out.entries.extend_from_slice(row);
+            out.ends.push(out.entries.len());
+        }
+        out
+    }
+
     /// Row `i`'s headers, in column order (`header_fields`, the TTL, then the map's).
     pub(crate) fn row(&self, i: usize) -> &[(HeaderName, HeaderValue)] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };

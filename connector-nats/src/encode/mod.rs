@@ -28,6 +28,7 @@ use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 use crate::encode::columns::{raw_payload_column, routing_column};
 use crate::encode::headers::HeaderColumns;
 use crate::error::{NatsSinkError, Result};
+use crate::kv::columns::KeyColumns;
 use crate::options::config::{SinkConfig, SubjectSpec};
 use crate::options::message::PayloadFormat;
 use crate::options::{Options, REPLY_TO_FIELD, SUBJECT_FIELD};
@@ -40,7 +41,12 @@ pub use batch::{EncodedBatch, Rejection};
 #[derive(Debug, Clone)]
 enum SubjectSource {
     Fixed(Subject),
-    Column { index: usize, name: String },
+    Column {
+        index: usize,
+        name: String,
+    },
+    /// A key-value bucket's key, with the row's op (`nats_kv`).
+    Key(KeyColumns),
 }
 
 /// What becomes each row's payload.
@@ -88,6 +94,7 @@ impl RowEncoder {
                 index: routing_column(schema, SUBJECT_FIELD, name)?,
                 name: name.clone(),
             },
+            SubjectSpec::Key(spec) => SubjectSource::Key(KeyColumns::resolve(schema, spec)?),
         };
         let reply_to = config
             .reply_to_field
@@ -110,9 +117,10 @@ impl RowEncoder {
                 let routing: Vec<usize> = if config.payload_include_routing {
                     vec![]
                 } else {
-                    let subject = match &subject {
-                        SubjectSource::Column { index, .. } => Some(*index),
-                        SubjectSource::Fixed(_) => None,
+                    let subject: Vec<usize> = match &subject {
+                        SubjectSource::Column { index, .. } => vec![*index],
+                        SubjectSource::Key(key) => key.indices().collect(),
+                        SubjectSource::Fixed(_) => vec![],
                     };
                     subject
                         .into_iter()
@@ -148,14 +156,8 @@ impl RowEncoder {
     /// marked as rejected; only a problem that cannot be tied to a row is an error.
     pub fn encode(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<EncodedBatch> {
         let mut rejections = BTreeMap::new();
-        let mut reject_problems = |problems: Vec<subject::RowProblem>, is_subject: bool| {
-            for p in problems {
-                rejections.entry(p.index).or_insert(Rejection {
-                    reason: p.problem,
-                    subject: if is_subject { p.value } else { None },
-                });
-            }
-        };
+        // A key-value op may send no value, and sets the row's headers.
+        let mut ops = None;
         let subjects = match &self.subject {
             SubjectSource::Fixed(s) => Subjects::Fixed(s.clone()),
             SubjectSource::Column { index, name } => {
@@ -165,14 +167,19 @@ impl RowEncoder {
                     false,
                     Some(&self.subject_rules),
                 );
-                reject_problems(std::mem::take(&mut read.problems), true);
+                reject_problems(&mut rejections, std::mem::take(&mut read.problems), true);
                 Subjects::PerRow(read)
+            }
+            SubjectSource::Key(key) => {
+                let read = key.read(batch, &mut rejections)?;
+                ops = read.ops;
+                Subjects::PerRow(read.subjects)
             }
         };
         let reply_to = self.reply_to.as_ref().map(|(index, name)| {
             let mut read =
                 subject::read_column(name, batch.column(*index), true, Some(&self.reply_rules));
-            reject_problems(std::mem::take(&mut read.problems), false);
+            reject_problems(&mut rejections, std::mem::take(&mut read.problems), false);
             read
         });
         let msg_ids = match &self.msg_id {
@@ -183,10 +190,14 @@ impl RowEncoder {
             )?),
             None => None,
         };
-        let headers = self.headers.read(batch, &mut rejections)?;
+        let (headers, bodiless) = match ops {
+            Some(ops) => (Some(ops.headers), Some(ops.bodiless)),
+            None => (self.headers.read(batch, &mut rejections)?, None),
+        };
+        let bodiless = bodiless.as_deref();
         let (payloads, ends) = match &self.payload {
             Payload::Raw { index, name } => {
-                raw::payloads(name, batch.column(*index), &mut rejections)
+                raw::payloads(name, batch.column(*index), bodiless, &mut rejections)
             }
             Payload::Json {
                 columns,
@@ -203,7 +214,7 @@ impl RowEncoder {
                     &mut rejections,
                 )?;
                 let fields = fields.clone();
-                self.encode_payloads(fields, columns, batch.num_rows())?
+                self.encode_payloads(fields, columns, batch.num_rows(), bodiless)?
             }
         };
         let mut encoded = EncodedBatch {
@@ -230,6 +241,7 @@ impl RowEncoder {
         fields: Fields,
         columns: Vec<ArrayRef>,
         rows: usize,
+        bodiless: Option<&[bool]>,
     ) -> Result<(Bytes, Vec<usize>)> {
         let rows_struct = StructArray::try_new_with_length(fields.clone(), columns, None, rows)?;
         let root: FieldRef = Arc::new(Field::new_struct("", fields, false));
@@ -239,13 +251,31 @@ impl RowEncoder {
         let mut buf = Vec::with_capacity(rows * self.row_size_hint + 16);
         let mut ends = Vec::with_capacity(rows);
         for row in 0..rows {
-            encoder.encode(row, &mut buf);
+            if !bodiless.is_some_and(|b| b[row]) {
+                encoder.encode(row, &mut buf);
+            }
             ends.push(buf.len());
         }
         if let Some(average) = buf.len().checked_div(rows) {
             self.row_size_hint = average + 1;
         }
         Ok((Bytes::from(buf), ends))
+    }
+}
+
+/// Enters each of a column's subject `problems` in `rejections` (the first reason for a
+/// row is kept); `is_subject`: the problems are the row's subject's, whose value a dead
+/// letter names.
+fn reject_problems(
+    rejections: &mut BTreeMap<usize, Rejection>,
+    problems: Vec<subject::RowProblem>,
+    is_subject: bool,
+) {
+    for p in problems {
+        rejections.entry(p.index).or_insert(Rejection {
+            reason: p.problem,
+            subject: if is_subject { p.value } else { None },
+        });
     }
 }
 

@@ -15,17 +15,22 @@ use crate::encode::Rejection;
 use crate::options::PAYLOAD_FIELD;
 
 /// The payloads of `column` (named `name`) in one buffer, and the end of each row's;
-/// null rows are entered in `rejections` and have an empty payload.
+/// null rows are entered in `rejections` and have an empty payload. Rows marked in
+/// `bodiless` (a key-value delete or purge) send no payload, null or not.
 pub(crate) fn payloads(
     name: &str,
     column: &ArrayRef,
+    bodiless: Option<&[bool]>,
     rejections: &mut BTreeMap<usize, Rejection>,
 ) -> (Bytes, Vec<usize>) {
     let rows = column.len();
+    let has_body = |row: usize| !bodiless.is_some_and(|b| b[row]);
     let mut buf = Vec::new();
     let mut ends = Vec::with_capacity(rows);
     let mut push = |value: Option<&[u8]>| {
-        if let Some(bytes) = value {
+        if let Some(bytes) = value
+            && has_body(ends.len())
+        {
             buf.extend_from_slice(bytes);
         }
         ends.push(buf.len());
@@ -61,7 +66,7 @@ pub(crate) fn payloads(
         }
     }
     if column.null_count() > 0 {
-        for row in (0..rows).filter(|&row| column.is_null(row)) {
+        for row in (0..rows).filter(|&row| column.is_null(row) && has_body(row)) {
             rejections.entry(row).or_insert(Rejection {
                 reason: format!(
                     "column '{name}' ({PAYLOAD_FIELD}) is null, and a raw message needs bytes: COALESCE it (to '' for an empty message) or filter such rows out"

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
+use crate::kv::options::KeySpec;
 use crate::options::message::{PayloadFormat, TtlSpec, header_fields, payload, ttl};
 use crate::options::values::{parse_headers, parse_servers, redact_userinfo};
 use crate::options::{
@@ -181,6 +182,8 @@ impl fmt::Debug for ConnectionConfig {
 pub enum SubjectSpec {
     Fixed(String),
     Column(String),
+    /// A key-value bucket's key from a column (`nats_kv`): `$KV.<bucket>.<key>`.
+    Key(KeySpec),
 }
 
 /// Where messages go and what confirms them.
@@ -232,7 +235,7 @@ pub(crate) struct SinkConfig {
     pub on_error: OnError,
 }
 
-pub(super) fn invalid(option: &str, problem: impl Into<String>) -> NatsSinkError {
+pub(crate) fn invalid(option: &str, problem: impl Into<String>) -> NatsSinkError {
     NatsSinkError::InvalidOption {
         option: option.into(),
         problem: problem.into(),

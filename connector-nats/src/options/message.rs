@@ -53,7 +53,7 @@ pub(super) fn ttl(options: &Options) -> Result<Option<TtlSpec>> {
 }
 
 /// `format`, with `payload_field` for `raw` (and only there).
-pub(super) fn payload(options: &Options) -> Result<PayloadFormat> {
+pub(crate) fn payload(options: &Options) -> Result<PayloadFormat> {
     let raw = options.choice(FORMAT)? == Some("raw");
     match (raw, options.resolved(PAYLOAD_FIELD)?) {
         (true, Some(column)) => {

@@ -274,6 +274,11 @@ impl Options {
         Ok(options)
     }
 
+    /// The name in SQL of the connector these options are for.
+    pub fn connector(&self) -> &'static str {
+        self.1.connector
+    }
+
     /// The declaration of `name` in this map's table.
     fn spec(&self, name: &str) -> Option<&'static OptionSpec> {
         self.1.spec(name)

@@ -94,24 +94,30 @@ async fn every_row_of_the_readme_type_table_is_what_a_subscriber_receives() {
     }
 }
 
-#[test]
-fn readme_option_table_is_generated_from_the_declaration() {
+/// Asserts README.md holds `table` as generated, naming `what` when it does not.
+fn assert_readme_holds(table: &str, what: &str) {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let table = connector_nats::options::markdown_table();
     assert!(
-        readme.contains(&table),
-        "README.md's nats_sink option table is out of date; replace it with:\n{table}"
+        readme.contains(table),
+        "README.md's {what} option table is out of date; replace it with:\n{table}"
     );
 }
 
 #[test]
+fn readme_option_table_is_generated_from_the_declaration() {
+    assert_readme_holds(&connector_nats::options::markdown_table(), "nats_sink");
+}
+
+#[test]
 fn readme_source_option_table_is_generated_from_the_declaration() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let table = connector_nats::source::options::markdown_table();
-    assert!(
-        readme.contains(&table),
-        "README.md's nats_source option table is out of date; replace it with:\n{table}"
+    assert_readme_holds(
+        &connector_nats::source::options::markdown_table(),
+        "nats_source",
     );
+}
+
+#[test]
+fn readme_kv_option_table_is_generated_from_the_declaration() {
+    assert_readme_holds(&connector_nats::kv::options::markdown_table(), "nats_kv");
 }

@@ -10,6 +10,7 @@
 pub(crate) mod atomic;
 pub(crate) mod captures;
 pub(crate) mod classify;
+pub(crate) mod key_order;
 pub(crate) mod stream;
 pub(crate) mod window;
 
@@ -27,6 +28,7 @@ use crate::deliver::failure::{Failure, TransientKind};
 use crate::deliver::retry::Retry;
 use crate::deliver::rows::Limit;
 use crate::error::{NatsSinkError, Result};
+use crate::kv;
 use crate::options::config::{JetStreamConfig, OnError, SinkConfig, SubjectSpec};
 use crate::options::message::TtlSpec;
 use crate::options::{TTL, TTL_FIELD};
@@ -145,15 +147,25 @@ async fn check(
             });
         }
     }
+    let bucket = match &sink.subject {
+        SubjectSpec::Key(spec) => Some(spec),
+        _ => None,
+    };
     let stream = js.get_stream(name).await.map_err(|e| {
         stream_unreadable(&e, || {
-            fail(format!(
-                "the stream does not exist: create it first (for example `nats stream add {name} --subjects '<subjects>'`), or fix 'stream'"
-            ))
+            fail(match bucket {
+                Some(spec) => kv::bucket::missing(spec),
+                None => format!(
+                    "the stream does not exist: create it first (for example `nats stream add {name} --subjects '<subjects>'`), or fix 'stream'"
+                ),
+            })
         })
         .unwrap_or_else(|| fail(format!("cannot read the stream's configuration: {e}")))
     })?;
     let info = stream.cached_info();
+    if let Some(spec) = bucket {
+        kv::bucket::check(&info.config, spec).map_err(fail)?;
+    }
     let captures = Captures::new(name, info.config.subjects.clone());
     if info.config.no_ack {
         return Err(fail("the stream has no_ack set, so it acknowledges nothing and no row could be confirmed: unset no_ack on the stream, or publish in core mode (leave out 'stream')".into()));
@@ -238,11 +250,14 @@ async fn check(
         }
     }
     let limit = message_limit(info.config.max_message_size, connection.max_payload());
-    report_dedup(
-        name,
-        info.config.duplicate_window,
-        sink.msg_id_field.as_deref(),
-    );
+    // A put sent again is one more revision of the same value: nothing to warn about.
+    if bucket.is_none() {
+        report_dedup(
+            name,
+            info.config.duplicate_window,
+            sink.msg_id_field.as_deref(),
+        );
+    }
     Ok(StreamSetup {
         captures,
         limit,

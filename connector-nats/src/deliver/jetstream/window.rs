@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::deliver::driver::{self, Link, Step, Work};
 use crate::deliver::failure::{Failure, TransientKind};
+use crate::deliver::jetstream::key_order::KeyOrder;
 use crate::deliver::jetstream::stream::{AckFuture, Acked, StreamAcks};
 use crate::deliver::retry::Retry;
 use crate::deliver::rows::{Message, Planned, RowPlanner};
@@ -74,6 +75,8 @@ pub(crate) struct Window {
     /// Whether the current run waits for every ack, or returns once all is sent.
     draining: bool,
     metrics: SinkMetrics,
+    /// For a key-value bucket: one message per key in flight (see `key_order`).
+    key_order: Option<KeyOrder>,
 }
 
 impl Window {
@@ -94,7 +97,15 @@ impl Window {
             rewound: VecDeque::new(),
             draining: false,
             metrics,
+            key_order: None,
         }
+    }
+
+    /// Keeps at most one message per subject in flight, so that a subject's messages are
+    /// stored in row order under any retry (see `key_order`).
+    pub(crate) fn one_per_subject(mut self) -> Self {
+        self.key_order = Some(KeyOrder::default());
+        self
     }
 
     pub(crate) fn planner(&mut self) -> &mut RowPlanner {
@@ -137,13 +148,18 @@ impl Window {
 
     /// Publishes unsent rows while the window has room.
     async fn fill(&mut self, link: &Link) -> Result<(), Failure> {
-        for index in 0..self.pending.len() {
+        'fill: for index in 0..self.pending.len() {
             let seq = self.first_seq + index as u64;
             while self.in_flight.len() < self.max_in_flight {
                 let pending = &self.pending[index];
                 let row = pending.next;
                 if row >= pending.batch.len() {
                     break;
+                }
+                if let Some(keys) = &self.key_order
+                    && keys.waits(&pending.batch, row)
+                {
+                    break 'fill;
                 }
                 let position = pending.rows_before + row as u64 + 1;
                 let (message, dead_letter) = match self.planner.plan(&pending.batch, row, position)
@@ -175,6 +191,9 @@ impl Window {
                     }
                 };
                 self.pending[index].next += 1;
+                if let Some(keys) = self.key_order.as_mut().filter(|_| !dead_letter) {
+                    keys.sent(&subject);
+                }
                 self.in_flight.push_back(InFlight {
                     batch_seq: seq,
                     row,
@@ -279,6 +298,9 @@ impl Window {
     /// Records the ack of the oldest in-flight message, which arrived by `now`.
     fn confirm_front(&mut self, ack: &PublishAck, now: Instant) {
         let front = self.in_flight.pop_front().expect("an ack has a message");
+        if let Some(keys) = self.key_order.as_mut().filter(|_| !front.dead_letter) {
+            keys.acked(&front.subject);
+        }
         self.record_ack(&front, ack, now);
     }
 
@@ -357,6 +379,9 @@ impl Work for Window {
             }
         }
         self.rewound = std::mem::take(&mut self.in_flight);
+        if let Some(keys) = &mut self.key_order {
+            keys.clear();
+        }
     }
 
     async fn abandon(&mut self, _link: &mut Link) {

@@ -1,0 +1,225 @@
+//! `nats_kv`: key rules, ops, option rules, and what a batch encodes to.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+
+use super::keys;
+use super::ops::Op;
+use super::options::{KV_OPTIONS, sink_config};
+use crate::encode::{EncodedBatch, RowEncoder};
+use crate::error::Result;
+use crate::options::Options;
+use crate::options::config::SinkConfig;
+
+fn config(pairs: &[(&str, &str)]) -> Result<SinkConfig> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    sink_config(&Options::parse_for(&KV_OPTIONS, &map, false)?)
+}
+
+fn changelog() -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        (
+            "k",
+            Arc::new(StringArray::from(vec![
+                Some("user.1"),
+                Some("bad key"),
+                Some("user.1"),
+                None,
+                Some("user/2"),
+            ])) as ArrayRef,
+        ),
+        (
+            "op",
+            Arc::new(StringArray::from(vec![
+                Some("put"),
+                Some("put"),
+                Some("DELETE"),
+                Some("put"),
+                Some("upsert"),
+            ])),
+        ),
+        ("v", Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]))),
+    ])
+    .unwrap()
+}
+
+fn encode(batch: &RecordBatch, pairs: &[(&str, &str)]) -> Result<EncodedBatch> {
+    let schema: SchemaRef = batch.schema();
+    RowEncoder::from_config(&schema, &config(pairs)?)?.encode(batch, 0)
+}
+
+const OPTIONS: &[(&str, &str)] = &[("bucket", "b"), ("key_field", "k"), ("op_field", "op")];
+
+#[test]
+fn keys_follow_the_clients_rules() {
+    for key in ["a", "user.1", "A-z_0=9/x", "a.b.c"] {
+        assert_eq!(keys::problem(key), None, "{key}");
+    }
+    for key in ["", "a b", "a*", "a>", "é", "$a", ".a", "a.", "a..b", "a:b"] {
+        assert!(keys::problem(key).is_some(), "{key:?}");
+    }
+}
+
+#[test]
+fn ops_are_put_delete_or_purge_in_any_case() {
+    assert_eq!(Op::parse("put"), Some(Op::Put));
+    assert_eq!(Op::parse("Delete"), Some(Op::Delete));
+    assert_eq!(Op::parse("PURGE"), Some(Op::Purge));
+    assert_eq!(Op::parse("del"), None);
+    assert_eq!(Op::parse(""), None);
+}
+
+#[test]
+fn each_row_becomes_a_message_on_its_key_with_its_op() {
+    let encoded = encode(&changelog(), OPTIONS).unwrap();
+    let subject = |i| encoded.subject(i).map(|s| s.to_string());
+    assert_eq!(subject(0).as_deref(), Some("$KV.b.user.1"));
+    assert_eq!(subject(4).as_deref(), Some("$KV.b.user/2"));
+    // A put's value is the row without its key and op; a delete sends nothing.
+    assert_eq!(&encoded.payload(0)[..], br#"{"v":1}"#);
+    assert!(encoded.row_headers(0).is_empty());
+    assert!(encoded.payload(2).is_empty());
+    let headers: Vec<(String, String)> = encoded
+        .row_headers(2)
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(headers, [("KV-Operation".to_string(), "DEL".to_string())]);
+}
+
+#[test]
+fn integer_keys_are_their_digits() {
+    let batch = RecordBatch::try_from_iter(vec![
+        ("k", Arc::new(Int64Array::from(vec![42, -1])) as ArrayRef),
+        ("v", Arc::new(Int64Array::from(vec![1, 2]))),
+    ])
+    .unwrap();
+    let encoded = encode(&batch, &[("bucket", "b"), ("key_field", "k")]).unwrap();
+    assert_eq!(encoded.subject(0).map(|s| s.as_str()), Some("$KV.b.42"));
+    assert_eq!(encoded.subject(1).map(|s| s.as_str()), Some("$KV.b.-1"));
+    let schema = RecordBatch::try_from_iter(vec![(
+        "k",
+        Arc::new(datafusion::arrow::array::Float64Array::from(vec![1.5])) as ArrayRef,
+    )])
+    .unwrap()
+    .schema();
+    let config = config(&[("bucket", "b"), ("key_field", "k")]).unwrap();
+    let err = RowEncoder::from_config(&schema, &config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("CAST it to VARCHAR"), "{err}");
+}
+
+#[test]
+fn bad_keys_and_ops_name_the_column_and_value() {
+    let encoded = encode(&changelog(), OPTIONS).unwrap();
+    let reasons: Vec<(usize, String)> = encoded
+        .rejections()
+        .map(|(i, r)| (i, r.reason.clone()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons[0].0, 1);
+    assert!(
+        reasons[0]
+            .1
+            .contains("column 'k' (key_field) holds \"bad key\"")
+            && reasons[0].1.contains("not a valid key"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0, 3);
+    assert!(
+        reasons[1].1.contains("column 'k' (key_field) is null"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[2].0, 4);
+    assert!(
+        reasons[2]
+            .1
+            .contains("column 'op' (op_field) holds \"upsert\"")
+            && reasons[2].1.contains("'put', 'delete' or 'purge'"),
+        "{reasons:?}"
+    );
+    // A rejected row keeps its value, for its dead letter.
+    assert_eq!(&encoded.payload(4)[..], br#"{"v":5}"#);
+}
+
+#[test]
+fn a_purge_asks_for_a_rollup_and_raw_deletes_need_no_value() {
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "k",
+            Arc::new(StringArray::from(vec!["a", "a", "b"])) as ArrayRef,
+        ),
+        (
+            "op",
+            Arc::new(StringArray::from(vec!["put", "purge", "delete"])),
+        ),
+        (
+            "body",
+            Arc::new(BinaryArray::from(vec![Some(&b"x"[..]), Some(b"y"), None])),
+        ),
+    ])
+    .unwrap();
+    let pairs = [OPTIONS, &[("format", "raw"), ("payload_field", "body")]].concat();
+    let encoded = encode(&batch, &pairs).unwrap();
+    assert_eq!(encoded.rejections().count(), 0, "a delete needs no value");
+    assert_eq!(&encoded.payload(0)[..], b"x");
+    assert!(encoded.payload(1).is_empty() && encoded.payload(2).is_empty());
+    let headers: Vec<String> = encoded
+        .row_headers(1)
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}"))
+        .collect();
+    assert_eq!(headers, ["KV-Operation: PURGE", "Nats-Rollup: sub"]);
+}
+
+#[test]
+fn options_map_onto_the_bucket_stream() {
+    let mapped = config(OPTIONS).unwrap();
+    match &mapped.mode {
+        crate::options::config::Mode::JetStream(js) => {
+            assert_eq!(js.stream, "KV_b");
+            assert_eq!(js.max_in_flight, 1024);
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = |pairs: &[(&str, &str)]| config(pairs).unwrap_err().to_string();
+    assert!(err(&[("key_field", "k")]).contains("option 'bucket': missing"));
+    assert!(err(&[("bucket", "b")]).contains("option 'key_field': missing"));
+    assert!(err(&[("bucket", "a.b"), ("key_field", "k")]).contains("not a bucket name"));
+    let same = err(&[("bucket", "b"), ("key_field", "k"), ("op_field", "k")]);
+    assert!(same.contains("option 'op_field'"), "{same}");
+    // Options of nats_sink that do not apply are unknown here.
+    let unknown = err(&[("bucket", "b"), ("key_field", "k"), ("subject", "x")]);
+    assert!(
+        unknown.contains("unknown option 'subject' for connector 'nats_kv'"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn a_missing_key_column_is_named_at_creation() {
+    let batch = changelog();
+    let pairs = [("bucket", "b"), ("key_field", "id")];
+    let err = RowEncoder::from_config(&batch.schema(), &config(&pairs).unwrap()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("option 'key_field' names column 'id'") && text.contains("columns: k, op, v"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_option_is_declared_once_with_a_doc() {
+    let mut names: Vec<_> = KV_OPTIONS.iter().map(|s| s.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), KV_OPTIONS.len());
+    assert!(KV_OPTIONS.iter().all(|s| !s.doc.is_empty()));
+}
