@@ -253,11 +253,14 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// query's result was collected). When `node` is this connector's source, the
     /// returned future settles what the source owes (e.g. acknowledges what it read);
     /// `None` for any other node (by default the connector does nothing). Not called for
-    /// a statement that failed or was cancelled; called for an INSERT whose input the
-    /// shutdown signal cut (everything its sink took was confirmed).
+    /// a statement that failed or was cancelled. Called with `complete` false for an
+    /// INSERT whose input the shutdown signal cut: everything its sink took was
+    /// confirmed, but rows the plan still held (an aggregate's groups, buffered batches)
+    /// never reached it.
     fn statement_confirmed(
         &self,
         _node: &dyn ExecutionPlan,
+        _complete: bool,
     ) -> Option<futures::future::BoxFuture<'static, Result<()>>> {
         None
     }
@@ -336,13 +339,21 @@ impl Registry {
     }
 
     /// Tells every source in `plan` that its statement succeeded and its output is
-    /// confirmed ([`Connector::statement_confirmed`]); fails with the first source that
-    /// could not settle.
-    pub async fn statement_confirmed(&self, plan: &dyn ExecutionPlan) -> Result<()> {
+    /// confirmed, all of it or (`complete` false) what the signal left
+    /// ([`Connector::statement_confirmed`]); fails with the first source that could not
+    /// settle.
+    pub async fn statement_confirmed(
+        &self,
+        plan: &dyn ExecutionPlan,
+        complete: bool,
+    ) -> Result<()> {
         let mut settling = Vec::new();
         let mut nodes = vec![plan];
         while let Some(node) = nodes.pop() {
-            settling.extend(self.iter().filter_map(|c| c.statement_confirmed(node)));
+            settling.extend(
+                self.iter()
+                    .filter_map(|c| c.statement_confirmed(node, complete)),
+            );
             nodes.extend(node.children().into_iter().map(|child| child.as_ref()));
         }
         for settle in settling {

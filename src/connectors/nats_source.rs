@@ -69,8 +69,9 @@ impl Connector for NatsSourceConnector {
     fn statement_confirmed(
         &self,
         node: &dyn ExecutionPlan,
+        complete: bool,
     ) -> Option<BoxFuture<'static, Result<()>>> {
         node.downcast_ref::<NatsSourceExec>()
-            .map(NatsSourceExec::statement_confirmed)
+            .map(|scan| scan.statement_confirmed(complete))
     }
 }

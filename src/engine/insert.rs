@@ -96,8 +96,13 @@ impl Engine {
                 let stopped = input.and_then(|input| input.stopped());
                 // Every row the sink took was confirmed, also when the shutdown signal
                 // cut its input: the sources may settle what they read (a continuous
-                // read acknowledges what its sink confirmed and hands back the rest).
-                let settled = self.registry.statement_confirmed(physical.as_ref()).await;
+                // read acknowledges what its sink confirmed and hands back the rest; a
+                // bounded one cut short hands back everything).
+                let complete = stopped.is_none();
+                let settled = self
+                    .registry
+                    .statement_confirmed(physical.as_ref(), complete)
+                    .await;
                 match (settled, &stopped) {
                     (Err(e), None) => return Err(df_err(e)),
                     (Err(e), Some(_)) => tracing::warn!(

@@ -327,7 +327,9 @@ impl Engine {
                     // The result is in hand: the sources may settle what they read
                     // (not when the signal cut the reading short).
                     if cut.is_none_or(|cut| cut.stopped().is_none()) {
-                        self.registry.statement_confirmed(physical.as_ref()).await?;
+                        self.registry
+                            .statement_confirmed(physical.as_ref(), true)
+                            .await?;
                     }
                     Ok((schema, batches))
                 };

@@ -472,7 +472,8 @@ async fn stored_as_nats_kv_in_a_plain_datafusion_session() {
         .collect()
         .await
         .unwrap();
-    assert!(kv.get("x").await.unwrap().is_none());
+    let x = kv.entry("x").await.unwrap().expect("x was written");
+    assert_eq!(x.operation, Operation::Delete);
     assert_eq!(&kv.get("y").await.unwrap().unwrap()[..], br#"{"v":2}"#);
 }
 

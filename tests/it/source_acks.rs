@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
 use nats_testkit::NatsServer;
 
 use crate::common;
@@ -236,4 +237,79 @@ async fn a_bounded_read_longer_than_ack_wait_gets_no_message_delivered_twice() {
         "each message delivered once and acknowledged at the end"
     );
     assert_eq!(stored(&client, "BILLING").await, 200);
+}
+
+/// A bounded read feeding an aggregate, stopped by Ctrl-C while the sink is still
+/// writing the groups: the read had reached its end, but most groups never reached the
+/// sink, so none of the messages is acknowledged; all are handed back for a rerun.
+#[tokio::test]
+async fn a_bounded_read_whose_output_a_stop_cut_short_acknowledges_nothing() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let payloads = (0..2000).map(|i| format!(r#"{{"order_id": {i}}}"#));
+    publish_pipelined(&client, "orders.eu", payloads).await;
+    // Some 20 rows a second reach the stream: the stop comes mid-output. Batches of 50
+    // rows, so that the sink confirms what it took within the grace period.
+    let slow = Link::to(&server.url(), Some(1500)).await;
+    let script = format!(
+        "SET datafusion.execution.batch_size = 50;
+         {}
+         CREATE CONNECTION slow FROM nats_sink WITH (servers = '{}');
+         INSERT INTO billing SELECT order_id, count(*) AS n FROM orders_in GROUP BY order_id
+         WITH (connector = 'nats_sink', connection = 'slow', stream = 'BILLING',
+               subject = 'billing.eu', max_in_flight = '10');",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl', max_ack_pending = '5000'"
+        ),
+        slow.url()
+    );
+    let run = common::running::Running::start(&["--stop-grace", "30"], &script);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stored(&client, "BILLING").await < 20 {
+        assert!(Instant::now() < deadline, "no group reached BILLING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.send_interrupt();
+    // Waited for off the runtime, which drives the link.
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run.wait_for_end())
+        .await
+        .unwrap();
+    // 3: the statement did not read its input to the end.
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stdout.contains("confirmed before shutdown; the input was not read to its end"),
+        "{stdout}"
+    );
+    let written = stored(&client, "BILLING").await;
+    assert!(
+        written < 2000,
+        "the stop came after the last group: {written}"
+    );
+    let info = consumer_info(&client, "etl").await;
+    assert_eq!(
+        info.ack_floor.stream_sequence, 0,
+        "acknowledged though {written} of 2000 groups were written"
+    );
+    // Handed back: delivered again at once, not after the 30 s ack_wait.
+    let etl: consumer::PullConsumer = jetstream::new(client.clone())
+        .get_stream("ORDERS")
+        .await
+        .unwrap()
+        .get_consumer("etl")
+        .await
+        .unwrap();
+    let again = etl
+        .fetch()
+        .max_messages(2000)
+        .expires(Duration::from_secs(3))
+        .messages()
+        .await
+        .unwrap()
+        .count()
+        .await;
+    assert_eq!(again, 2000, "not handed back");
 }

@@ -188,6 +188,10 @@ async fn a_sink_ack_that_fails_while_the_input_is_idle_is_retried_and_the_messag
         info.ack_floor.stream_sequence == 1 && info.num_ack_pending == 0
     })
     .await;
+    // The retry is over: the sink no longer shows as retrying.
+    let status = common::http::get(&format!("{}/status.json", run.base())).ok("application/json");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["sinks"][0]["state"], "connected", "{status:#}");
     let (stdout, _) = run.interrupt();
     assert!(stdout.contains("1 row"), "{stdout}");
     let ids: Vec<String> = read_all(&client, "BILLING")

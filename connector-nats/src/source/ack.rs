@@ -40,6 +40,9 @@ pub(crate) struct Acks {
     output: OnceLock<Arc<OutputProgress>>,
     /// Wakes the acknowledging task when messages are passed on.
     passed_on: Arc<Notify>,
+    /// Held while messages are taken from the state and sent, so that `commit` returns
+    /// only after what the task took before it was sent (and answered in order).
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +80,7 @@ impl Acks {
             state: Mutex::default(),
             output: OnceLock::new(),
             passed_on: Arc::default(),
+            turn: Arc::default(),
         }
     }
 
@@ -146,18 +150,20 @@ impl Acks {
         self.lock().finished = true;
     }
 
-    /// Called once the statement's output is confirmed: acknowledges every message whose
-    /// rows were confirmed, if the read reached its end or followed its sink; hands the
-    /// others back. Returns how many were acknowledged, once the server has processed the
-    /// acknowledgements.
-    pub(crate) async fn commit(&self) -> Result<u64> {
+    /// Called once the statement's output is confirmed (`complete`: all of it, not cut
+    /// short by a stop): acknowledges every message whose rows were confirmed, which is
+    /// every message read if the read reached its end and the output is complete, or
+    /// those passed on to a followed sink; hands the others back. Returns how many were
+    /// acknowledged, once the server has processed the acknowledgements.
+    pub(crate) async fn commit(&self, complete: bool) -> Result<u64> {
+        let _turn = self.turn.lock().await;
         let (sender, done, rest) = {
             let mut state = self.lock();
             let replies = std::mem::take(&mut state.replies);
             let passed = std::mem::take(&mut state.passed);
             let done: Vec<Subject> = passed.into_iter().flat_map(|p| p.replies).collect();
             let sender = self.sender(&state);
-            match (state.finished, self.following()) {
+            match (state.finished && complete, self.following()) {
                 (true, _) => (sender, [done, replies].concat(), Vec::new()),
                 (false, true) => (sender, done, replies),
                 (false, false) => (sender, Vec::new(), replies),
@@ -169,7 +175,7 @@ impl Acks {
         if !rest.is_empty() {
             info!(
                 messages = rest.len(),
-                "nats_source: the statement did not read its last messages to the end (a LIMIT?); they are not acknowledged and are delivered again"
+                "nats_source: the statement ended before all rows of these messages were confirmed (a LIMIT, or a stop); they are handed back and delivered again"
             );
             sender.send_or_log(rest, NAK).await;
         }
@@ -188,6 +194,7 @@ impl Acks {
     /// The read failed: hands back what was read and not passed on now, rather than
     /// when the plan is dropped, so that a rerun finds the messages at once.
     pub(crate) async fn abandon(&self) {
+        let _turn = self.turn.lock().await;
         let (sender, replies) = {
             let mut state = self.lock();
             (self.sender(&state), std::mem::take(&mut state.replies))
@@ -224,6 +231,7 @@ impl Acks {
         Some(Sender {
             client,
             series: self.series.clone(),
+            turn: Arc::clone(&self.turn),
         })
     }
 
@@ -251,20 +259,26 @@ async fn acknowledge(
             Some(acks) => acks.lock().passed.front().map(|p| p.taken),
             None => return,
         };
+        // Woken by messages passed on, and by the state's drop.
         let settled = async {
             match (next, &output) {
-                (Some(taken), Some(output)) => output.settled_at_least(taken).await,
+                (Some(taken), Some(output)) => tokio::select! {
+                    () = output.settled_at_least(taken) => {}
+                    () = passed_on.notified() => {}
+                },
                 _ => passed_on.notified().await,
             }
         };
         tokio::select! {
             () = settled => {
+                let _turn = sender.turn.lock().await;
                 let Some(done) = acks.upgrade().map(|a| a.take_settled(false).0) else {
                     return;
                 };
                 sender.send_or_log(done, ACK).await;
             }
             _ = in_progress.tick() => {
+                let _turn = sender.turn.lock().await;
                 let Some(held) = acks.upgrade().map(|a| a.held()) else {
                     return;
                 };
@@ -283,11 +297,13 @@ impl Acks {
     }
 }
 
-/// Sends acknowledgements on the client the messages came on, and counts them.
+/// Sends acknowledgements on the client the messages came on, and counts them. Callers
+/// hold `turn` from taking the messages to the end of the send.
 #[derive(Clone)]
 struct Sender {
     client: Client,
     series: SourceSeries,
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Sender {
@@ -339,6 +355,7 @@ impl Drop for Acks {
     fn drop(&mut self) {
         // The task is not aborted: it may be sending acknowledgements it took already
         // (it may even be the one dropping this). Woken, it finds the state gone and ends.
+        // What it took is sent before what is sent from here (`turn`).
         self.passed_on.notify_one();
         let (done, rest) = self.take_settled(true);
         let Some(sender) = self.sender(&self.lock()) else {
@@ -349,6 +366,7 @@ impl Drop for Acks {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
+                let _turn = sender.turn.lock().await;
                 sender.send_or_log(done, ACK).await;
                 sender.send_or_log(rest, NAK).await;
             });

@@ -135,14 +135,21 @@ impl NatsSourceExec {
 
     /// Called by the host once the statement this scan belongs to succeeded and its
     /// output is confirmed (an INSERT's sink confirmed every row, a SELECT's result was
-    /// collected). A durable consumer's messages read by a bounded scan are acknowledged
-    /// then, and only then (a continuous scan acknowledges as its sink confirms, and
-    /// settles the rest then); returns once the server processed the acknowledgements.
-    /// Without this call, what is not acknowledged is handed back when the plan is
-    /// dropped.
-    pub fn statement_confirmed(&self) -> BoxFuture<'static, Result<()>> {
+    /// collected); `complete` is false when a stop cut the output short. A durable
+    /// consumer's messages read by a bounded scan are acknowledged then, and only then,
+    /// if the output is complete (a continuous scan acknowledges as its sink confirms,
+    /// and settles the rest then); returns once the server processed the
+    /// acknowledgements. Without this call, what is not acknowledged is handed back when
+    /// the plan is dropped.
+    pub fn statement_confirmed(&self, complete: bool) -> BoxFuture<'static, Result<()>> {
         let acks = Arc::clone(&self.acks);
-        async move { acks.commit().await.map(drop).map_err(DataFusionError::from) }.boxed()
+        async move {
+            acks.commit(complete)
+                .await
+                .map(drop)
+                .map_err(DataFusionError::from)
+        }
+        .boxed()
     }
 }
 

@@ -104,12 +104,22 @@ impl Running {
     }
 
     /// Returns the run's whole stdout and stderr once it exited 0.
-    pub fn wait_for_exit(mut self) -> (String, String) {
+    pub fn wait_for_exit(self) -> (String, String) {
+        let (code, stdout, stderr) = self.wait_for_end();
+        assert_eq!(code, Some(0), "stderr: {stderr}");
+        (stdout, stderr)
+    }
+
+    /// Returns the run's exit code, whole stdout and stderr once it exited.
+    pub fn wait_for_end(mut self) -> (Option<i32>, String, String) {
         let status = self.child.wait().unwrap();
         let stderr: Vec<_> = self.stderr.iter().collect();
-        assert!(status.success(), "{status}; stderr: {stderr:?}");
         self.stdout_seen.extend(self.stdout.iter());
-        (self.stdout_seen.join("\n"), stderr.join("\n"))
+        (
+            status.code(),
+            self.stdout_seen.join("\n"),
+            stderr.join("\n"),
+        )
     }
 }
 

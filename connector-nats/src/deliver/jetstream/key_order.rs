@@ -59,7 +59,8 @@ impl KeyOrder {
 
     /// A message on `subject` was published.
     pub(crate) fn sent(&mut self, subject: &Subject) {
-        self.in_flight.insert(InFlight(subject.clone()));
+        let first = self.in_flight.insert(InFlight(subject.clone()));
+        debug_assert!(first, "two rows of '{subject}' in flight");
     }
 
     /// The message on `subject` was acknowledged.

@@ -253,6 +253,8 @@ impl Window {
                 Ok(ack) => {
                     self.confirm_front(&ack, Instant::now());
                     self.take_ready();
+                    // Stored: a retry episode that resent this row is over.
+                    retry.succeeded();
                     return Ok(());
                 }
                 Err(e) => front.failed = Some(e),
