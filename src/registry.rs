@@ -250,13 +250,13 @@ pub trait Connector: Send + Sync + fmt::Debug {
 
     /// Called by the engine, for every node of a statement's plan, once the statement
     /// succeeded and its output is confirmed (an INSERT's sink confirmed every row, a
-    /// query's result was collected). When `node` is this connector's source, the
+    /// query's result was shown). When `node` is this connector's source, the
     /// returned future settles what the source owes (e.g. acknowledges what it read);
     /// `None` for any other node (by default the connector does nothing). Not called for
     /// a statement that failed or was cancelled. Called with `complete` false for an
-    /// INSERT whose input the shutdown signal cut: everything its sink took was
-    /// confirmed, but rows the plan still held (an aggregate's groups, buffered batches)
-    /// never reached it.
+    /// INSERT whose input the shutdown signal cut (everything its sink took was
+    /// confirmed, but rows the plan still held, an aggregate's groups or buffered
+    /// batches, never reached it), and for a query whose result could not be shown.
     fn statement_confirmed(
         &self,
         _node: &dyn ExecutionPlan,

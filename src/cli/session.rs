@@ -123,10 +123,14 @@ pub(super) async fn execute(
         },
     };
     // Not locked across statements: the progress line writes to stdout meanwhile.
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", format_outcome(&outcome))
-        .and_then(|()| stdout.flush())
-        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    let printed = {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", format_outcome(&outcome)).and_then(|()| stdout.flush())
+    };
+    // Printed, a query's sources acknowledge what they read; if not, they hand it back.
+    let settled = engine.result_shown(printed.is_ok()).await;
+    printed.map_err(|e| format!("cannot write to stdout: {e}"))?;
+    settled.map_err(|e| e.to_string())?;
     Ok(ran)
 }
 

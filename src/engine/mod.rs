@@ -45,7 +45,7 @@ use std::time::Duration;
 use datafusion::catalog::TableProvider;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{LogicalPlan, Statement};
-use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 
@@ -89,6 +89,9 @@ pub struct Engine {
     stop_grace: Duration,
     progress: Option<Progress>,
     board: StatusBoard,
+    /// The plan of the last query, until its result is shown ([`Engine::result_shown`]):
+    /// its sources settle what they read only then.
+    unshown: Option<(StatementAt, Arc<dyn ExecutionPlan>)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -147,6 +150,7 @@ impl Engine {
             abort: Shutdown::new(),
             stop_grace: DEFAULT_STOP_GRACE,
             progress: None,
+            unshown: None,
         }
     }
 
@@ -239,8 +243,25 @@ impl Engine {
                 break;
             }
             outcomes.push(self.execute_statement(&statement).await?);
+            // The caller has the result in hand.
+            self.result_shown(true).await?;
         }
         Ok(outcomes)
+    }
+
+    /// Says whether the result of the last query has been shown (printed, or handed on):
+    /// its sources then settle what they read, e.g. acknowledge the messages of a
+    /// durable consumer, or (`shown` false: printing failed) hand them back. A query
+    /// whose result is never said to be shown (the next statement starts first) settles
+    /// nothing: what it read is handed back when its plan is dropped.
+    pub async fn result_shown(&mut self, shown: bool) -> Result<(), EngineError> {
+        let Some((at, plan)) = self.unshown.take() else {
+            return Ok(());
+        };
+        self.registry
+            .statement_confirmed(plan.as_ref(), shown)
+            .await
+            .map_err(|e| EngineError::datafusion(at, e))
     }
 
     /// Runs one statement (from [`Engine::parse_script`]); errors name its number and
@@ -249,6 +270,8 @@ impl Engine {
         &mut self,
         statement: &ScriptStatement,
     ) -> Result<Outcome, EngineError> {
+        // Not shown: what that query read is handed back as its plan is dropped.
+        self.unshown = None;
         let at = StatementAt {
             number: statement.number,
             line: statement.line,
@@ -324,16 +347,14 @@ impl Engine {
                     let _on_board = self.board.enter(&label, Arc::clone(&physical));
                     let batches =
                         datafusion::physical_plan::collect(Arc::clone(&physical), task_ctx).await?;
-                    // The result is in hand: the sources may settle what they read
+                    // Once the result is shown, the sources may settle what they read
                     // (not when the signal cut the reading short).
-                    if cut.is_none_or(|cut| cut.stopped().is_none()) {
-                        self.registry
-                            .statement_confirmed(physical.as_ref(), true)
-                            .await?;
-                    }
-                    Ok((schema, batches))
+                    let complete = cut.is_none_or(|cut| cut.stopped().is_none());
+                    Ok((schema, batches, complete.then_some(physical)))
                 };
-                let (schema, batches) = self.within_grace(at, run).await?.map_err(df_err)?;
+                let (schema, batches, settle) =
+                    self.within_grace(at, run).await?.map_err(df_err)?;
+                self.unshown = settle.map(|plan| (at, plan));
                 if statement && schema.fields().is_empty() {
                     return Ok(Outcome::Done { statement: label });
                 }

@@ -313,3 +313,60 @@ async fn a_bounded_read_whose_output_a_stop_cut_short_acknowledges_nothing() {
         .await;
     assert_eq!(again, 2000, "not handed back");
 }
+
+/// A query's messages are acknowledged once its result is printed: `streamsql run` whose
+/// stdout is closed before the result comes (a pager quit early) cannot print it, fails,
+/// and acknowledges nothing; the same query printed acknowledges every message.
+#[tokio::test]
+async fn a_query_acknowledges_its_messages_only_once_its_result_is_printed() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    publish(&client, &POISONED[..1]).await;
+    publish(&client, &POISONED[3..]).await;
+    let script = |url: &str| {
+        format!(
+            "{} SELECT order_id FROM orders_in ORDER BY order_id;",
+            source(url, "order_id BIGINT", "stop_at = 'end', consumer = 'etl'")
+        )
+    };
+
+    // The server's answers wait until stdout is closed: the SELECT's result comes after.
+    let link = Link::to(&server.url(), None).await;
+    link.hold_replies();
+    let mut closed = common::spawn_with_args(&["run", "-"], &script(link.url()), &[]);
+    let stdout = closed.stdout.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        while !lines.next().unwrap().unwrap().contains("orders_in") {}
+    })
+    .await
+    .unwrap();
+    link.release();
+    let output = tokio::task::spawn_blocking(move || closed.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+    assert_eq!(
+        consumer_state(&client, "etl").await.0,
+        0,
+        "acknowledged unshown"
+    );
+
+    let printed = common::spawn_with_args(&["run", "-"], &script(&server.url()), &[]);
+    let output = tokio::task::spawn_blocking(move || printed.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("| 1 ") && stdout.contains("| 4 "),
+        "{stdout}"
+    );
+    assert_eq!(consumer_state(&client, "etl").await, (2, 0));
+}

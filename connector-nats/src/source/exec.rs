@@ -134,8 +134,9 @@ impl NatsSourceExec {
     }
 
     /// Called by the host once the statement this scan belongs to succeeded and its
-    /// output is confirmed (an INSERT's sink confirmed every row, a SELECT's result was
-    /// collected); `complete` is false when a stop cut the output short. A durable
+    /// output is confirmed (an INSERT's sink confirmed every row, a query's result was
+    /// shown); `complete` is false when a stop cut the output short or the result could
+    /// not be shown. A durable
     /// consumer's messages read by a bounded scan are acknowledged then, and only then,
     /// if the output is complete (a continuous scan acknowledges as its sink confirms,
     /// and settles the rest then); returns once the server processed the

@@ -79,9 +79,15 @@ fn classify_code(api: &jetstream::Error, stream: &str) -> Classified {
         | ErrorCode::INSUFFICIENT_RESOURCES
         | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => transient(
             TransientKind::StorageFull,
-            format!(
-                "stream '{stream}' or the server's storage is full: {described}; waiting for space (consumers to catch up, limits raised, or discard old)"
-            ),
+            match stream.strip_prefix("KV_") {
+                // A bucket discards nothing old: only more room or fewer keys help.
+                Some(bucket) => format!(
+                    "key-value bucket '{bucket}' or the server's storage is full: {described}; waiting for space (raise the bucket's max_bytes, or delete or purge keys)"
+                ),
+                None => format!(
+                    "stream '{stream}' or the server's storage is full: {described}; waiting for space (consumers to catch up, limits raised, or discard old)"
+                ),
+            },
         ),
         ErrorCode::CLUSTER_NOT_AVAILABLE | ErrorCode::CLUSTER_NOT_LEADER => transient(
             TransientKind::NoLeader,
