@@ -9,6 +9,7 @@
 //! server restart: the client reconnects and pulls again, and reading fails only after
 //! it has failed for the connection's `retry_timeout` in a row.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +46,9 @@ pub(crate) enum Feed {
         end: u64,
         fetch_size: usize,
         done: bool,
-        /// The highest stream sequence read so far.
-        highest: u64,
+        /// The stream sequences read so far (a bounded read holds them all until its
+        /// end): a copy delivered again is recognised, and only a copy.
+        read: HashSet<u64>,
     },
     /// Until the statement stops.
     Continuous {
@@ -83,7 +85,7 @@ impl Feed {
             end,
             fetch_size,
             done: end == 0,
-            highest: 0,
+            read: HashSet::new(),
         }
     }
 
@@ -195,7 +197,7 @@ impl Feed {
                 end,
                 fetch_size,
                 done,
-                highest,
+                read,
             } => {
                 if *done {
                     return Ok(None);
@@ -213,12 +215,13 @@ impl Feed {
                         stream,
                     )?;
                     let sequence = received.message.position.map_or(0, |p| p.sequence);
-                    if sequence <= *highest {
+                    if !read.insert(sequence) {
                         // Delivered again (its ack_wait passed before a progress report):
-                        // this read has it already, and acknowledges it at its end.
+                        // this read has it already, and acknowledges it at its end. A
+                        // lower sequence seen for the first time (left unacknowledged by
+                        // an earlier run, delivered again now) is read like any other.
                         continue;
                     }
-                    *highest = sequence;
                     if sequence > *end {
                         // Stored after the read began: not part of it. Handed back so the
                         // next read has it at once.
