@@ -370,3 +370,47 @@ async fn a_query_acknowledges_its_messages_only_once_its_result_is_printed() {
     );
     assert_eq!(consumer_state(&client, "etl").await, (2, 0));
 }
+
+/// Dead letters to a subject a stream captures are stored before their messages count as
+/// read: a stream that refuses one (full, discard new) fails the read naming
+/// `dead_letter_subject`, and nothing is acknowledged; with room, both are stored and
+/// every message is acknowledged.
+#[tokio::test]
+async fn dead_letters_a_stream_keeps_are_stored_before_their_messages_are_acknowledged() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "DLQ", &["dlq.>"], |c| {
+        c.discard = jetstream::stream::DiscardPolicy::New;
+        c.max_messages = 1;
+    })
+    .await;
+    publish(&client, POISONED).await;
+    let script = format!(
+        "{} SELECT order_id FROM orders_in;",
+        source(
+            &server.url(),
+            "order_id BIGINT",
+            "stop_at = 'end', consumer = 'etl', on_error = 'dead_letter', \
+             dead_letter_subject = 'dlq.orders'"
+        )
+    );
+
+    // Room for one of the two dead letters.
+    let err = run(&script).await.unwrap_err().to_string();
+    for needle in ["dead_letter_subject", "dlq.orders", "stream 'DLQ'"] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
+    assert_eq!(consumer_state(&client, "etl").await.0, 0, "acknowledged");
+    assert_eq!(stored(&client, "DLQ").await, 1);
+
+    // With room: the first run handed its messages back, and the rerun reads them all.
+    jetstream::new(client.clone())
+        .delete_stream("DLQ")
+        .await
+        .unwrap();
+    create_stream(&client, "DLQ", &["dlq.>"], |_| {}).await;
+    run(&script).await.unwrap();
+    assert_eq!(stored(&client, "DLQ").await, 2);
+    assert_eq!(consumer_state(&client, "etl").await, (4, 0));
+}

@@ -8,7 +8,8 @@
 //! One folder per concern: `options` (the declaration and the typed configuration),
 //! `connect` (the client, with the sink's credentials and TLS), `consumer` (stream and
 //! consumer set-up), `feed` (messages in chunks), `decode` (payloads and metadata into
-//! rows), `read` (one execution, `on_error`), `ack` (what is acknowledged, and when),
+//! rows), `read` (one execution, `on_error`), `dead_letter` (where undecodable messages
+//! go), `ack` (what is acknowledged, and when),
 //! `exec` (the plan node), `link` (which sink a continuous read follows).
 //!
 //! Delivery: a core subscription is at-most-once; an ephemeral JetStream consumer
@@ -19,6 +20,7 @@
 mod ack;
 mod connect;
 mod consumer;
+mod dead_letter;
 mod decode;
 mod exec;
 mod feed;
@@ -40,9 +42,9 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+pub use dead_letter::{DEAD_LETTER_SEQUENCE, DEAD_LETTER_STREAM};
 pub use exec::{NatsSourceExec, SourceReading};
 pub use link::link_statement;
-pub use read::{DEAD_LETTER_SEQUENCE, DEAD_LETTER_STREAM};
 
 use crate::options::Options;
 use decode::RowDecoder;

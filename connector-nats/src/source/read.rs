@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use async_nats::{Client, HeaderMap};
+use async_nats::Client;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use datafusion::physical_plan::metrics::{Count, Gauge};
 use tracing::warn;
 
-use crate::deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_SUBJECT};
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::prometheus::SourceSeries;
 use crate::options::config::ConnectionConfig;
@@ -17,15 +16,11 @@ use crate::options::config::OnError;
 use crate::source::SourceSpec;
 use crate::source::ack::Acks;
 use crate::source::consumer;
+use crate::source::dead_letter::DeadLetters;
 use crate::source::decode::Incoming;
 use crate::source::feed::Feed;
 use crate::source::health::Health;
 use crate::source::options::Input;
-
-/// Header of a dead letter: the stream the message came from.
-pub const DEAD_LETTER_STREAM: &str = "StreamSQL-Stream";
-/// Header of a dead letter: the message's stream sequence.
-pub const DEAD_LETTER_SEQUENCE: &str = "StreamSQL-Sequence";
 
 /// What a read counts: for `EXPLAIN ANALYZE` and the status page (the plan's metrics),
 /// and in the source's Prometheus series.
@@ -71,6 +66,8 @@ pub(crate) struct Reader {
     acks: Arc<Acks>,
     projection: Option<Vec<usize>>,
     counters: Counters,
+    /// Where undecodable messages go, under `on_error = 'dead_letter'`.
+    dead_letters: Option<DeadLetters>,
     /// Set after an error: the stream ends.
     failed: bool,
 }
@@ -146,10 +143,15 @@ impl Reader {
                 }
             }
         };
+        let dead_letters = match &config.on_poison {
+            OnError::DeadLetter(subject) => Some(DeadLetters::open(&client, subject).await?),
+            OnError::Fail | OnError::Skip => None,
+        };
         Ok(Reader {
             spec,
             client,
             feed,
+            dead_letters,
             acks,
             projection,
             counters,
@@ -212,30 +214,20 @@ impl Reader {
                             poison.problem
                         );
                     }
-                    OnError::DeadLetter(subject) => {
-                        let stream = self.stream().map(str::to_string);
-                        dead_letter(
-                            &self.client,
-                            stream.as_deref(),
-                            subject,
-                            message,
-                            &poison.problem,
-                        )
-                        .await?;
+                    OnError::DeadLetter(_) => {
+                        let letters = self.dead_letters.as_ref().expect("opened with the read");
+                        let stream = self.stream();
+                        letters
+                            .send(&self.client, stream, message, &poison.problem)
+                            .await?;
                         dead_lettered = true;
                         self.counters.dead_lettered();
                     }
                 }
             }
-            if dead_lettered {
+            if let (true, Some(letters)) = (dead_lettered, &self.dead_letters) {
                 // Written before the messages count as read (and may be acknowledged).
-                self.client
-                    .flush()
-                    .await
-                    .map_err(|e| NatsSinkError::Publish {
-                        problem: format!("sending dead letters failed: {e}"),
-                        source: None,
-                    })?;
+                letters.flush(&self.client).await?;
             }
             if decoded.batch.num_rows() == 0 {
                 // No row came of these messages, and nothing was handed on since the last
@@ -258,38 +250,4 @@ impl Reader {
             Input::Core { .. } => None,
         }
     }
-}
-
-/// Publishes `message`'s payload unchanged to `subject`, with headers naming the
-/// problem, the original subject and, from `stream`, its name and sequence.
-async fn dead_letter(
-    client: &Client,
-    stream: Option<&str>,
-    subject: &str,
-    message: &Incoming,
-    problem: &str,
-) -> Result<()> {
-    let mut headers = HeaderMap::new();
-    headers.insert(DEAD_LETTER_REASON, one_line(problem).as_str());
-    headers.insert(DEAD_LETTER_SUBJECT, one_line(&message.subject).as_str());
-    if let (Some(stream), Some(position)) = (stream, message.position) {
-        headers.insert(DEAD_LETTER_STREAM, stream);
-        headers.insert(DEAD_LETTER_SEQUENCE, position.sequence.to_string().as_str());
-    }
-    warn!(
-        "nats_source: dead-lettered the message on {} to '{subject}': {problem}",
-        message.describe(stream)
-    );
-    client
-        .publish_with_headers(subject.to_string(), headers, message.payload.clone())
-        .await
-        .map_err(|e| NatsSinkError::Publish {
-            problem: format!("sending a dead letter to '{subject}' failed: {e}"),
-            source: None,
-        })
-}
-
-/// A header value cannot hold a line break (async-nats panics on one).
-fn one_line(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
 }
