@@ -96,6 +96,17 @@ pub(crate) fn sink_config(options: &Options) -> Result<SinkConfig> {
             format!("names the key column '{column}' too: the op needs a column of its own"),
         ));
     }
+    // A dead letter there would become a key's value, outside the per-key order.
+    if let Some(subject) = options.resolved(DEAD_LETTER_SUBJECT)?
+        && subject.starts_with("$KV.")
+    {
+        return Err(invalid(
+            DEAD_LETTER_SUBJECT,
+            format!(
+                "'{subject}' is inside a key-value bucket: dead letters would become values; use a subject a stream of its own captures"
+            ),
+        ));
+    }
     Ok(SinkConfig {
         mode: Mode::JetStream(JetStreamConfig {
             stream: format!("KV_{bucket}"),

@@ -223,3 +223,20 @@ fn every_option_is_declared_once_with_a_doc() {
     assert_eq!(names.len(), KV_OPTIONS.len());
     assert!(KV_OPTIONS.iter().all(|s| !s.doc.is_empty()));
 }
+
+#[test]
+fn dead_letters_inside_a_bucket_are_refused() {
+    let mut pairs = OPTIONS.to_vec();
+    pairs.extend([
+        ("on_error", "dead_letter"),
+        ("dead_letter_subject", "$KV.b.errors"),
+    ]);
+    let err = config(&pairs).unwrap_err().to_string();
+    assert!(
+        err.contains("dead_letter_subject") && err.contains("key-value bucket"),
+        "{err}"
+    );
+    pairs.pop();
+    pairs.push(("dead_letter_subject", "dlq.kv"));
+    assert!(config(&pairs).is_ok());
+}
