@@ -269,6 +269,50 @@ async fn a_graceful_stop_acknowledges_the_messages_whose_rows_it_confirmed() {
     assert_eq!(stored(&client, "BILLING").await, 50);
 }
 
+/// The sink stalls (its acks held) for longer than twice the consumer's ack_wait while
+/// the client holds messages it fetched ahead: the server delivers those again, and the
+/// read makes one row of each, not two (the sink has no message ids to drop copies).
+#[tokio::test]
+async fn messages_delivered_again_while_the_sink_stalls_make_one_row_each() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    create_stream(&client, "BILLING", &["billing.>"], |_| {}).await;
+    let link = Link::to(&server.url(), None).await;
+    let script = format!(
+        "CREATE CONNECTION src FROM nats_sink WITH (servers = '{}');
+         CREATE CONNECTION dst FROM nats_sink WITH (servers = '{}');
+         CREATE TABLE orders_in (order_id BIGINT)
+         WITH (connector = 'nats_source', connection = 'src', stream = 'ORDERS',
+               consumer = 'etl', ack_wait = '1s');
+         CREATE TABLE billing (order_id BIGINT)
+         WITH (connector = 'nats_sink', connection = 'dst', stream = 'BILLING',
+               subject = 'billing.eu', max_in_flight = '10', confirm_timeout = '60s');
+         INSERT INTO billing SELECT order_id FROM orders_in;",
+        server.url(),
+        link.url()
+    );
+    let run = Running::start(&[], &script);
+    publish_orders(&client, 0..1).await;
+    wait_for_stored(&client, 1).await;
+    link.hold_replies();
+    publish_orders(&client, 1..300).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let redelivered = consumer_info(&client, "etl").await.num_redelivered;
+    link.release();
+    wait_for_consumer(&client, "all 300 acknowledged", |info| {
+        info.ack_floor.stream_sequence == 300 && info.num_ack_pending == 0
+    })
+    .await;
+    let (stdout, _) = run.interrupt();
+    assert!(stdout.contains("300 rows"), "{stdout}");
+    assert!(
+        redelivered > 0,
+        "nothing was delivered again: the test missed its case"
+    );
+    assert_eq!(stored(&client, "BILLING").await, 300, "each row once");
+}
+
 #[tokio::test]
 async fn a_continuous_durable_read_that_cannot_be_followed_to_a_sink_is_refused() {
     let server = NatsServer::start();

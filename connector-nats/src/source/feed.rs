@@ -9,7 +9,7 @@
 //! server restart: the client reconnects and pulls again, and reading fails only after
 //! it has failed for the connection's `retry_timeout` in a row.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub(crate) struct Received {
     pub reply: Option<Subject>,
     /// The consumer's messages still waiting at the server after this one (JetStream).
     pub pending: Option<u64>,
+    /// A copy, delivered again, of a message this read has already read: no row comes
+    /// of it, and it is acknowledged with the messages around it.
+    pub copy: bool,
 }
 
 /// The messages of one read.
@@ -53,6 +56,8 @@ pub(crate) enum Feed {
     /// Until the statement stops.
     Continuous {
         chunks: ReadyChunks<BoxStream<'static, Read>>,
+        /// The latest stream sequences read (JetStream), to tell copies.
+        recent: Option<Recent>,
         health: Arc<Health>,
         /// How long reading may fail in a row before the read fails (the connection's
         /// `retry_timeout`; unset: until the statement is stopped).
@@ -90,11 +95,13 @@ impl Feed {
     }
 
     /// A continuous read of `consumer`; reading may fail for up to `patience` in a row
-    /// (see [`Read::Transient`]), shown meanwhile by `health`.
+    /// (see [`Read::Transient`]), shown meanwhile by `health`. `unacknowledged` is the
+    /// most messages the consumer lets wait for their acknowledgement.
     pub(crate) async fn continuous(
         consumer: &PullConsumer,
         stream: String,
         fetch_size: usize,
+        unacknowledged: usize,
         health: Arc<Health>,
         patience: Option<Duration>,
     ) -> Result<Self> {
@@ -124,6 +131,10 @@ impl Feed {
             .boxed();
         Ok(Feed::Continuous {
             chunks: messages.ready_chunks(fetch_size),
+            // Messages are acknowledged in the order they were read, so a copy can only
+            // be of one of the last `unacknowledged` read, plus those the client fetched
+            // ahead (which get no progress reports while they wait in its buffer).
+            recent: Some(Recent::new(unacknowledged.saturating_add(fetch_size))),
             health,
             patience,
         })
@@ -146,11 +157,13 @@ impl Feed {
                     },
                     reply: None,
                     pending: None,
+                    copy: false,
                 }))
             })
             .boxed();
         Feed::Continuous {
             chunks: messages.ready_chunks(fetch_size),
+            recent: None,
             health,
             patience: None,
         }
@@ -161,6 +174,7 @@ impl Feed {
         match self {
             Feed::Continuous {
                 chunks,
+                recent,
                 health,
                 patience,
             } => loop {
@@ -170,7 +184,14 @@ impl Feed {
                 let mut chunk = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
-                        Read::Message(received) => chunk.push(*received),
+                        Read::Message(mut received) => {
+                            if let (Some(recent), Some(position)) =
+                                (recent.as_mut(), received.message.position)
+                            {
+                                received.copy = recent.seen(position.sequence);
+                            }
+                            chunk.push(*received);
+                        }
                         Read::Fatal(e) => return Err(e),
                         Read::Transient(problem) => {
                             warn!("nats_source: {problem}; reading on");
@@ -307,5 +328,37 @@ fn from_jetstream(message: async_nats::jetstream::Message, stream: &str) -> Resu
         },
         reply: message.reply,
         pending: Some(pending),
+        copy: false,
     })
+}
+
+/// The stream sequences of the latest messages a continuous read took, at most `cap`.
+pub(crate) struct Recent {
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
+    cap: usize,
+}
+
+impl Recent {
+    fn new(cap: usize) -> Self {
+        Recent {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Whether `sequence` was read already; remembers it if not.
+    fn seen(&mut self, sequence: u64) -> bool {
+        if !self.set.insert(sequence) {
+            return true;
+        }
+        self.order.push_back(sequence);
+        if self.order.len() > self.cap
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.set.remove(&oldest);
+        }
+        false
+    }
 }

@@ -7,7 +7,7 @@ use async_nats::Client;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::Result as DfResult;
 use datafusion::physical_plan::metrics::{Count, Gauge};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::error::{NatsSinkError, Result};
 use crate::metrics::prometheus::SourceSeries;
@@ -131,10 +131,13 @@ impl Reader {
                         config.fetch_size,
                     ),
                     None => {
+                        let unacknowledged = opened.consumer.cached_info().config.max_ack_pending;
                         Feed::continuous(
                             &opened.consumer,
                             input.stream.clone(),
                             config.fetch_size,
+                            // Unlimited (-1): as many as a large pending count.
+                            usize::try_from(unacknowledged).unwrap_or(1 << 20),
                             health,
                             connection.retry_timeout,
                         )
@@ -187,6 +190,19 @@ impl Reader {
             };
             if let Some(pending) = chunk.last().and_then(|r| r.pending) {
                 self.counters.pending(pending);
+            }
+            // Copies delivered again are acknowledged with the rest, and make no row.
+            let (copies, chunk): (Vec<_>, Vec<_>) = chunk.into_iter().partition(|r| r.copy);
+            if !copies.is_empty() {
+                debug!(
+                    copies = copies.len(),
+                    "nats_source: messages delivered again while this read held them"
+                );
+                self.acks.read(copies.into_iter().filter_map(|r| r.reply));
+                if chunk.is_empty() {
+                    self.acks.pass_on();
+                    continue;
+                }
             }
             let (messages, replies): (Vec<Incoming>, Vec<_>) =
                 chunk.into_iter().map(|r| (r.message, r.reply)).unzip();
