@@ -24,8 +24,10 @@ use common::{inserted_rows, spawn_with_args, stdout};
 use nats_testkit::NatsServer;
 
 /// Headroom for warm-up and allocator noise between two runs of the same binary, as a
-/// fraction of the smaller run's peak.
-const TOLERANCE: f64 = 0.08;
+/// fraction of the smaller run's peak. The JetStream runs peak 4-7% apart alone and up to
+/// 8.3% apart under the whole suite's load (measured at e8b0992 and since); a leak of 25
+/// bytes per row would add more than 10% at 500k rows.
+const TOLERANCE: f64 = 0.12;
 
 /// Rows of about 200 bytes of JSON over 100 subjects.
 fn insert(rows: u64, url: &str, extra: &str) -> String {
