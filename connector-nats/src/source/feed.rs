@@ -51,7 +51,7 @@ pub(crate) enum Feed {
         done: bool,
         /// The stream sequences read so far (a bounded read holds them all until its
         /// end): a copy delivered again is recognised, and only a copy.
-        read: HashSet<u64>,
+        recent: Recent,
     },
     /// Until the statement stops.
     Continuous {
@@ -90,7 +90,8 @@ impl Feed {
             end,
             fetch_size,
             done: end == 0,
-            read: HashSet::new(),
+            // Every sequence up to `end` (and one past it, which ends the read) fits.
+            recent: Recent::new(usize::try_from(end).unwrap_or(usize::MAX).saturating_add(1)),
         }
     }
 
@@ -218,7 +219,7 @@ impl Feed {
                 end,
                 fetch_size,
                 done,
-                read,
+                recent,
             } => {
                 if *done {
                     return Ok(None);
@@ -236,7 +237,7 @@ impl Feed {
                         stream,
                     )?;
                     let sequence = received.message.position.map_or(0, |p| p.sequence);
-                    if !read.insert(sequence) {
+                    if recent.seen(sequence) {
                         // Delivered again (its ack_wait passed before a progress report):
                         // this read has it already, and acknowledges it at its end. A
                         // lower sequence seen for the first time (left unacknowledged by
@@ -332,7 +333,8 @@ fn from_jetstream(message: async_nats::jetstream::Message, stream: &str) -> Resu
     })
 }
 
-/// The stream sequences of the latest messages a continuous read took, at most `cap`.
+/// The stream sequences of the latest messages a read took, at most `cap`: how a copy the
+/// server delivers again is told from a message seen for the first time.
 pub(crate) struct Recent {
     order: VecDeque<u64>,
     set: HashSet<u64>,

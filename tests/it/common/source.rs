@@ -66,6 +66,18 @@ pub async fn consumer_info(client: &Client, name: &str) -> jetstream::consumer::
         .unwrap()
 }
 
+/// Consumer `name`'s acknowledged floor, messages waiting for their ack, messages left
+/// to deliver, and messages delivered more than once.
+pub async fn consumer_counts(client: &Client, name: &str) -> (u64, usize, u64, usize) {
+    let info = consumer_info(client, name).await;
+    (
+        info.ack_floor.stream_sequence,
+        info.num_ack_pending,
+        info.num_pending,
+        info.num_redelivered,
+    )
+}
+
 /// The durable consumer's acknowledged floor and what it has left to deliver.
 pub async fn consumer_state(client: &Client, name: &str) -> (u64, u64) {
     let info = consumer_info(client, name).await;
