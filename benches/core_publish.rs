@@ -7,6 +7,8 @@
 //! encodes every row and confirms each batch. Both publish to a real nats-server started
 //! by the bench. Report: engine rows/s / baseline rows/s.
 
+// Shared by the benches; this one uses the messages, the runtime and the row counts.
+#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;

@@ -11,10 +11,13 @@
 //! with a file stream that is purged, untimed, before every iteration; every iteration
 //! is checked to have stored every row.
 //!
-//! Groups: `jetstream_e2e` (the default window), `max_in_flight` (a curve of windows) and
+//! Groups: `jetstream_e2e` (the default window), `max_in_flight` (a curve of windows),
 //! `jetstream_headers` (the default window, two header columns per row: the sink's
 //! `header_fields = 'trace_id,tenant'` against the raw client publishing the same
-//! messages with the same headers, pre-built).
+//! messages with the same headers, pre-built) and `jetstream_r3` (a stream with three
+//! replicas on a 3-node loopback cluster, where each ack waits for a quorum: raw and
+//! engine at several windows; the summary also compares the engine at its default
+//! window with raw at its best one, back to back).
 //! Criterion measures each variant in a block of its own, and throughput on a small
 //! shared machine drifts by tens of percent over minutes, so after the groups the bench
 //! also runs raw/engine pairs back to back at each window it measured and prints a
@@ -27,16 +30,15 @@
 mod common;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use async_nats::jetstream::{self, Context, stream};
-use async_nats::{HeaderMap, Subject};
-use bytes::Bytes;
+use common::jetstream::{Prebuilt, Target, context, publish_raw};
+use common::measure::{self, Run};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use nats_testkit::NatsServer;
+use nats_testkit::{NatsCluster, NatsServer};
 use streamsql::{Engine, Outcome};
 use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
@@ -45,9 +47,12 @@ use tokio::sync::Mutex;
 const ROWS: u64 = 200_000;
 const TEST_MODE_ROWS: u64 = 10_000;
 const STREAM: &str = "BENCH";
-/// The sink's default `max_in_flight`.
-const DEFAULT_IN_FLIGHT: usize = 1024;
+/// The replicated stream, on a 3-node cluster.
+const STREAM_R3: &str = "BENCH_R3";
 const CURVE: [usize; 4] = [64, 256, 1024, 4096];
+/// The windows measured on R3; raw's best of them is the R3 baseline. The default is
+/// among them.
+const R3_WINDOWS: [usize; 3] = [1024, 4096, 16384];
 /// Back-to-back raw/engine pairs per window after the criterion groups.
 const PAIRS: usize = 5;
 
@@ -55,8 +60,14 @@ const RAW: &str = "raw_async_nats";
 const ENGINE: &str = "engine_insert";
 const RAW_HEADERS: &str = "raw_async_nats_headers";
 const ENGINE_HEADERS: &str = "engine_insert_headers";
+const RAW_R3: &str = "raw_async_nats_r3";
+const ENGINE_R3: &str = "engine_insert_r3";
 /// Each baseline and the engine variant measured against it.
-const PAIRINGS: [(&str, &str); 2] = [(RAW, ENGINE), (RAW_HEADERS, ENGINE_HEADERS)];
+const PAIRINGS: [(&str, &str); 3] = [
+    (RAW, ENGINE),
+    (RAW_HEADERS, ENGINE_HEADERS),
+    (RAW_R3, ENGINE_R3),
+];
 /// The header columns of the `_headers` variants.
 const HEADER_FIELDS: &str = "trace_id,tenant";
 
@@ -79,7 +90,7 @@ fn headers_query(rows: u64) -> String {
     )
 }
 
-fn insert(url: &str, rows: u64, max_in_flight: usize, headers: bool) -> String {
+fn insert(target: &Target, rows: u64, max_in_flight: usize, headers: bool) -> String {
     let (query, options) = if headers {
         (
             headers_query(rows),
@@ -89,110 +100,54 @@ fn insert(url: &str, rows: u64, max_in_flight: usize, headers: bool) -> String {
         (query(rows), String::new())
     };
     format!(
-        "INSERT INTO out {query} WITH (connector = 'nats_sink', servers = '{url}', \
-         subject_field = 'subject', stream = '{STREAM}', max_in_flight = '{max_in_flight}'{options})"
+        "INSERT INTO out {query} WITH (connector = 'nats_sink', servers = '{}', \
+         subject_field = 'subject', stream = '{}', max_in_flight = '{max_in_flight}'{options})",
+        target.servers, target.stream
     )
-}
-
-/// A JetStream context configured like the sink's (connector-nats/src/jetstream/mod.rs),
-/// so that only the publishing loop differs.
-fn context(client: &async_nats::Client, max_in_flight: usize) -> Context {
-    jetstream::context::ContextBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .ack_timeout(Duration::from_secs(5))
-        .max_ack_inflight(max_in_flight.saturating_mul(4).max(1024))
-        .backpressure_on_inflight(true)
-        .build(client.clone())
-}
-
-/// A pre-built message: subject, headers (the `_headers` variants) and payload.
-type Prebuilt = (Subject, Option<HeaderMap>, Bytes);
-
-/// The best-practice client loop: at most `window` acks outstanding, awaited in order.
-async fn publish_raw(js: &Context, messages: &[Prebuilt], window: usize) {
-    let mut acks = VecDeque::with_capacity(window);
-    for (subject, headers, payload) in messages {
-        if acks.len() == window {
-            let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
-            ack.await.unwrap();
-        }
-        let ack = match headers {
-            Some(headers) => js
-                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-                .await
-                .unwrap(),
-            None => js.publish(subject.clone(), payload.clone()).await.unwrap(),
-        };
-        acks.push_back(ack);
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
-}
-
-/// CPU time (user + system) process `pid` has used so far, all its threads together;
-/// `None` where /proc is not available.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    // utime and stime (fields 14 and 15 of the file) in clock ticks of 1/100 s (USER_HZ).
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// The pid of the nats-server this process started, found by its parent pid.
-fn server_pid() -> Option<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: u32 = stat[stat.rfind(')')? + 2..]
-            .split(' ')
-            .nth(1)?
-            .parse()
-            .ok()?;
-        (ppid == me && stat.contains("(nats-server)")).then_some(pid)
-    })
-}
-
-/// One timed iteration: how long it took, and the CPU the client (this process) and
-/// the server used meanwhile.
-struct Run {
-    elapsed: Duration,
-    client_cpu: Option<Duration>,
-    server_cpu: Option<Duration>,
 }
 
 /// Back-to-back (raw, engine) runs by max_in_flight and baseline.
 type Pairs = BTreeMap<(usize, &'static str), Vec<(Run, Run)>>;
 
+/// The servers the bench runs against; dropping it stops them.
+struct Servers {
+    _single: NatsServer,
+    _cluster: NatsCluster,
+}
+
 /// Everything a measurement needs, shared by all benchmark functions.
 struct Setup {
     runtime: Runtime,
     rows: u64,
-    url: String,
-    client: async_nats::Client,
-    admin: Context,
+    /// One server, the stream with one replica.
+    single: Target,
+    /// A 3-node cluster, the stream with three replicas (the `_r3` variants).
+    replicated: Target,
     messages: Vec<Prebuilt>,
     /// The same rows with their header columns, for the `_headers` variants.
     header_messages: Vec<Prebuilt>,
     engine: Mutex<Engine>,
-    server_pid: Option<u32>,
     /// Every iteration criterion timed, by (max_in_flight, variant).
     runs: RefCell<BTreeMap<(usize, &'static str), Vec<Run>>>,
     /// The back-to-back pairs, by max_in_flight and baseline: (raw, engine).
     pairs: RefCell<Pairs>,
+    /// On R3: raw at its best window against the engine at its default, back to back.
+    best_pairs: RefCell<Vec<(Run, Run)>>,
 }
 
 impl Setup {
-    fn new() -> (Setup, NatsServer) {
+    fn new() -> (Setup, Servers) {
         let rows = common::rows(ROWS, TEST_MODE_ROWS);
         let runtime = common::runtime();
-        let server = NatsServer::start();
-        let url = server.url();
+        let single = NatsServer::start();
+        let single_pids = measure::child_servers();
+        let cluster = NatsCluster::start(3);
+        let cluster_pids: Vec<u32> = measure::child_servers()
+            .into_iter()
+            .filter(|p| !single_pids.contains(p))
+            .collect();
         let mut engine = Engine::new();
-        let (client, admin, messages, header_messages) = runtime.block_on(async {
+        let (mut one, mut three, messages, header_messages) = runtime.block_on(async {
             let messages: Vec<Prebuilt> = common::prebuilt_messages(&mut engine, &query(rows))
                 .await
                 .into_iter()
@@ -204,83 +159,74 @@ impl Setup {
                 &[("header_fields", HEADER_FIELDS)],
             )
             .await;
-            // The sink validates each distinct subject once and tells its client to skip
-            // validation; the pre-built subjects are valid, so the baseline skips it too.
-            let options = nats_testkit::connect_options().skip_subject_validation(true);
-            let client = nats_testkit::connect_with(&url, options).await;
-            let admin = jetstream::new(client.clone());
-            admin
-                .create_stream(stream::Config {
-                    name: STREAM.into(),
-                    subjects: vec!["bench.>".into()],
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            (client, admin, messages, header_messages)
+            let one = Target::create(single.url(), STREAM, 1).await;
+            let three = Target::create(cluster.servers(), STREAM_R3, 3).await;
+            (one, three, messages, header_messages)
         });
+        one.server_pids = single_pids;
+        three.server_pids = cluster_pids;
         assert_eq!(messages.len() as u64, rows);
         assert_eq!(header_messages.len() as u64, rows);
         assert!(header_messages.iter().all(|(_, h, _)| h.is_some()));
         let total_bytes: usize = messages.iter().map(|(_, _, p)| p.len()).sum();
         println!(
-            "{rows} rows, {} bytes of JSON per row on average, file stream {STREAM} purged before each iteration",
+            "{rows} rows, {} bytes of JSON per row on average; file streams {STREAM} (one \
+             server) and {STREAM_R3} (3-node cluster, 3 replicas) purged before each iteration",
             total_bytes as u64 / rows
         );
         let setup = Setup {
             runtime,
             rows,
-            url,
-            client,
-            admin,
+            single: one,
+            replicated: three,
             messages,
             header_messages,
             engine: Mutex::new(engine),
-            server_pid: server_pid(),
             runs: RefCell::default(),
             pairs: RefCell::default(),
+            best_pairs: RefCell::default(),
         };
-        (setup, server)
+        let servers = Servers {
+            _single: single,
+            _cluster: cluster,
+        };
+        (setup, servers)
     }
 
     /// One iteration of `variant` on an empty stream; only the publishing is timed (not
     /// the purge before nor the check after).
     async fn run_once(&self, variant: &str, max_in_flight: usize) -> Run {
-        let js = context(&self.client, max_in_flight);
+        let target = if matches!(variant, RAW_R3 | ENGINE_R3) {
+            &self.replicated
+        } else {
+            &self.single
+        };
+        let js = context(&target.client, max_in_flight);
         let headers = matches!(variant, RAW_HEADERS | ENGINE_HEADERS);
-        let sql = insert(&self.url, self.rows, max_in_flight, headers);
-        let client_pid = Some(std::process::id());
-        let cpu = |pid: Option<u32>| pid.and_then(cpu_time);
-
-        self.admin
-            .get_stream(STREAM)
+        let sql = insert(target, self.rows, max_in_flight, headers);
+        target
+            .admin
+            .get_stream(target.stream)
             .await
             .unwrap()
             .purge()
             .await
             .unwrap();
-        let (client_before, server_before) = (cpu(client_pid), cpu(self.server_pid));
-        let start = Instant::now();
-        match variant {
-            RAW => publish_raw(&js, &self.messages, max_in_flight).await,
-            RAW_HEADERS => publish_raw(&js, &self.header_messages, max_in_flight).await,
-            _ => {
-                let outcomes = self.engine.lock().await.execute(&sql).await.unwrap();
-                match outcomes.last() {
-                    Some(Outcome::Insert(summary)) => assert_eq!(summary.rows, self.rows),
-                    other => panic!("expected an INSERT summary, got {other:?}"),
+        let run = measure::timed(&target.server_pids, async {
+            match variant {
+                RAW | RAW_R3 => publish_raw(&js, &self.messages, max_in_flight).await,
+                RAW_HEADERS => publish_raw(&js, &self.header_messages, max_in_flight).await,
+                _ => {
+                    let outcomes = self.engine.lock().await.execute(&sql).await.unwrap();
+                    match outcomes.last() {
+                        Some(Outcome::Insert(summary)) => assert_eq!(summary.rows, self.rows),
+                        other => panic!("expected an INSERT summary, got {other:?}"),
+                    }
                 }
             }
-        }
-        let elapsed = start.elapsed();
-        let used = |before: Option<Duration>, pid| Some(cpu(pid)?.saturating_sub(before?));
-        let run = Run {
-            elapsed,
-            client_cpu: used(client_before, client_pid),
-            server_cpu: used(server_before, self.server_pid),
-        };
-        let mut stream = self.admin.get_stream(STREAM).await.unwrap();
+        })
+        .await;
+        let mut stream = target.admin.get_stream(target.stream).await.unwrap();
         let state = stream.info().await.unwrap().state.clone();
         assert_eq!(state.messages, self.rows);
         if headers {
@@ -308,40 +254,74 @@ impl Setup {
         total
     }
 
-    /// Raw and engine back to back, `PAIRS` times per window and baseline criterion
-    /// measured, the order alternating so that a drift in machine speed hits both alike.
-    async fn measure_pairs(&self) {
-        for (n, raw_variant, engine_variant) in self.measured() {
-            for k in 0..PAIRS {
-                let (raw, engine) = if k % 2 == 0 {
-                    let raw = self.run_once(raw_variant, n).await;
-                    (raw, self.run_once(engine_variant, n).await)
-                } else {
-                    let engine = self.run_once(engine_variant, n).await;
-                    (self.run_once(raw_variant, n).await, engine)
-                };
-                self.pairs
-                    .borrow_mut()
-                    .entry((n, raw_variant))
-                    .or_default()
-                    .push((raw, engine));
-            }
+    /// `PAIRS` raw/engine pairs back to back, the order alternating so that a drift in
+    /// machine speed hits both alike.
+    async fn pairs_of(
+        &self,
+        raw: (&'static str, usize),
+        engine: (&'static str, usize),
+    ) -> Vec<(Run, Run)> {
+        let mut pairs = Vec::with_capacity(PAIRS);
+        for k in 0..PAIRS {
+            pairs.push(if k % 2 == 0 {
+                let raw = self.run_once(raw.0, raw.1).await;
+                (raw, self.run_once(engine.0, engine.1).await)
+            } else {
+                let engine = self.run_once(engine.0, engine.1).await;
+                (self.run_once(raw.0, raw.1).await, engine)
+            });
         }
+        pairs
+    }
+
+    /// Pairs at each window and baseline criterion measured, then, if it measured R3,
+    /// raw at its best window there against the engine at its default.
+    async fn measure_pairs(&self) {
+        for (n, raw, engine) in self.measured() {
+            let pairs = self.pairs_of((raw, n), (engine, n)).await;
+            self.pairs.borrow_mut().insert((n, raw), pairs);
+        }
+        if let Some(best) = self.best_raw_r3_window() {
+            let pairs = self
+                .pairs_of((RAW_R3, best), (ENGINE_R3, default_in_flight()))
+                .await;
+            *self.best_pairs.borrow_mut() = pairs;
+        }
+    }
+
+    /// The window at which raw publishing to R3 was fastest in criterion's phase.
+    fn best_raw_r3_window(&self) -> Option<usize> {
+        let runs = self.runs.borrow();
+        let rate = |n: usize| runs.get(&(n, RAW_R3)).map(|v| self.median_rate(v));
+        let measured = runs.get(&(default_in_flight(), ENGINE_R3)).is_some();
+        let best = R3_WINDOWS
+            .into_iter()
+            .filter_map(|n| Some((n, rate(n)?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        measured.then_some(best.0)
     }
 
     /// Each window and pairing criterion measured: (window, baseline, engine variant).
     fn measured(&self) -> Vec<(usize, &'static str, &'static str)> {
         let runs = self.runs.borrow();
-        let windows: Vec<usize> = runs.keys().map(|(n, _)| *n).collect();
-        dedup(windows)
+        let mut windows: Vec<usize> = runs.keys().map(|(n, _)| *n).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        windows
             .into_iter()
             .flat_map(|n| PAIRINGS.iter().map(move |&(raw, engine)| (n, raw, engine)))
-            .filter(|(n, raw, _)| runs.contains_key(&(*n, *raw)))
+            .filter(|(n, raw, engine)| {
+                runs.contains_key(&(*n, *raw)) && runs.contains_key(&(*n, *engine))
+            })
             .collect()
     }
 
     fn rate(&self, run: &Run) -> f64 {
         self.rows as f64 / run.elapsed.as_secs_f64()
+    }
+
+    fn median_rate(&self, runs: &[Run]) -> f64 {
+        measure::median(runs.iter().map(|r| self.rate(r)).collect())
     }
 
     fn print_summary(&self) {
@@ -350,7 +330,7 @@ impl Setup {
         println!(
             "\nJetStream publish, {} rows per iteration. Criterion phase: median rows/s \
              (iterations). Pairs: median of {PAIRS} back-to-back engine/raw ratios. CPU: mean \
-             microseconds per message of the client process and of nats-server, raw/engine, \
+             microseconds per message of the client process and of nats-server(s), raw/engine, \
              over all iterations.",
             self.rows
         );
@@ -368,26 +348,17 @@ impl Setup {
         for (n, raw_variant, engine_variant) in self.measured() {
             let no_pairs = Vec::new();
             let paired = pairs.get(&(n, raw_variant)).unwrap_or(&no_pairs);
-            let raw: Vec<&Run> = runs
-                .get(&(n, raw_variant))
-                .into_iter()
-                .flatten()
-                .chain(paired.iter().map(|(r, _)| r))
-                .collect();
-            let engine: Vec<&Run> = runs
-                .get(&(n, engine_variant))
-                .into_iter()
-                .flatten()
-                .chain(paired.iter().map(|(_, e)| e))
-                .collect();
-            let criterion_median = |variant| {
+            let all = |variant, side: fn(&(Run, Run)) -> &Run| -> Vec<&Run> {
                 runs.get(&(n, variant))
-                    .map(|v| median(v.iter().map(|r| self.rate(r)).collect()))
+                    .into_iter()
+                    .flatten()
+                    .chain(paired.iter().map(side))
+                    .collect()
             };
-            let (raw_rate, engine_rate) = (
-                criterion_median(raw_variant),
-                criterion_median(engine_variant),
-            );
+            let raw = all(raw_variant, |(r, _)| r);
+            let engine = all(engine_variant, |(_, e)| e);
+            let criterion = |variant| runs.get(&(n, variant)).map(|v| self.median_rate(v));
+            let (raw_rate, engine_rate) = (criterion(raw_variant), criterion(engine_variant));
             let show_rate = |rate: Option<f64>, variant| {
                 rate.map_or("-".into(), |r| {
                     format!("{r:.0} ({})", runs.get(&(n, variant)).map_or(0, Vec::len))
@@ -397,107 +368,120 @@ impl Setup {
                 (Some(raw), Some(engine)) => format!("{:.2}", engine / raw),
                 _ => "-".into(),
             };
-            let pair_ratio = if paired.is_empty() {
-                "-".into()
-            } else {
-                let ratios = paired
-                    .iter()
-                    .map(|(r, e)| self.rate(e) / self.rate(r))
-                    .collect();
-                format!("{:.2}", median(ratios))
-            };
-            let per_message = |all: &[&Run], cpu: fn(&Run) -> Option<Duration>| {
-                let total: Option<Duration> = all.iter().map(|r| cpu(r)).sum();
-                let messages = (self.rows * all.len() as u64) as f64;
-                match total {
-                    Some(t) if !all.is_empty() => {
-                        format!("{:.2}", t.as_secs_f64() * 1e6 / messages)
-                    }
-                    _ => "-".into(),
-                }
-            };
             let cpu = |cpu: fn(&Run) -> Option<Duration>| {
-                format!("{}/{}", per_message(&raw, cpu), per_message(&engine, cpu))
+                let per_message = |all: &[&Run]| measure::per_message(all, self.rows, cpu);
+                format!("{}/{}", per_message(&raw), per_message(&engine))
             };
             println!(
-                "{raw_variant:>22} {n:>13} {:>16} {:>16} {ratio:>6} {pair_ratio:>6} {:>13} {:>13}",
+                "{raw_variant:>22} {n:>13} {:>16} {:>16} {ratio:>6} {:>6} {:>13} {:>13}",
                 show_rate(raw_rate, raw_variant),
                 show_rate(engine_rate, engine_variant),
+                self.paired_ratio(paired),
                 cpu(|r| r.client_cpu),
                 cpu(|r| r.server_cpu)
             );
         }
+        if let Some(best) = self.best_raw_r3_window() {
+            let engine = runs[&(default_in_flight(), ENGINE_R3)].as_slice();
+            println!(
+                "R3: the engine at its default max_in_flight ({}) against raw at its best \
+                 window ({best}): criterion {:.2}, pairs {}",
+                default_in_flight(),
+                self.median_rate(engine) / self.median_rate(&runs[&(best, RAW_R3)]),
+                self.paired_ratio(&self.best_pairs.borrow())
+            );
+        }
+    }
+
+    /// The median engine/raw ratio of `pairs`, as text.
+    fn paired_ratio(&self, pairs: &[(Run, Run)]) -> String {
+        if pairs.is_empty() {
+            return "-".into();
+        }
+        let ratios = pairs
+            .iter()
+            .map(|(r, e)| self.rate(e) / self.rate(r))
+            .collect();
+        format!("{:.2}", measure::median(ratios))
     }
 }
 
-fn dedup(mut windows: Vec<usize>) -> Vec<usize> {
-    windows.sort_unstable();
-    windows.dedup();
-    windows
+/// The sink's default `max_in_flight`, as its option declares it.
+fn default_in_flight() -> usize {
+    connector_nats::options::spec("max_in_flight")
+        .and_then(|spec| spec.default)
+        .and_then(|d| d.parse().ok())
+        .expect("max_in_flight has a numeric default")
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+/// Criterion's settings for a group whose iterations take about a second each.
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    rows: u64,
+    measurement: u64,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(rows));
+    // One iteration per sample.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(measurement));
+    group
 }
 
 fn bench_jetstream(c: &mut Criterion) {
-    let (setup, server) = Setup::new();
+    let (setup, servers) = Setup::new();
     let s = &setup;
+    let default = default_in_flight();
 
-    let mut group = c.benchmark_group("jetstream_e2e");
-    group.throughput(Throughput::Elements(s.rows));
-    // An iteration takes about a second: one per sample.
-    group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(8));
-    group.bench_function(RAW, |b| {
-        b.to_async(&s.runtime)
-            .iter_custom(|iters| s.measure(RAW, DEFAULT_IN_FLIGHT, iters))
-    });
-    group.bench_function(ENGINE, |b| {
-        b.to_async(&s.runtime)
-            .iter_custom(|iters| s.measure(ENGINE, DEFAULT_IN_FLIGHT, iters))
-    });
-    group.finish();
+    let mut g = group(c, "jetstream_e2e", s.rows, 8);
+    for variant in [RAW, ENGINE] {
+        g.bench_function(variant, |b| {
+            b.to_async(&s.runtime)
+                .iter_custom(|iters| s.measure(variant, default, iters))
+        });
+    }
+    g.finish();
 
-    let mut group = c.benchmark_group("max_in_flight");
-    group.throughput(Throughput::Elements(s.rows));
-    group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(5));
+    let mut g = group(c, "max_in_flight", s.rows, 5);
     for n in CURVE {
         for variant in [RAW, ENGINE] {
-            group.bench_with_input(BenchmarkId::new(variant, n), &n, |b, &n| {
+            g.bench_with_input(BenchmarkId::new(variant, n), &n, |b, &n| {
                 b.to_async(&s.runtime)
                     .iter_custom(|iters| s.measure(variant, n, iters))
             });
         }
     }
-    group.finish();
+    g.finish();
 
-    let mut group = c.benchmark_group("jetstream_headers");
-    group.throughput(Throughput::Elements(s.rows));
-    group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(8));
+    let mut g = group(c, "jetstream_headers", s.rows, 8);
     for variant in [RAW_HEADERS, ENGINE_HEADERS] {
-        group.bench_function(variant, |b| {
+        g.bench_function(variant, |b| {
             b.to_async(&s.runtime)
-                .iter_custom(|iters| s.measure(variant, DEFAULT_IN_FLIGHT, iters))
+                .iter_custom(|iters| s.measure(variant, default, iters))
         });
     }
-    group.finish();
+    g.finish();
+
+    let mut g = group(c, "jetstream_r3", s.rows, 8);
+    for n in R3_WINDOWS {
+        for variant in [RAW_R3, ENGINE_R3] {
+            g.bench_with_input(BenchmarkId::new(variant, n), &n, |b, &n| {
+                b.to_async(&s.runtime)
+                    .iter_custom(|iters| s.measure(variant, n, iters))
+            });
+        }
+    }
+    g.finish();
 
     if common::bench_mode() {
         s.runtime.block_on(s.measure_pairs());
     }
     setup.print_summary();
     drop(setup);
-    drop(server);
+    drop(servers);
 }
 
 criterion_group!(benches, bench_jetstream);

@@ -1,6 +1,10 @@
 //! What the end-to-end benches share: the messages the sink would publish for a query,
 //! built once with the sink's own encoder, for the raw-client baselines; the runtime;
-//! and the row count for benchmarking or for criterion's test mode.
+//! the row count for benchmarking or for criterion's test mode; what a timed iteration
+//! used (`measure`); the raw JetStream publisher (`jetstream`).
+
+pub mod jetstream;
+pub mod measure;
 
 use std::collections::HashMap;
 use std::sync::Arc;

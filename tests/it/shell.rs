@@ -6,21 +6,81 @@
 //! holds what was typed. Also the one-liners of `run -c`, piped input, and signals when
 //! stderr is a closed pipe.
 
+use std::io::Write;
+use std::ops::{Deref, DerefMut};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use expectrl::session::{OsProcess, OsStream};
+use expectrl::stream::log::LogStream;
 use expectrl::{ControlCode, Eof, Expect, Regex, Session};
 use nats_testkit::{Collector, NatsServer, payload_json};
 
 const PROMPT: &str = "streamsql> ";
 
+/// A shell under a pseudo-terminal. What went through its terminal is kept and printed,
+/// with the terminal's flags, when the test panics while the shell lives: an expect that
+/// timed out says nothing of what the shell showed instead.
+struct Shell {
+    session: Session<OsProcess, LogStream<OsStream, Transcript>>,
+    transcript: Transcript,
+}
+
+/// Every read from and write to the terminal, as expectrl's log writes them.
+#[derive(Clone, Default)]
+struct Transcript(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Transcript {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Deref for Shell {
+    type Target = Session<OsProcess, LogStream<OsStream, Transcript>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.session
+    }
+}
+
+impl DerefMut for Shell {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.session
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let flags = self
+            .get_process()
+            .get_raw_handle()
+            .ok()
+            .and_then(|pty| nix::sys::termios::tcgetattr(&pty).ok())
+            .map(|t| format!("{:?}", t.local_flags));
+        let transcript = self.transcript.0.lock().unwrap_or_else(|e| e.into_inner());
+        eprintln!(
+            "--- the shell's terminal (local flags now: {flags:?}) ---\n{}\n--- end ---",
+            String::from_utf8_lossy(&transcript)
+        );
+    }
+}
+
 /// `streamsql` with no command, in a pseudo-terminal, keeping its history in `history`.
-fn shell(history: &std::path::Path) -> expectrl::session::OsSession {
+fn shell(history: &std::path::Path) -> Shell {
     shell_with(history, &[])
 }
 
 /// `streamsql args...` (e.g. `shell --stop-grace 9`), as [`shell`].
-fn shell_with(history: &std::path::Path, args: &[&str]) -> expectrl::session::OsSession {
+fn shell_with(history: &std::path::Path, args: &[&str]) -> Shell {
     let mut command = Command::new(env!("CARGO_BIN_EXE_streamsql"));
     command
         .args(args)
@@ -28,21 +88,26 @@ fn shell_with(history: &std::path::Path, args: &[&str]) -> expectrl::session::Os
         .env("TERM", "xterm")
         .env("COLUMNS", "200")
         .env_remove("RUST_LOG");
-    let mut session = Session::spawn(command).expect("a pseudo-terminal");
+    let transcript = Transcript::default();
+    let session = Session::spawn(command).expect("a pseudo-terminal");
+    let mut session = expectrl::session::log(session, transcript.clone()).unwrap();
     // Generous: a loaded 2-core machine may be slow; nothing here waits this long when
     // it works.
     session.set_expect_timeout(Some(Duration::from_secs(60)));
-    session
+    Shell {
+        session,
+        transcript,
+    }
 }
 
 /// Asserts the shell exited with code 0.
-fn assert_exited_0(session: &mut expectrl::session::OsSession) {
+fn assert_exited_0(session: &mut Shell) {
     assert_exited(session, 0);
 }
 
 /// Asserts the shell exited with `code` (nix's WaitStatus, read through its Debug form:
 /// `Exited(Pid(..), 0)`).
-fn assert_exited(session: &mut expectrl::session::OsSession, code: i32) {
+fn assert_exited(session: &mut Shell, code: i32) {
     let status = format!("{:?}", session.get_process().wait().unwrap());
     assert!(
         status.starts_with("Exited(") && status.ends_with(&format!(", {code})")),
@@ -51,7 +116,7 @@ fn assert_exited(session: &mut expectrl::session::OsSession, code: i32) {
 }
 
 /// The first capture of `pattern` in the shell's output, as text.
-fn capture(session: &mut expectrl::session::OsSession, pattern: &str) -> String {
+fn capture(session: &mut Shell, pattern: &str) -> String {
     let found = session
         .expect(Regex(pattern))
         .unwrap_or_else(|e| panic!("no {pattern:?} on the terminal: {e}"));
@@ -234,7 +299,7 @@ fn a_signal_at_the_prompt_puts_the_terminal_back_and_exits_non_zero() {
         let dir = tempfile::tempdir().unwrap();
         let mut sh = shell(&dir.path().join("history"));
         // Line editing by the terminal (canonical mode) is what raw mode turns off.
-        let canonical = |sh: &expectrl::session::OsSession| {
+        let canonical = |sh: &Shell| {
             let pty = sh.get_process().get_raw_handle().unwrap();
             let settings = nix::sys::termios::tcgetattr(&pty).unwrap();
             settings
