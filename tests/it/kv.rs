@@ -437,7 +437,7 @@ async fn a_bad_op_or_a_missing_key_column_is_named() {
         &[
             "row 2",
             "column 'op' (op_field) holds \"upsert\"",
-            "'put', 'delete' or 'purge'",
+            "'put', 'delete' (or 'del') or 'purge', in any letter case",
         ],
     );
     assert!(
@@ -450,6 +450,32 @@ async fn a_bad_op_or_a_missing_key_column_is_named() {
         &no_column,
         &["option 'key_field' names column 'k'", "columns: key, v"],
     );
+}
+
+/// Op names in any letter case, and `del` (the word of NATS's own `KV-Operation` header),
+/// do what they name in the bucket.
+#[tokio::test]
+async fn op_names_in_any_case_and_del_reach_the_bucket() {
+    let server = NatsServer::start();
+    let kv = create_bucket(&server, "b", 5).await;
+    let output = insert(
+        &server,
+        "SELECT * FROM (VALUES ('a', 'PUT', 1), ('b', 'Put', 2), ('c', 'put', 3), \
+         ('a', 'DEL', 4), ('b', 'del', 5), ('c', 'Purge', 6), ('d', 'pUt', 7)) AS t(k, op, v)",
+        ", op_field = 'op'",
+    );
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "b"), 7);
+    for (key, operation) in [
+        ("a", Operation::Delete),
+        ("b", Operation::Delete),
+        ("c", Operation::Purge),
+        ("d", Operation::Put),
+    ] {
+        let entry = kv.entry(key).await.unwrap().expect("every key was written");
+        assert_eq!(entry.operation, operation, "{key}");
+    }
+    assert_eq!(&kv.get("d").await.unwrap().unwrap()[..], br#"{"v":7}"#);
 }
 
 /// The plain DataFusion form: `STORED AS NATS_KV` in a session that registered the plugin.

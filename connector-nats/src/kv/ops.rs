@@ -5,8 +5,10 @@
 //! `jetstream/kv/mod.rs`): a put is a plain message whose body is the value; a delete is an
 //! empty message with `KV-Operation: DEL`; a purge an empty message with
 //! `KV-Operation: PURGE` and `Nats-Rollup: sub`, which makes the stream drop the key's
-//! earlier revisions. An op the column cannot name (null, or another word) gets a
-//! [`Rejection`] naming the column and the value, and `on_error` decides.
+//! earlier revisions. An op is named in any letter case, and `del` (the header's own word)
+//! names a delete too, so a changelog read back from a bucket can be replayed as it is.
+//! An op the column cannot name (null, or another word) gets a [`Rejection`] naming the
+//! column, the value and the accepted names, and `on_error` decides.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,9 @@ pub(crate) const KV_OPERATION: &str = "KV-Operation";
 /// The header that makes the stream keep only this message of its subject (a purge).
 pub(crate) const NATS_ROLLUP: &str = "Nats-Rollup";
 
+/// The op names a row may give, as its error lists them.
+const ACCEPTED: &str = "'put', 'delete' (or 'del') or 'purge', in any letter case";
+
 /// What a row does to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -40,6 +45,7 @@ impl Op {
         [
             ("put", Op::Put),
             ("delete", Op::Delete),
+            ("del", Op::Delete),
             ("purge", Op::Purge),
         ]
         .into_iter()
@@ -85,7 +91,7 @@ pub(crate) fn read(
             };
             rejections.entry(row).or_insert(Rejection {
                 reason: format!(
-                    "column '{name}' ({OP_FIELD}) {held}; each row's op must be 'put', 'delete' or 'purge'"
+                    "column '{name}' ({OP_FIELD}) {held}; each row's op must be {ACCEPTED}"
                 ),
                 subject: None,
             });

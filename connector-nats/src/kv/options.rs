@@ -25,7 +25,7 @@ declare_options! { KV_ONLY_OPTIONS;
     KEY_FIELD = "key_field", Sink, ValueKind::Text, default None, secret false,
         "Column holding each row's key (a string or integer column): letters, digits and '-', '/', '_', '=', '.', not starting or ending with '.'. A row with another key follows 'on_error'.";
     OP_FIELD = "op_field", Sink, ValueKind::Text, default None, secret false,
-        "Column holding each row's operation: 'put' (store the row's value under its key), 'delete' (delete the key) or 'purge' (delete the key and its history), in any letter case. Without it every row is a put.";
+        "Column holding each row's operation: 'put' (store the row's value under its key), 'delete' or 'del' (delete the key; DEL is the word NATS's KV-Operation header uses) or 'purge' (delete the key and its history), in any letter case; a null or another word follows 'on_error'. Without it every row is a put.";
     FORMAT = "format", Sink, ValueKind::Choice(FORMATS), default Some("json"), secret false,
         "Value format. 'json': the row's other columns as one JSON object. 'raw': the bytes of 'payload_field', unchanged.";
     PAYLOAD_FIELD = "payload_field", Sink, ValueKind::Text, default None, secret false,

@@ -67,12 +67,51 @@ fn keys_follow_the_clients_rules() {
 }
 
 #[test]
-fn ops_are_put_delete_or_purge_in_any_case() {
+fn ops_are_put_delete_or_del_or_purge_in_any_case() {
     assert_eq!(Op::parse("put"), Some(Op::Put));
     assert_eq!(Op::parse("Delete"), Some(Op::Delete));
+    assert_eq!(Op::parse("del"), Some(Op::Delete));
+    assert_eq!(Op::parse("DEL"), Some(Op::Delete));
     assert_eq!(Op::parse("PURGE"), Some(Op::Purge));
-    assert_eq!(Op::parse("del"), None);
-    assert_eq!(Op::parse(""), None);
+    for word in ["upsert", "", "dele", "put "] {
+        assert_eq!(Op::parse(word), None, "{word:?}");
+    }
+}
+
+/// A word that names no op is refused, naming the column, the value and every accepted
+/// name (the statement's error adds the row: `a_bad_op_or_a_missing_key_column_is_named`).
+#[test]
+fn an_op_that_is_no_op_names_the_row_column_and_accepted_values() {
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "k",
+            Arc::new(StringArray::from(vec!["a", "a", "a"])) as ArrayRef,
+        ),
+        (
+            "op",
+            Arc::new(StringArray::from(vec!["PUT", "Del", "upsert"])),
+        ),
+        ("v", Arc::new(Int64Array::from(vec![1, 2, 3]))),
+    ])
+    .unwrap();
+    let encoded = encode(&batch, OPTIONS).unwrap();
+    let rejected: Vec<(usize, &str)> = encoded
+        .rejections()
+        .map(|(i, r)| (i, r.reason.as_str()))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let (row, reason) = rejected[0];
+    assert_eq!(row, 2);
+    assert!(
+        reason.contains("column 'op' (op_field) holds \"upsert\"")
+            && reason.contains("'put', 'delete' (or 'del') or 'purge', in any letter case"),
+        "{reason}"
+    );
+    assert_eq!(
+        encoded.row_headers(1)[0].1.as_str(),
+        "DEL",
+        "'Del' is a delete"
+    );
 }
 
 #[test]
@@ -142,7 +181,9 @@ fn bad_keys_and_ops_name_the_column_and_value() {
         reasons[2]
             .1
             .contains("column 'op' (op_field) holds \"upsert\"")
-            && reasons[2].1.contains("'put', 'delete' or 'purge'"),
+            && reasons[2]
+                .1
+                .contains("'put', 'delete' (or 'del') or 'purge'"),
         "{reasons:?}"
     );
     // A rejected row keeps its value, for its dead letter.
