@@ -478,6 +478,45 @@ async fn op_names_in_any_case_and_del_reach_the_bucket() {
     assert_eq!(&kv.get("d").await.unwrap().unwrap()[..], br#"{"v":7}"#);
 }
 
+/// A delete or purge sends no value, so a value column it does not use is not checked: an
+/// out-of-range timestamp (top level or nested) in such a row deletes or purges the key,
+/// where in a put's row it is refused, naming the row and column.
+#[tokio::test]
+async fn a_delete_or_purge_is_not_refused_for_values_it_does_not_send() {
+    let server = NatsServer::start();
+    let kv = create_bucket(&server, "b", 5).await;
+    let far = i64::MAX;
+    let output = insert(
+        &server,
+        &format!(
+            "SELECT CASE WHEN value <= 2 THEN 'a' ELSE 'b' END AS k, \
+             CASE value WHEN 2 THEN 'delete' WHEN 4 THEN 'purge' ELSE 'put' END AS op, \
+             to_timestamp_seconds(CASE WHEN value % 2 = 0 THEN {far} ELSE value END) AS at, \
+             named_struct('at', to_timestamp_seconds( \
+               CASE WHEN value % 2 = 0 THEN {far} ELSE value END)) AS detail \
+             FROM generate_series(1, 4) ORDER BY value"
+        ),
+        ", op_field = 'op'",
+    );
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "b"), 4);
+    let a = kv.entry("a").await.unwrap().expect("a was written");
+    assert_eq!(a.operation, Operation::Delete);
+    let b = kv.entry("b").await.unwrap().expect("b was written");
+    assert_eq!(b.operation, Operation::Purge);
+
+    let put = insert(
+        &server,
+        &format!(
+            "SELECT 'c' AS k, 'put' AS op, \
+             to_timestamp_seconds(CASE WHEN value = 2 THEN {far} ELSE value END) AS at \
+             FROM generate_series(1, 2) ORDER BY value"
+        ),
+        ", op_field = 'op'",
+    );
+    assert_fails_with(&put, &["row 2", "column 'at'", "out of range"]);
+}
+
 /// The plain DataFusion form: `STORED AS NATS_KV` in a session that registered the plugin.
 #[tokio::test]
 async fn stored_as_nats_kv_in_a_plain_datafusion_session() {

@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use async_nats::Subject;
 use bytes::Bytes;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StructArray};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, StructArray};
+use datafusion::arrow::compute::filter;
 use datafusion::arrow::datatypes::{Field, FieldRef, Fields, SchemaRef};
 use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 
@@ -210,6 +211,7 @@ impl RowEncoder {
                     &columns,
                     fields,
                     range_checked,
+                    bodiless,
                     rows_before,
                     &mut rejections,
                 )?;
@@ -311,16 +313,27 @@ fn json_payload(schema: &SchemaRef, routing: &[usize]) -> Result<Payload> {
 }
 
 /// Rejects the rows holding a date or time arrow-json cannot write; such a value in a
-/// nested column, whose row is not known, fails the batch.
+/// nested column, whose row is not known, fails the batch. Rows marked in `bodiless` (a
+/// key-value delete or purge) send no value, so their values are not checked.
 fn check_ranges(
     columns: &[ArrayRef],
     fields: &Fields,
     range_checked: &[usize],
+    bodiless: Option<&[bool]>,
     rows_before: u64,
     rejections: &mut BTreeMap<usize, Rejection>,
 ) -> Result<()> {
+    let has_body = |row: usize| !bodiless.is_some_and(|b| b[row]);
+    // Only the rows that send a value, when some do not.
+    let sent = bodiless
+        .filter(|b| b.contains(&true))
+        .map(|b| BooleanArray::from(b.iter().map(|&none| !none).collect::<Vec<_>>()));
     for &i in range_checked {
-        let Some(found) = json_form::first_unwritable(&columns[i]) else {
+        let checked = match &sent {
+            Some(mask) => filter(&columns[i], mask)?,
+            None => columns[i].clone(),
+        };
+        let Some(found) = json_form::first_unwritable(&checked) else {
             continue;
         };
         let column = fields[i].name();
@@ -335,7 +348,7 @@ fn check_ranges(
             });
         }
         // Rare: find every row with such a value, one row at a time.
-        for row in 0..columns[i].len() {
+        for row in (0..columns[i].len()).filter(|&row| has_body(row)) {
             if let Some(bad) = json_form::first_unwritable(&columns[i].slice(row, 1)) {
                 rejections.entry(row).or_insert(Rejection {
                     reason: format!("column '{column}': {}", bad.reason),

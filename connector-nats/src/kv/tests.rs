@@ -281,3 +281,43 @@ fn dead_letters_inside_a_bucket_are_refused() {
     pairs.push(("dead_letter_subject", "dlq.kv"));
     assert!(config(&pairs).is_ok());
 }
+
+/// A delete or purge sends no value, so the values it does not send are not checked: an
+/// out-of-range timestamp, top level or nested, in a delete's or purge's row is no
+/// problem, while in a put's row it is.
+#[test]
+fn values_a_delete_or_purge_does_not_send_are_not_checked() {
+    use datafusion::arrow::array::{StructArray, TimestampSecondArray};
+    use datafusion::arrow::datatypes::Field;
+
+    let batch = |ops: [&str; 3]| {
+        let at: ArrayRef = Arc::new(TimestampSecondArray::from(vec![i64::MAX, i64::MAX, 1]));
+        let field = Arc::new(Field::new("at", at.data_type().clone(), true));
+        let detail: ArrayRef = Arc::new(StructArray::from(vec![(field, at.clone())]));
+        RecordBatch::try_from_iter(vec![
+            (
+                "k",
+                Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+            ),
+            ("op", Arc::new(StringArray::from(ops.to_vec()))),
+            ("at", at),
+            ("detail", detail),
+        ])
+        .unwrap()
+    };
+    let encoded = encode(&batch(["delete", "purge", "put"]), OPTIONS).unwrap();
+    assert_eq!(encoded.rejections().count(), 0);
+    assert!(encoded.payload(0).is_empty() && encoded.payload(1).is_empty());
+    assert_eq!(
+        &encoded.payload(2)[..],
+        br#"{"at":"1970-01-01T00:00:01","detail":{"at":"1970-01-01T00:00:01"}}"#
+    );
+    // A put sends the value: nested, its row is not known and the batch fails.
+    let err = encode(&batch(["put", "delete", "put"]), OPTIONS).unwrap_err();
+    assert!(err.to_string().contains("column 'detail'"), "{err}");
+
+    let top_level = batch(["put", "delete", "put"]).project(&[0, 1, 2]).unwrap();
+    let encoded = encode(&top_level, OPTIONS).unwrap();
+    let rejected: Vec<usize> = encoded.rejections().map(|(i, _)| i).collect();
+    assert_eq!(rejected, [0], "only the put's row");
+}
