@@ -43,7 +43,9 @@ pub mod subject;
 /// The Prometheus series, under the name the engine has used so far.
 pub use metrics::prometheus as telemetry;
 
-pub use deliver::rows::{DEAD_LETTER_REASON, DEAD_LETTER_ROW, DEAD_LETTER_SUBJECT};
+pub use deliver::rows::{
+    DEAD_LETTER_KEY, DEAD_LETTER_REASON, DEAD_LETTER_ROW, DEAD_LETTER_SUBJECT,
+};
 pub use encode::{EncodedBatch, Rejection, RowEncoder};
 pub use error::NatsSinkError;
 pub use factory::{FILE_TYPE, NatsKvFactory, NatsSinkFactory, register};

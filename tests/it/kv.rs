@@ -423,6 +423,52 @@ async fn a_bad_key_names_the_row_and_column_and_follows_on_error() {
     assert!(reason.contains("not a valid key"), "{reason}");
 }
 
+/// Dead letters of a delete and a purge carry their op (`KV-Operation`, as the bucket
+/// would have had it) and key, so a replay can tell them from puts of an empty value; the
+/// dead-letter stream, which allows no rollups, keeps both.
+#[tokio::test]
+async fn dead_letters_of_deletes_and_purges_carry_their_op_and_key() {
+    let server = NatsServer::start();
+    let kv = create_bucket(&server, "b", 5).await;
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "DLQ", &["kv_dlq.>"], |_| {}).await;
+    let output = insert(
+        &server,
+        "SELECT * FROM (VALUES ('a', 'put', 1), ('bad key', 'delete', 2), \
+         ('b*', 'Purge', 3), ('a', 'del', 4)) AS t(k, op, v)",
+        ", op_field = 'op', on_error = 'dead_letter', dead_letter_subject = 'kv_dlq.b'",
+    );
+    assert!(output.status.success(), "stderr:\n{}", stderr(&output));
+    let letters = read_all(&client, "DLQ").await;
+    let seen: Vec<_> = letters
+        .iter()
+        .map(|letter| {
+            let get = |name| header(letter, name);
+            (
+                get("StreamSQL-Row"),
+                get("StreamSQL-Key"),
+                get("KV-Operation"),
+                get("Nats-Rollup"),
+                letter.payload.is_empty(),
+            )
+        })
+        .collect();
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        seen,
+        [
+            (some("2"), some("bad key"), some("DEL"), None, true),
+            (some("3"), some("b*"), some("PURGE"), None, true),
+        ]
+    );
+    let a = kv.entry("a").await.unwrap().expect("a was written");
+    assert_eq!(
+        a.operation,
+        Operation::Delete,
+        "the rows around them went on"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_op_or_a_missing_key_column_is_named() {
     let server = NatsServer::start();

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use datafusion::arrow::array::{Array, StringArray};
 
 use crate::encode::headers::RowHeaders;
+use crate::kv::columns::KeyOps;
+use crate::kv::ops::Op;
 use crate::subject::ColumnSubjects;
 
 /// One batch, encoded: `len()` messages ready to publish.
@@ -20,8 +22,10 @@ pub struct EncodedBatch {
     pub(crate) reply_to: Option<ColumnSubjects>,
     /// Each row's message id, as text.
     pub(crate) msg_ids: Option<StringArray>,
-    /// Each row's headers from header columns.
+    /// Each row's headers from header columns (a key-value sink: from its op).
     pub(crate) headers: Option<RowHeaders>,
+    /// Each row's key and op, for a key-value sink.
+    pub(crate) key_ops: Option<KeyOps>,
     /// Rows that cannot be delivered, by row index.
     pub(crate) rejections: BTreeMap<usize, Rejection>,
 }
@@ -119,6 +123,12 @@ impl EncodedBatch {
         self.rejections
             .entry(i)
             .or_insert(Rejection { reason, subject });
+    }
+
+    /// What row `i` was meant to do to a key-value bucket: its key (if not null) and op;
+    /// `None` for a sink of another kind.
+    pub(crate) fn key_op(&self, i: usize) -> Option<(Option<&str>, Op)> {
+        self.key_ops.as_ref().map(|k| (k.key(i), k.op(i)))
     }
 
     /// Row `i`'s reply subject, if it has one.

@@ -29,7 +29,7 @@ use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 use crate::encode::columns::{raw_payload_column, routing_column};
 use crate::encode::headers::HeaderColumns;
 use crate::error::{NatsSinkError, Result};
-use crate::kv::columns::KeyColumns;
+use crate::kv::columns::{KeyColumns, KeyOps};
 use crate::options::config::{SinkConfig, SubjectSpec};
 use crate::options::message::PayloadFormat;
 use crate::options::{Options, REPLY_TO_FIELD, SUBJECT_FIELD};
@@ -158,7 +158,7 @@ impl RowEncoder {
     pub fn encode(&mut self, batch: &RecordBatch, rows_before: u64) -> Result<EncodedBatch> {
         let mut rejections = BTreeMap::new();
         // A key-value op may send no value, and sets the row's headers.
-        let mut ops = None;
+        let (mut key_headers, mut key_ops) = (None, None);
         let subjects = match &self.subject {
             SubjectSource::Fixed(s) => Subjects::Fixed(s.clone()),
             SubjectSource::Column { index, name } => {
@@ -173,7 +173,8 @@ impl RowEncoder {
             }
             SubjectSource::Key(key) => {
                 let read = key.read(batch, &mut rejections)?;
-                ops = read.ops;
+                key_headers = read.headers;
+                key_ops = Some(read.key_ops);
                 Subjects::PerRow(read.subjects)
             }
         };
@@ -191,10 +192,11 @@ impl RowEncoder {
             )?),
             None => None,
         };
-        let (headers, bodiless) = match ops {
-            Some(ops) => (Some(ops.headers), Some(ops.bodiless)),
-            None => (self.headers.read(batch, &mut rejections)?, None),
+        let headers = match key_headers {
+            Some(headers) => Some(headers),
+            None => self.headers.read(batch, &mut rejections)?,
         };
+        let bodiless = key_ops.as_ref().and_then(KeyOps::bodiless);
         let bodiless = bodiless.as_deref();
         let (payloads, ends) = match &self.payload {
             Payload::Raw { index, name } => {
@@ -226,6 +228,7 @@ impl RowEncoder {
             reply_to,
             msg_ids,
             headers,
+            key_ops,
             rejections: BTreeMap::new(),
         };
         // Rejections for a reason other than the subject still name the row's subject.

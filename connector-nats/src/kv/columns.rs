@@ -4,14 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::encode::Rejection;
 use crate::encode::columns::{column_index, routing_column};
+use crate::encode::headers::RowHeaders;
 use crate::error::{NatsSinkError, Result};
 use crate::kv::keys;
-use crate::kv::ops::{self, Ops};
+use crate::kv::ops::{self, Op, Ops};
 use crate::kv::options::{KEY_FIELD, KeySpec, OP_FIELD};
 use crate::subject::{self, ColumnSubjects};
 
@@ -23,10 +24,40 @@ pub(crate) struct KeyColumns {
     prefix: String,
 }
 
-/// One batch's keys as subjects, and its ops when the sink has an op column.
+/// One batch's keys as subjects, its op headers when the sink has an op column, and each
+/// row's key and op.
 pub(crate) struct KeyRows {
     pub subjects: ColumnSubjects,
-    pub ops: Option<Ops>,
+    pub headers: Option<RowHeaders>,
+    pub key_ops: KeyOps,
+}
+
+/// What each row of a batch was meant to do to the bucket: its key and its op. A dead
+/// letter says both, so that a replay can tell a delete or purge from a put.
+#[derive(Debug)]
+pub(crate) struct KeyOps {
+    /// The key column as text.
+    keys: StringArray,
+    /// Each row's op; without an op column every row is a put.
+    ops: Option<Vec<Op>>,
+}
+
+impl KeyOps {
+    /// Row `row`'s key as the query gave it (valid or not), if it is not null.
+    pub(crate) fn key(&self, row: usize) -> Option<&str> {
+        self.keys.is_valid(row).then(|| self.keys.value(row))
+    }
+
+    /// Row `row`'s op.
+    pub(crate) fn op(&self, row: usize) -> Op {
+        self.ops.as_ref().map_or(Op::Put, |ops| ops[row])
+    }
+
+    /// Which rows send no value (deletes and purges); `None` when every row is a put.
+    pub(crate) fn bodiless(&self) -> Option<Vec<bool>> {
+        let ops = self.ops.as_ref()?;
+        Some(ops.iter().map(|&op| op != Op::Put).collect())
+    }
 }
 
 impl KeyColumns {
@@ -68,12 +99,21 @@ impl KeyColumns {
         rejections: &mut BTreeMap<usize, Rejection>,
     ) -> Result<KeyRows> {
         let (index, name) = &self.key;
-        let subjects = keys::subjects(name, batch.column(*index), &self.prefix, rejections)?;
+        let keys = keys::as_text(batch.column(*index))?;
+        let subjects = keys::subjects(name, &keys, &self.prefix, rejections);
         let ops = self
             .op
             .as_ref()
             .map(|(index, name)| ops::read(name, batch.column(*index), rejections))
             .transpose()?;
-        Ok(KeyRows { subjects, ops })
+        let (headers, ops) = match ops {
+            Some(Ops { headers, ops }) => (Some(headers), Some(ops)),
+            None => (None, None),
+        };
+        Ok(KeyRows {
+            subjects,
+            headers,
+            key_ops: KeyOps { keys, ops },
+        })
     }
 }

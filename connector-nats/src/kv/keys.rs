@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 
@@ -42,18 +42,20 @@ pub(crate) fn prefix(bucket: &str) -> String {
     format!("$KV.{bucket}.")
 }
 
-/// Every row's subject from the key column `name`: `prefix` and the key. Rows with a
-/// null or invalid key get none and are entered in `rejections`.
+/// The key column as plain strings: any string type (view, large, dictionary), or
+/// integers as their digits. Keys are short, and a key-value put waits for its ack anyway.
+pub(crate) fn as_text(column: &ArrayRef) -> Result<StringArray> {
+    Ok(cast(column, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+/// Every row's subject from `keys`, the key column `name` as text: `prefix` and the key.
+/// Rows with a null or invalid key get none and are entered in `rejections`.
 pub(crate) fn subjects(
     name: &str,
-    column: &ArrayRef,
+    keys: &StringArray,
     prefix: &str,
     rejections: &mut BTreeMap<usize, Rejection>,
-) -> Result<ColumnSubjects> {
-    // Any string type (view, large, dictionary), or integers as their digits, as plain
-    // strings: keys are short, and a key-value put waits for its ack anyway.
-    let keys = cast(column, &DataType::Utf8)?;
-    let keys = keys.as_string::<i32>();
+) -> ColumnSubjects {
     let mut built = StringBuilder::with_capacity(keys.len(), keys.len() * (prefix.len() + 16));
     for (row, key) in keys.iter().enumerate() {
         let reason = match key {
@@ -98,5 +100,5 @@ pub(crate) fn subjects(
             subject: problem.value,
         });
     }
-    Ok(subjects)
+    subjects
 }

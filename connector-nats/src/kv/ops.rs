@@ -53,22 +53,35 @@ impl Op {
         .map(|(_, op)| op)
     }
 
+    /// The op's `KV-Operation` header value; a put has none.
+    pub(crate) fn operation(self) -> Option<&'static str> {
+        match self {
+            Op::Put => None,
+            Op::Delete => Some("DEL"),
+            Op::Purge => Some("PURGE"),
+        }
+    }
+
     /// The headers a message for this op carries.
     fn headers(self) -> Vec<(HeaderName, HeaderValue)> {
         let header = |name, value| (HeaderName::from_static(name), HeaderValue::from(value));
-        match self {
-            Op::Put => Vec::new(),
-            Op::Delete => vec![header(KV_OPERATION, "DEL")],
-            Op::Purge => vec![header(KV_OPERATION, "PURGE"), header(NATS_ROLLUP, "sub")],
+        let mut headers: Vec<_> = self
+            .operation()
+            .map(|value| header(KV_OPERATION, value))
+            .into_iter()
+            .collect();
+        if self == Op::Purge {
+            headers.push(header(NATS_ROLLUP, "sub"));
         }
+        headers
     }
 }
 
-/// The ops of one batch: each row's headers, and which rows send no value.
+/// The ops of one batch: each row's headers and op.
 pub(crate) struct Ops {
     pub headers: RowHeaders,
-    /// Rows whose message is empty (deletes and purges).
-    pub bodiless: Vec<bool>,
+    /// Each row's op (a put for a row whose op is unknown: it is rejected).
+    pub ops: Vec<Op>,
 }
 
 /// Every row's op from column `name`. A row whose op is null or unknown is entered in
@@ -82,7 +95,7 @@ pub(crate) fn read(
     let values = values.as_string::<i32>();
     let (put, delete, purge) = (Op::Put.headers(), Op::Delete.headers(), Op::Purge.headers());
     let mut rows = Vec::with_capacity(values.len());
-    let mut bodiless = Vec::with_capacity(values.len());
+    let mut ops = Vec::with_capacity(values.len());
     for (row, value) in values.iter().enumerate() {
         let op = value.and_then(Op::parse).unwrap_or_else(|| {
             let held = match value {
@@ -102,10 +115,10 @@ pub(crate) fn read(
             Op::Delete => delete.as_slice(),
             Op::Purge => purge.as_slice(),
         });
-        bodiless.push(op != Op::Put);
+        ops.push(op);
     }
     Ok(Ops {
         headers: RowHeaders::from_rows(rows),
-        bodiless,
+        ops,
     })
 }

@@ -321,3 +321,73 @@ fn values_a_delete_or_purge_does_not_send_are_not_checked() {
     let rejected: Vec<usize> = encoded.rejections().map(|(i, _)| i).collect();
     assert_eq!(rejected, [0], "only the put's row");
 }
+
+/// A dead letter says what its row was meant to do: its key, and for a delete or purge
+/// `KV-Operation` (never `Nats-Rollup`, which would drop the dead-letter stream's earlier
+/// messages), so a replay can tell an empty delete from a put of an empty value.
+#[test]
+fn dead_letters_carry_the_rows_key_and_op() {
+    use crate::deliver::rows::{DEAD_LETTER_KEY, Limit, Planned, RowPlanner};
+
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "k",
+            Arc::new(StringArray::from(vec![
+                Some("bad key"),
+                Some("bad\r\nkey"),
+                None,
+                Some("fine"),
+            ])) as ArrayRef,
+        ),
+        (
+            "op",
+            Arc::new(StringArray::from(vec!["delete", "PURGE", "put", "upsert"])),
+        ),
+        ("v", Arc::new(Int64Array::from(vec![1, 2, 3, 4]))),
+    ])
+    .unwrap();
+    let mut pairs = OPTIONS.to_vec();
+    pairs.extend([
+        ("on_error", "dead_letter"),
+        ("dead_letter_subject", "dlq.kv"),
+    ]);
+    let encoded = encode(&batch, &pairs).unwrap();
+    assert_eq!(encoded.rejections().count(), 4);
+    let limit = Limit {
+        bytes: 1 << 20,
+        source: "the server's max_payload",
+    };
+    let planner = RowPlanner::new(&config(&pairs).unwrap(), None, limit);
+    let letter = |i: usize| {
+        let Planned::DeadLetter(letter) = planner.plan(&encoded, i, i as u64 + 1) else {
+            panic!("row {i} is dead-lettered");
+        };
+        let headers = letter.headers.unwrap();
+        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
+        (
+            get(DEAD_LETTER_KEY),
+            get("KV-Operation"),
+            get("Nats-Rollup"),
+            letter.payload,
+        )
+    };
+    let (key, op, rollup, payload) = letter(0);
+    assert_eq!(
+        (key.as_deref(), op.as_deref(), rollup),
+        (Some("bad key"), Some("DEL"), None)
+    );
+    assert!(payload.is_empty(), "a delete has no value");
+    let (key, op, rollup, _) = letter(1);
+    assert_eq!(
+        (key.as_deref(), op.as_deref(), rollup),
+        (Some("bad  key"), Some("PURGE"), None),
+        "a line break cannot be in a header"
+    );
+    let (key, op, _, payload) = letter(2);
+    assert_eq!((key, op), (None, None), "a null key, a put");
+    assert_eq!(&payload[..], br#"{"v":3}"#);
+    // An op that is none: its reason names it, and the row keeps its value.
+    let (key, op, _, payload) = letter(3);
+    assert_eq!((key.as_deref(), op), (Some("fine"), None));
+    assert_eq!(&payload[..], br#"{"v":4}"#);
+}

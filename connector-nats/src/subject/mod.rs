@@ -68,7 +68,7 @@ pub fn shown(value: &str) -> String {
 /// A refused subject as a dead letter's `StreamSQL-Subject` header keeps it: whole when
 /// it has at most [`MAX_SUBJECT_LEN`] bytes, else cut there (at a character boundary),
 /// so that the dead letter fits within the server's `max_payload`.
-fn kept(value: &str) -> String {
+pub(crate) fn kept(value: &str) -> String {
     if value.len() <= MAX_SUBJECT_LEN {
         return value.to_string();
     }
