@@ -19,7 +19,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableProvider, TableProviderFactory};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::metrics::MetricsSet;
 
 /// Option keys to values, as written in SQL (keys lowercased). Sorted, so messages
 /// listing them are stable.
@@ -216,10 +215,12 @@ pub trait Connector: Send + Sync + fmt::Debug {
         None
     }
 
-    /// The delivery figures in `metrics`, the metrics of one plan node, when that node
-    /// is this connector's sink; `None` for any other node (by default the connector
-    /// reports nothing).
-    fn delivery(&self, _metrics: &MetricsSet) -> Option<DeliveryMetrics> {
+    /// The delivery figures of `node`, a node of a running or executed plan, when that
+    /// node is this connector's sink; `None` for any other node (by default the connector
+    /// reports nothing). Connectors sharing a plugin's sink node (`nats_sink`, `nats_kv`)
+    /// must tell their own nodes apart: the first that answers is credited on the status
+    /// page.
+    fn delivery(&self, _node: &dyn ExecutionPlan) -> Option<DeliveryMetrics> {
         None
     }
 
@@ -307,10 +308,9 @@ impl Registry {
 
     /// [`Registry::delivery`] with the name of the connector that reported.
     pub fn delivery_by(&self, plan: &dyn ExecutionPlan) -> Option<(String, DeliveryMetrics)> {
-        if let Some(metrics) = plan.metrics()
-            && let Some(found) = self
-                .iter()
-                .find_map(|c| c.delivery(&metrics).map(|d| (c.name().to_string(), d)))
+        if let Some(found) = self
+            .iter()
+            .find_map(|c| c.delivery(plan).map(|d| (c.name().to_string(), d)))
         {
             return Some(found);
         }

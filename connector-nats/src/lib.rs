@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::physical_plan::ExecutionPlan;
 
 mod connect;
 mod deliver;
@@ -56,6 +58,15 @@ pub use source::{NatsSourceExec, NatsSourceTable, SourceReading};
 
 /// The connector's name in SQL (`connector = 'nats_sink'`).
 pub const CONNECTOR_NAME: &str = "nats_sink";
+
+/// The connector whose sink `node` is (`nats_sink` or `nats_kv`, which share one plan
+/// node), or `None` when `node` is no sink of this crate.
+pub fn sink_connector(node: &dyn ExecutionPlan) -> Option<&'static str> {
+    let exec = node.downcast_ref::<DataSinkExec>()?;
+    exec.sink()
+        .downcast_ref::<NatsSink>()
+        .map(NatsSink::connector)
+}
 
 /// Checks option keys (an unknown key gets the closest valid name) and every value that
 /// does not need the environment. With `connection_only`, sink options are refused (for

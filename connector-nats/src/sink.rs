@@ -133,6 +133,14 @@ impl TableProvider for NatsSinkTable {
     }
 }
 
+impl NatsSink {
+    /// The connector this sink was made for (`nats_sink` or `nats_kv`), so that a host
+    /// credits its figures to the right one.
+    pub fn connector(&self) -> &'static str {
+        self.options.connector()
+    }
+}
+
 impl fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSink")

@@ -13,7 +13,8 @@ use connector_nats::options::{OPTIONS, OptionScope as NatsScope, OptionTable};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableProvider, TableProviderFactory};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::physical_plan::metrics::{MetricValue, MetricsSet};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricValue;
 
 use crate::registry::{
     Connector, ConnectorKind, DeliveryMetrics, OptionDoc, OptionMap, OptionScope,
@@ -57,47 +58,56 @@ impl Connector for NatsSinkConnector {
         ))
     }
 
-    /// The sink publishes its counts as DataFusion metrics under the names of
-    /// `connector_nats::metrics::names`; a node with the published-rows counter is a
-    /// NATS sink.
-    fn delivery(&self, metrics: &MetricsSet) -> Option<DeliveryMetrics> {
-        let confirmed = metrics.sum_by_name(names::PUBLISHED_ROWS)?;
-        let count = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
-        // A custom metric that displays the reason and counts 1 while retrying.
-        let retrying = metrics
-            .iter()
-            .find(|m| m.value().name() == names::RETRYING)
-            .filter(|m| m.value().as_usize() > 0)
-            .map(|m| m.value().to_string());
-        let recent_rejections = metrics
-            .iter()
-            .find_map(|m| match m.value() {
-                MetricValue::Custom { name, value } if name == names::REJECTIONS => value
-                    .as_any()
-                    .downcast_ref::<RecentRejections>()
-                    .map(RecentRejections::recent),
-                _ => None,
-            })
-            .unwrap_or_default();
-        Some(DeliveryMetrics {
-            connected: metrics
-                .sum_by_name(names::CONNECTED)
-                .map(|v| v.as_usize() > 0),
-            recent_rejections,
-            confirmed: confirmed.as_usize() as u64,
-            bytes: count(names::PUBLISHED_BYTES),
-            duplicates: count(names::DUPLICATES),
-            skipped: count(names::SKIPPED),
-            dead_lettered: count(names::DEAD_LETTERED),
-            retries: count(names::RETRIES),
-            in_flight: count(names::IN_FLIGHT),
-            retrying,
-        })
+    fn delivery(&self, node: &dyn ExecutionPlan) -> Option<DeliveryMetrics> {
+        sink_delivery(self.name(), node)
     }
 
     fn register_series(&self, registry: &mut prometheus_client::registry::Registry) {
         connector_nats::telemetry::register(registry);
     }
+}
+
+/// The delivery figures of `node` when it is the plugin's sink made for `connector`
+/// (`nats_sink` and `nats_kv` share the plan node and its metrics, so the node says
+/// which). The sink publishes its counts as DataFusion metrics under the names of
+/// `connector_nats::metrics::names`.
+pub(super) fn sink_delivery(connector: &str, node: &dyn ExecutionPlan) -> Option<DeliveryMetrics> {
+    if connector_nats::sink_connector(node)? != connector {
+        return None;
+    }
+    let metrics = node.metrics()?;
+    let confirmed = metrics.sum_by_name(names::PUBLISHED_ROWS)?;
+    let count = |name| metrics.sum_by_name(name).map_or(0, |v| v.as_usize() as u64);
+    // A custom metric that displays the reason and counts 1 while retrying.
+    let retrying = metrics
+        .iter()
+        .find(|m| m.value().name() == names::RETRYING)
+        .filter(|m| m.value().as_usize() > 0)
+        .map(|m| m.value().to_string());
+    let recent_rejections = metrics
+        .iter()
+        .find_map(|m| match m.value() {
+            MetricValue::Custom { name, value } if name == names::REJECTIONS => value
+                .as_any()
+                .downcast_ref::<RecentRejections>()
+                .map(RecentRejections::recent),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Some(DeliveryMetrics {
+        connected: metrics
+            .sum_by_name(names::CONNECTED)
+            .map(|v| v.as_usize() > 0),
+        recent_rejections,
+        confirmed: confirmed.as_usize() as u64,
+        bytes: count(names::PUBLISHED_BYTES),
+        duplicates: count(names::DUPLICATES),
+        skipped: count(names::SKIPPED),
+        dead_lettered: count(names::DEAD_LETTERED),
+        retries: count(names::RETRIES),
+        in_flight: count(names::IN_FLIGHT),
+        retrying,
+    })
 }
 
 /// The engine's view of a plugin option table.
@@ -212,7 +222,7 @@ mod tests {
         // Nothing ran: every figure is zero, and the sink is neither connected nor
         // retrying.
         let delivery = NatsSinkConnector
-            .delivery(&plan.metrics().expect("the sink node has metrics"))
+            .delivery(plan.as_ref())
             .expect("a NATS sink node");
         assert_eq!(
             delivery,
@@ -224,9 +234,40 @@ mod tests {
         // Found through the registry from the plan's root; a plan without the sink has none.
         let mut registry = crate::registry::Registry::new();
         registry.register(Arc::new(NatsSinkConnector));
-        assert_eq!(registry.delivery(plan.as_ref()), Some(delivery));
+        registry.register(Arc::new(super::super::NatsKvConnector));
+        assert_eq!(
+            registry.delivery_by(plan.as_ref()),
+            Some(("nats_sink".to_string(), delivery.clone()))
+        );
         assert_eq!(registry.delivery(input.as_ref()), None);
-        assert_eq!(NatsSinkConnector.delivery(&MetricsSet::new()), None);
+        assert_eq!(NatsSinkConnector.delivery(input.as_ref()), None);
+
+        // A nats_kv table's node is the same sink, credited to nats_kv alone (which sorts
+        // first in the registry).
+        let kv_schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let kv = super::super::NatsKvConnector
+            .create_table(
+                "kv",
+                Arc::clone(&kv_schema),
+                options(&[("bucket", "b"), ("key_field", "k")]),
+            )
+            .unwrap();
+        let kv_plan = kv
+            .insert_into(
+                &state,
+                Arc::new(EmptyExec::new(kv_schema)),
+                InsertOp::Append,
+            )
+            .await
+            .unwrap();
+        assert_eq!(NatsSinkConnector.delivery(kv_plan.as_ref()), None);
+        assert_eq!(
+            registry.delivery_by(kv_plan.as_ref()),
+            Some(("nats_kv".to_string(), delivery))
+        );
     }
 
     #[test]

@@ -8,13 +8,14 @@ use connector_nats::KV_OPTIONS;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{TableProvider, TableProviderFactory};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::physical_plan::ExecutionPlan;
 
-use super::nats::{option_docs, to_hash_map};
-use crate::registry::{Connector, ConnectorKind, OptionDoc, OptionMap};
+use super::nats::{option_docs, sink_delivery, to_hash_map};
+use crate::registry::{Connector, ConnectorKind, DeliveryMetrics, OptionDoc, OptionMap};
 
 /// The `nats_kv` connector, backed by `connector-nats`. It shares connections with
-/// `nats_sink`: one `CREATE CONNECTION` serves both. Its delivery figures are the
-/// sink's, reported by `nats_sink`'s adapter (same plan node, same metrics).
+/// `nats_sink`: one `CREATE CONNECTION` serves both, and the sink's plan node and
+/// metrics, so each reports only the nodes made for it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NatsKvConnector;
 
@@ -50,6 +51,10 @@ impl Connector for NatsKvConnector {
             connector_nats::KV_FILE_TYPE.to_string(),
             Arc::new(connector_nats::NatsKvFactory),
         ))
+    }
+
+    fn delivery(&self, node: &dyn ExecutionPlan) -> Option<DeliveryMetrics> {
+        sink_delivery(self.name(), node)
     }
 
     fn connection_family(&self) -> &str {

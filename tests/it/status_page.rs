@@ -284,3 +284,73 @@ fn a_running_select_from_a_stream_shows_its_source() {
     assert!(printed.len() as u64 >= read, "{read} read:\n{out}");
     assert_eq!(printed, (0..printed.len() as u64).collect::<Vec<_>>());
 }
+
+/// A `nats_kv` INSERT shares `nats_sink`'s plan node, yet the page credits it to
+/// `nats_kv`, with its figures: the rows the bucket stored and those skipped for a bad
+/// key, as the bucket itself holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_kv_insert_is_shown_as_nats_kv_with_its_figures() {
+    use async_nats::jetstream::{self, kv::Config};
+
+    // Rows 0 to 199 over ten keys; ids 7, 57, 107 and 157 have a bad key.
+    const ROWS: u64 = 200;
+    const BAD: u64 = 4;
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = nats_testkit::connect(&url).await;
+    let kv = jetstream::new(client.clone())
+        .create_key_value(Config {
+            bucket: "status_kv".into(),
+            history: 64,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let script = format!(
+        "CREATE TABLE clicks (id BIGINT) WITH (connector = 'datagen', rows_per_second = '1000');
+         INSERT INTO latest
+         SELECT CASE WHEN id % 50 = 7 THEN 'bad key' ELSE concat('user.', id % 10) END AS k, id
+         FROM clicks WHERE id < {ROWS}
+         WITH (connector = 'nats_kv', servers = '{url}', bucket = 'status_kv', key_field = 'k',
+               on_error = 'skip');"
+    );
+    let mut run = Running::start(&["--progress", "always"], &script);
+    let settled = wait_for_status(&mut run, |s| {
+        s["sinks"][0]["rows_confirmed"] == ROWS - BAD && s["sinks"][0]["skipped"] == BAD
+    });
+    let sink = &settled["sinks"][0];
+    assert_eq!(sink["table"], "latest");
+    assert_eq!(sink["connector"], "nats_kv", "{settled:#}");
+    assert_eq!(sink["state"], "connected");
+    assert_eq!(sink["in_flight"], 0);
+    assert_eq!(sink["dead_lettered"], 0);
+    let reasons = sink["recent_rejections"].as_array().unwrap();
+    assert_eq!(reasons.len() as u64, BAD, "{settled:#}");
+    assert!(
+        reasons.iter().all(|r| r
+            .as_str()
+            .unwrap()
+            .contains("\"bad key\", which is not a valid key")),
+        "{reasons:?}"
+    );
+    run.wait_for_line("INSERT INTO latest: ", Duration::from_secs(30));
+
+    // The figures are the bucket's: every confirmed row is a revision, and each key
+    // holds its last row.
+    let stream = jetstream::new(client)
+        .get_stream("KV_status_kv")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(stream, ROWS - BAD);
+    for key in 0..10 {
+        let value = kv.get(format!("user.{key}")).await.unwrap().unwrap();
+        assert_eq!(&value[..], format!(r#"{{"id":{}}}"#, 190 + key).as_bytes());
+    }
+    let (out, _) = run.interrupt();
+    assert_eq!(common::inserted_rows(&out, "latest"), ROWS - BAD, "{out}");
+}
