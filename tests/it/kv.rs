@@ -3,6 +3,7 @@
 //! buckets, keys, ops and columns get errors that say what to do.
 
 use crate::common;
+use crate::common::running::Running;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -265,6 +266,57 @@ async fn refusals_of_a_full_bucket_never_store_a_key_out_of_row_order() {
     for (key, ids) in &seen {
         assert!(ids.is_sorted(), "{key}: updates out of row order: {ids:?}");
     }
+}
+
+/// A bucket that is full and stays full: without `retry_timeout` the sink waits for room
+/// without end, and the progress line says so and how to end it; Ctrl-C then cancels the
+/// statement after the grace period, and the summary gives the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bucket_says_the_wait_has_no_end_and_ctrl_c_ends_it() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    jetstream::new(client)
+        .create_key_value(Config {
+            bucket: "tiny".into(),
+            history: 64,
+            max_bytes: 1024,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let script = format!(
+        "INSERT INTO tiny SELECT concat('k.', CAST(value % 4 AS VARCHAR)) AS k, value AS i
+         FROM generate_series(0, 499)
+         WITH (connector = 'nats_kv', servers = '{}', bucket = 'tiny', key_field = 'k');",
+        server.url()
+    );
+    let mut run = Running::start(&["--progress", "always", "--stop-grace", "1"], &script);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let line = run.wait_for_line("INSERT INTO tiny: ", Duration::from_secs(30));
+        if line.contains("retrying: ") {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never retrying: {line}"
+        );
+    };
+    for part in [
+        "retrying: key-value bucket 'tiny' or the server's storage is full",
+        "raise the bucket's max_bytes or max_values",
+        "no retry_timeout is set, so this goes on until there is room or the statement is stopped (Ctrl-C)",
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+    run.send_interrupt();
+    let (code, out, err) = run.wait_for_end();
+    assert_eq!(code, Some(3), "a cancelled statement: {err}");
+    assert!(
+        out.contains("cancelled: not finished within the 1s grace period")
+            && out.contains("(retrying: key-value bucket 'tiny'"),
+        "{out}"
+    );
 }
 
 /// A server killed (SIGKILL) and restarted twice during a run of 60 000 puts: the bucket's

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::deliver::failure::Failure;
+use crate::deliver::failure::{Failure, TransientKind};
 use crate::error::NatsSinkError;
 use crate::metrics::SinkMetrics;
 
@@ -97,6 +97,14 @@ impl Retry {
             }
             delay = delay.min(timeout - waited);
         }
+        // A full stream or bucket may never make room by itself: say what ends the wait,
+        // where the progress line and status page show the reason.
+        let reason = match (class, self.timeout) {
+            (TransientKind::StorageFull, None) => format!(
+                "{reason}; no retry_timeout is set, so this goes on until there is room or the statement is stopped (Ctrl-C)"
+            ),
+            _ => reason,
+        };
         self.attempts += 1;
         self.total += 1;
         if let Some(metrics) = &self.metrics {
@@ -126,7 +134,7 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::failure::TransientKind;
+    use crate::metrics::names;
 
     #[test]
     fn delays_grow_exponentially_with_jitter_and_are_capped() {
@@ -163,6 +171,34 @@ mod tests {
 
         retry.succeeded();
         assert!(retry.wait(transient()).await.is_ok());
+    }
+
+    /// A full stream or bucket may never make room by itself: without `retry_timeout`,
+    /// the reason the progress line and status page show says what ends the wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_storage_full_wait_without_retry_timeout_says_how_it_ends() {
+        let shown = |timeout, kind| async move {
+            let metrics = SinkMetrics::new("retry_unit_test");
+            let mut retry = Retry::new(timeout, metrics.clone());
+            let failure = Failure::Transient(kind, "key-value bucket 'b' is full".into());
+            retry.wait(failure).await.unwrap();
+            let snapshot = metrics.snapshot();
+            let retrying = snapshot
+                .iter()
+                .find(|m| m.value().name() == names::RETRYING);
+            retrying.unwrap().value().to_string()
+        };
+        let unbounded = shown(None, TransientKind::StorageFull).await;
+        assert!(
+            unbounded.starts_with("key-value bucket 'b' is full; no retry_timeout is set")
+                && unbounded.contains("stopped (Ctrl-C)"),
+            "{unbounded}"
+        );
+        let bounded = shown(Some(Duration::from_secs(60)), TransientKind::StorageFull).await;
+        assert_eq!(bounded, "key-value bucket 'b' is full");
+        // An outage ends by itself once the server is back.
+        let outage = shown(None, TransientKind::Connection).await;
+        assert_eq!(outage, "key-value bucket 'b' is full");
     }
 
     #[tokio::test]

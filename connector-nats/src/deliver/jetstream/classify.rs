@@ -82,7 +82,7 @@ fn classify_code(api: &jetstream::Error, stream: &str) -> Classified {
             match stream.strip_prefix("KV_") {
                 // A bucket discards nothing old: only more room or fewer keys help.
                 Some(bucket) => format!(
-                    "key-value bucket '{bucket}' or the server's storage is full: {described}; waiting for space (raise the bucket's max_bytes, or delete or purge keys)"
+                    "key-value bucket '{bucket}' or the server's storage is full: {described}; waiting for space, which a bucket does not make by itself (raise the bucket's max_bytes or max_values, or delete or purge keys)"
                 ),
                 None => format!(
                     "stream '{stream}' or the server's storage is full: {described}; waiting for space (consumers to catch up, limits raised, or discard old)"
