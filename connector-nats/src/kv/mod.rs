@@ -7,7 +7,8 @@
 //! checks of the bucket at the start (`bucket`). Delivery is the JetStream window's:
 //! pipelined, confirmed by acks, retried from the first unconfirmed row, with one
 //! message per key in flight so that each key's revisions follow the row order even
-//! under retries (`deliver/jetstream/key_order`). A row is confirmed when the bucket
+//! under retries (`deliver/jetstream/key_order`; short of a first copy given up on that
+//! the server still stores late). A row is confirmed when the bucket
 //! stored it; after a failure the statement can be rerun: a put sent twice is one more
 //! revision of the same value.
 

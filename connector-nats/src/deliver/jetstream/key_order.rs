@@ -12,9 +12,11 @@
 //! With this gate a message goes out only once the ack of its key's previous message is
 //! in: that message is stored and is never sent again (a resend starts at the first
 //! unconfirmed row). So every key's revisions follow the row order, whatever is retried,
-//! and the last one is the last row's. The price: a row whose key is still in flight
-//! waits for that ack, and the rows after it wait with it (the window sends in row
-//! order), so updates of one key in quick succession go one ack round trip each.
+//! and the last one is the last row's; what no gate can stop is a first copy given up on
+//! (ack timeout, lost connection) that the server or cluster still stores later. The
+//! price: a row whose key is still in flight waits for that ack, and the rows after it
+//! wait with it (the window sends in row order), so updates of one key in quick
+//! succession go one ack round trip each.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
