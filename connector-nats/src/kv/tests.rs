@@ -22,31 +22,28 @@ fn config(pairs: &[(&str, &str)]) -> Result<SinkConfig> {
     sink_config(&Options::parse_for(&KV_OPTIONS, &map, false)?)
 }
 
-fn changelog() -> RecordBatch {
+/// A batch of changes: key, op, and a value `v` counting from 1.
+fn changes(keys: &[Option<&str>], ops: &[&str]) -> RecordBatch {
+    let values: Vec<i64> = (1..=keys.len() as i64).collect();
     RecordBatch::try_from_iter(vec![
-        (
-            "k",
-            Arc::new(StringArray::from(vec![
-                Some("user.1"),
-                Some("bad key"),
-                Some("user.1"),
-                None,
-                Some("user/2"),
-            ])) as ArrayRef,
-        ),
-        (
-            "op",
-            Arc::new(StringArray::from(vec![
-                Some("put"),
-                Some("put"),
-                Some("DELETE"),
-                Some("put"),
-                Some("upsert"),
-            ])),
-        ),
-        ("v", Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]))),
+        ("k", Arc::new(StringArray::from(keys.to_vec())) as ArrayRef),
+        ("op", Arc::new(StringArray::from(ops.to_vec()))),
+        ("v", Arc::new(Int64Array::from(values))),
     ])
     .unwrap()
+}
+
+fn changelog() -> RecordBatch {
+    changes(
+        &[
+            Some("user.1"),
+            Some("bad key"),
+            Some("user.1"),
+            None,
+            Some("user/2"),
+        ],
+        &["put", "put", "DELETE", "put", "upsert"],
+    )
 }
 
 fn encode(batch: &RecordBatch, pairs: &[(&str, &str)]) -> Result<EncodedBatch> {
@@ -82,18 +79,8 @@ fn ops_are_put_delete_or_del_or_purge_in_any_case() {
 /// name (the statement's error adds the row: `a_bad_op_or_a_missing_key_column_is_named`).
 #[test]
 fn an_op_that_is_no_op_names_the_row_column_and_accepted_values() {
-    let batch = RecordBatch::try_from_iter(vec![
-        (
-            "k",
-            Arc::new(StringArray::from(vec!["a", "a", "a"])) as ArrayRef,
-        ),
-        (
-            "op",
-            Arc::new(StringArray::from(vec!["PUT", "Del", "upsert"])),
-        ),
-        ("v", Arc::new(Int64Array::from(vec![1, 2, 3]))),
-    ])
-    .unwrap();
+    let a = Some("a");
+    let batch = changes(&[a, a, a], &["PUT", "Del", "upsert"]);
     let encoded = encode(&batch, OPTIONS).unwrap();
     let rejected: Vec<(usize, &str)> = encoded
         .rejections()
@@ -329,23 +316,10 @@ fn values_a_delete_or_purge_does_not_send_are_not_checked() {
 fn dead_letters_carry_the_rows_key_and_op() {
     use crate::deliver::rows::{DEAD_LETTER_KEY, Limit, Planned, RowPlanner};
 
-    let batch = RecordBatch::try_from_iter(vec![
-        (
-            "k",
-            Arc::new(StringArray::from(vec![
-                Some("bad key"),
-                Some("bad\r\nkey"),
-                None,
-                Some("fine"),
-            ])) as ArrayRef,
-        ),
-        (
-            "op",
-            Arc::new(StringArray::from(vec!["delete", "PURGE", "put", "upsert"])),
-        ),
-        ("v", Arc::new(Int64Array::from(vec![1, 2, 3, 4]))),
-    ])
-    .unwrap();
+    let batch = changes(
+        &[Some("bad key"), Some("bad\r\nkey"), None, Some("fine")],
+        &["delete", "PURGE", "put", "upsert"],
+    );
     let mut pairs = OPTIONS.to_vec();
     pairs.extend([
         ("on_error", "dead_letter"),

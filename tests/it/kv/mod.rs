@@ -41,6 +41,21 @@ async fn create_bucket(server: &NatsServer, name: &str, history: i64) -> Store {
         .unwrap_or_else(|e| panic!("create bucket {name}: {e}"))
 }
 
+/// Creates bucket `name` that refuses new revisions once it holds `max_bytes` (64 kept a
+/// key).
+async fn create_small_bucket(server: &NatsServer, name: &str, max_bytes: i64) -> Store {
+    let client = nats_testkit::connect(&server.url()).await;
+    jetstream::new(client)
+        .create_key_value(Config {
+            bucket: name.into(),
+            history: 64,
+            max_bytes,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create bucket {name}: {e}"))
+}
+
 /// Column `name` of `batches` as text (whatever string type the plan chose).
 fn texts(batches: &[RecordBatch], name: &str) -> Vec<String> {
     batches
@@ -210,17 +225,8 @@ async fn refusals_of_a_full_bucket_never_store_a_key_out_of_row_order() {
     log_sink();
     const ROWS: i64 = 3000;
     let server = NatsServer::start();
-    let client = nats_testkit::connect(&server.url()).await;
-    let js = jetstream::new(client);
-    let kv = js
-        .create_key_value(Config {
-            bucket: "full".into(),
-            history: 64,
-            max_bytes: 8192,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let kv = create_small_bucket(&server, "full", 8192).await;
+    let js = jetstream::new(nats_testkit::connect(&server.url()).await);
     let mut watch = kv.watch_all().await.unwrap();
     let watcher = tokio::spawn(async move {
         let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
@@ -276,16 +282,7 @@ async fn refusals_of_a_full_bucket_never_store_a_key_out_of_row_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_bucket_says_the_wait_has_no_end_and_ctrl_c_ends_it() {
     let server = NatsServer::start();
-    let client = nats_testkit::connect(&server.url()).await;
-    jetstream::new(client)
-        .create_key_value(Config {
-            bucket: "tiny".into(),
-            history: 64,
-            max_bytes: 1024,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_small_bucket(&server, "tiny", 1024).await;
     let script = format!(
         "INSERT INTO tiny SELECT concat('k.', CAST(value % 4 AS VARCHAR)) AS k, value AS i
          FROM generate_series(0, 499)
