@@ -169,8 +169,8 @@ declare_options! { SINK_OPTIONS;
         "How long to wait for the server to confirm a batch (core, counted once the client has written it) or a message (JetStream ack) before it is sent again.";
     STREAM = "stream", Sink, ValueKind::Text, default None, secret false,
         "JetStream mode: publish into this stream and wait for its acks. The stream must exist and capture every subject.";
-    MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("1024"), secret false,
-        "JetStream: how many messages may wait for their ack at once.";
+    MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("4096"), secret false,
+        "JetStream: how many messages may wait for their ack at once (the default suits a stream with three replicas; see Delivery).";
     MSG_ID_FIELD = "msg_id_field", Sink, ValueKind::Text, default None, secret false,
         "Column whose value is sent as 'Nats-Msg-Id', so the stream drops duplicates within its duplicate window (a string or integer column; it stays in the payload).";
     EXPECTED_STREAM = "expected_stream", Sink, ValueKind::Text, default None, secret false,
