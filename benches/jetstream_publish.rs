@@ -52,7 +52,7 @@ const STREAM_R3: &str = "BENCH_R3";
 const CURVE: [usize; 4] = [64, 256, 1024, 4096];
 /// The windows measured on R3; raw's best of them is the R3 baseline. The default is
 /// among them.
-const R3_WINDOWS: [usize; 3] = [1024, 4096, 16384];
+const R3_WINDOWS: [usize; 5] = [1024, 2048, 4096, 8192, 16384];
 /// Back-to-back raw/engine pairs per window after the criterion groups.
 const PAIRS: usize = 5;
 
