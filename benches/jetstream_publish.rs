@@ -234,12 +234,11 @@ impl Setup {
             }
         })
         .await;
-        let mut stream = target.admin.get_stream(target.stream).await.unwrap();
-        let state = stream.info().await.unwrap().state.clone();
-        assert_eq!(state.messages, self.rows);
+        let stream = target.check(self.rows).await;
         if headers {
             // Untimed: the stored rows carry their header columns.
-            let first = stream.get_raw_message(state.first_sequence).await.unwrap();
+            let first_sequence = stream.cached_info().state.first_sequence;
+            let first = stream.get_raw_message(first_sequence).await.unwrap();
             assert!(
                 first.headers.get("trace_id").is_some() && first.headers.get("tenant").is_some()
             );

@@ -4,10 +4,10 @@
 //! Baseline: async-nats pulling the messages from an ephemeral consumer (batches of 500,
 //! the source's `fetch_size`), arrow-json decoding each batch into the columns and
 //! encoding each row back to JSON, and publishing the rows to the output stream with at
-//! most 1024 acks outstanding (the sink's default window), awaited in order. Engine:
+//! most 1024 acks outstanding, awaited in order. Engine:
 //! `INSERT INTO out SELECT ... FROM orders_in` with `orders_in` a `nats_source` table
 //! reading the stream to its end (`stop_at = 'end'`, an ephemeral consumer) and `out` a
-//! JetStream `nats_sink`. Both on one current-thread runtime against one nats-server;
+//! JetStream `nats_sink` with the same window (`max_in_flight = '1024'`). Both on one current-thread runtime against one nats-server;
 //! the output stream is purged, untimed, before each iteration, and checked after it.
 //!
 //! The durable variant acknowledges what it reads once its rows are stored: raw, a
@@ -81,7 +81,8 @@ fn script(url: &str, read: Read, rows: u64) -> String {
          WITH (connector = 'nats_source', connection = 'c', stream = 'ORDERS', {reading});
          CREATE TABLE out (order_id BIGINT, customer VARCHAR, amount DOUBLE, status VARCHAR,
                            note VARCHAR)
-         WITH (connector = 'nats_sink', connection = 'c', stream = 'OUT', subject = 'out.orders');
+         WITH (connector = 'nats_sink', connection = 'c', stream = 'OUT', subject = 'out.orders',
+               max_in_flight = '{WINDOW}');
          INSERT INTO out SELECT order_id, customer, amount, status, note FROM orders_in{limit};"
     )
 }

@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, Context, stream};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 
-/// A JetStream context configured like the sink's (connector-nats/src/jetstream/mod.rs),
+/// A JetStream context configured like the sink's (connector-nats/src/deliver/driver.rs),
 /// so that only the publishing loop differs.
 pub fn context(client: &async_nats::Client, max_in_flight: usize) -> Context {
     jetstream::context::ContextBuilder::new()
@@ -53,6 +53,8 @@ pub struct Target {
     pub stream: &'static str,
     /// The nats-server processes serving it, for their CPU.
     pub server_pids: Vec<u32>,
+    /// The stream's leader when it was created.
+    leader: Option<String>,
 }
 
 impl Target {
@@ -65,7 +67,7 @@ impl Target {
         let urls: Vec<&str> = servers.split(',').collect();
         let client = options.connect(urls).await.unwrap();
         let admin = jetstream::new(client.clone());
-        admin
+        let mut created = admin
             .create_stream(stream::Config {
                 name: stream.into(),
                 subjects: vec!["bench.>".into()],
@@ -75,12 +77,31 @@ impl Target {
             })
             .await
             .unwrap();
+        let leader = created.info().await.unwrap().cluster.clone();
         Target {
             servers,
             client,
             admin,
             stream,
             server_pids: Vec::new(),
+            leader: leader.and_then(|c| c.leader),
         }
+    }
+
+    /// After an iteration: asserts the stream holds `rows` messages, warns if its leader
+    /// moved (the path from the client, through a follower or not, would differ between
+    /// the runs compared), and returns the stream.
+    pub async fn check(&self, rows: u64) -> stream::Stream {
+        let mut stream = self.admin.get_stream(self.stream).await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.state.messages, rows);
+        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+        if leader != self.leader {
+            eprintln!(
+                "warning: stream {} is now led by {leader:?}, not {:?}: runs from here on take another path",
+                self.stream, self.leader
+            );
+        }
+        stream
     }
 }

@@ -46,7 +46,8 @@ pub mod subject;
 pub use metrics::prometheus as telemetry;
 
 pub use deliver::rows::{
-    DEAD_LETTER_KEY, DEAD_LETTER_REASON, DEAD_LETTER_ROW, DEAD_LETTER_SUBJECT,
+    DEAD_LETTER_KEY, DEAD_LETTER_OPERATION, DEAD_LETTER_REASON, DEAD_LETTER_ROW,
+    DEAD_LETTER_SUBJECT,
 };
 pub use encode::{EncodedBatch, Rejection, RowEncoder};
 pub use error::NatsSinkError;

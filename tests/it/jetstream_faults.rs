@@ -43,7 +43,12 @@ const STREAM: &str = "S";
 const SUBJECTS: &[&str] = &["orders.>"];
 
 /// The sink's default `max_in_flight`: how many acks it awaits at once.
-const MAX_IN_FLIGHT: u64 = 1024;
+fn max_in_flight() -> u64 {
+    connector_nats::options::spec("max_in_flight")
+        .and_then(|spec| spec.default)
+        .and_then(|default| default.parse().ok())
+        .expect("max_in_flight has a numeric default")
+}
 
 /// The longest a statement may run before the test gives up on it: far more than any
 /// of these runs needs, even on a loaded machine, but a hang fails instead of stalling.
@@ -293,10 +298,10 @@ async fn stream_leader_lost_in_a_three_node_cluster() {
     // run of seven). The sink resends the lost rows when their ack times out, so they
     // land behind those, by less than the window of acks in flight. See the README.
     let late = out_of_query_order(&messages);
+    let window = max_in_flight();
     assert!(
-        late.iter()
-            .all(|(_, id, before, _)| before - id < MAX_IN_FLIGHT),
-        "rows stored further out of order than the window of {MAX_IN_FLIGHT} acks: {:?}",
+        late.iter().all(|(_, id, before, _)| before - id < window),
+        "rows stored further out of order than the window of {window} acks: {:?}",
         &late[..late.len().min(10)]
     );
 }

@@ -101,7 +101,7 @@ impl Retry {
         // where the progress line and status page show the reason.
         let reason = match (class, self.timeout) {
             (TransientKind::StorageFull, None) => format!(
-                "{reason}; no retry_timeout is set, so this goes on until there is room or the statement is stopped (Ctrl-C)"
+                "{reason}; no retry_timeout is set, so this goes on until there is room or the statement is stopped"
             ),
             _ => reason,
         };
@@ -191,7 +191,7 @@ mod tests {
         let unbounded = shown(None, TransientKind::StorageFull).await;
         assert!(
             unbounded.starts_with("key-value bucket 'b' is full; no retry_timeout is set")
-                && unbounded.contains("stopped (Ctrl-C)"),
+                && unbounded.contains("until there is room or the statement is stopped"),
             "{unbounded}"
         );
         let bounded = shown(Some(Duration::from_secs(60)), TransientKind::StorageFull).await;

@@ -12,18 +12,19 @@ use tracing::warn;
 use crate::encode::EncodedBatch;
 use crate::encode::headers::TTL_HEADER;
 use crate::error::NatsSinkError;
-use crate::kv::ops::KV_OPERATION;
 use crate::options::config::{Mode, OnError, SinkConfig};
 use crate::options::message::TtlSpec;
 use crate::subject;
 
 /// Headers a dead letter carries: why the row could not be delivered, the subject it was
 /// meant for, and its position in the statement (from 1). A key-value row's also carries
-/// its key and, for a delete or purge, `KV-Operation` as the bucket would have had it.
+/// its key and, for a delete or purge, its operation (`DEL` or `PURGE`, the values of the
+/// bucket's own `KV-Operation` header, under a name no server or client acts on).
 pub const DEAD_LETTER_REASON: &str = "StreamSQL-Error";
 pub const DEAD_LETTER_SUBJECT: &str = "StreamSQL-Subject";
 pub const DEAD_LETTER_ROW: &str = "StreamSQL-Row";
 pub const DEAD_LETTER_KEY: &str = "StreamSQL-Key";
+pub const DEAD_LETTER_OPERATION: &str = "StreamSQL-KV-Operation";
 
 /// The headers of JetStream's atomic batch protocol (see `jetstream::atomic`).
 pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
@@ -230,14 +231,16 @@ impl RowPlanner {
                     }
                     headers.insert(DEAD_LETTER_ROW, row.to_string().as_str());
                     // A delete or purge has no value: without its op a replay would take
-                    // the empty dead letter for a put. (Not `Nats-Rollup`: that would make
-                    // the dead-letter stream drop the subject's earlier dead letters.)
+                    // the empty dead letter for a put. Not the bucket's own headers: a
+                    // purge's `Nats-Rollup` would make the dead-letter stream drop the
+                    // subject's earlier dead letters, and `KV-Operation` alone is half a
+                    // purge to a tool that copies headers back into a bucket.
                     if let Some((key, op)) = batch.key_op(i) {
                         if let Some(key) = key {
                             headers.insert(DEAD_LETTER_KEY, one_line(&subject::kept(key)).as_str());
                         }
                         if let Some(operation) = op.operation() {
-                            headers.insert(KV_OPERATION, operation);
+                            headers.insert(DEAD_LETTER_OPERATION, operation);
                         }
                     }
                     // Its own id, so a resent dead letter is dropped as a duplicate: the row's

@@ -39,7 +39,7 @@ declare_options! { KV_ONLY_OPTIONS;
     ON_ERROR = "on_error", Sink, ValueKind::Choice(ON_ERROR_POLICIES), default Some("fail"), secret false,
         "A row that can never be delivered (null or invalid key, unknown op, oversize or unencodable value): 'fail' the statement, 'skip' it (counted and logged), or 'dead_letter' it.";
     DEAD_LETTER_SUBJECT = "dead_letter_subject", Sink, ValueKind::Subject, default None, secret false,
-        "on_error = 'dead_letter': where undeliverable rows go (a stream must capture it), with headers giving the reason, the row number, the key (StreamSQL-Key) and, for a delete or purge, KV-Operation: DEL or PURGE.";
+        "on_error = 'dead_letter': where undeliverable rows go (a stream must capture it), with headers giving the reason, the row number, the key (StreamSQL-Key) and, for a delete or purge, StreamSQL-KV-Operation: DEL or PURGE.";
 }
 
 /// Every option of `nats_kv`.

@@ -314,7 +314,9 @@ fn values_a_delete_or_purge_does_not_send_are_not_checked() {
 /// messages), so a replay can tell an empty delete from a put of an empty value.
 #[test]
 fn dead_letters_carry_the_rows_key_and_op() {
-    use crate::deliver::rows::{DEAD_LETTER_KEY, Limit, Planned, RowPlanner};
+    use crate::deliver::rows::{
+        DEAD_LETTER_KEY, DEAD_LETTER_OPERATION, Limit, Planned, RowPlanner,
+    };
 
     let batch = changes(
         &[Some("bad key"), Some("bad\r\nkey"), None, Some("fine")],
@@ -340,7 +342,7 @@ fn dead_letters_carry_the_rows_key_and_op() {
         let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
         (
             get(DEAD_LETTER_KEY),
-            get("KV-Operation"),
+            get(DEAD_LETTER_OPERATION),
             get("Nats-Rollup"),
             letter.payload,
         )

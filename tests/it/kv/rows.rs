@@ -84,8 +84,8 @@ async fn a_bad_key_names_the_row_and_column_and_follows_on_error() {
     assert!(reason.contains("not a valid key"), "{reason}");
 }
 
-/// Dead letters of a delete and a purge carry their op (`KV-Operation`, as the bucket
-/// would have had it) and key, so a replay can tell them from puts of an empty value; the
+/// Dead letters of a delete and a purge carry their op (`StreamSQL-KV-Operation`: DEL or
+/// PURGE, as the bucket's `KV-Operation` would have said) and key, so a replay can tell them from puts of an empty value; the
 /// dead-letter stream, which allows no rollups, keeps both.
 #[tokio::test]
 async fn dead_letters_of_deletes_and_purges_carry_their_op_and_key() {
@@ -108,7 +108,7 @@ async fn dead_letters_of_deletes_and_purges_carry_their_op_and_key() {
             (
                 get("StreamSQL-Row"),
                 get("StreamSQL-Key"),
-                get("KV-Operation"),
+                get("StreamSQL-KV-Operation"),
                 get("Nats-Rollup"),
                 letter.payload.is_empty(),
             )

@@ -80,9 +80,10 @@ fn classify_code(api: &jetstream::Error, stream: &str) -> Classified {
         | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => transient(
             TransientKind::StorageFull,
             match stream.strip_prefix("KV_") {
-                // A bucket discards nothing old: only more room or fewer keys help.
+                // A bucket discards no old values to make room (only its max_age expires
+                // them): more room or fewer keys help.
                 Some(bucket) => format!(
-                    "key-value bucket '{bucket}' or the server's storage is full: {described}; waiting for space, which a bucket does not make by itself (raise the bucket's max_bytes or max_values, or delete or purge keys)"
+                    "key-value bucket '{bucket}' or the server's storage is full: {described}; waiting for space, which a bucket makes only as values reach its max_age, if it has one (raise the bucket's max_bytes or max_values, or delete or purge keys)"
                 ),
                 None => format!(
                     "stream '{stream}' or the server's storage is full: {described}; waiting for space (consumers to catch up, limits raised, or discard old)"
@@ -93,6 +94,15 @@ fn classify_code(api: &jetstream::Error, stream: &str) -> Classified {
             TransientKind::NoLeader,
             format!(
                 "the JetStream cluster cannot store right now (no quorum or no leader): {described}"
+            ),
+        ),
+        // The stream's queue of messages waiting to be stored is over the server's limit
+        // (nats-server 2.11+): more publishers or larger messages in flight than it
+        // takes at once. It drains by itself; the resend waits a backoff.
+        ErrorCode::STREAM_TOO_MANY_REQUESTS => transient(
+            TransientKind::Backpressure,
+            format!(
+                "stream '{stream}' has more messages waiting to be stored than the server queues: {described}; sending again after a pause (a lower max_in_flight, or fewer statements writing to the stream at once, avoids it)"
             ),
         ),
         ErrorCode::ATOMIC_PUBLISH_INCOMPLETE_BATCH => transient(
@@ -146,5 +156,25 @@ mod tests {
             classify(&refused, "S", true),
             Classified::Failure(Failure::Permanent(_))
         ));
+    }
+
+    /// A stream whose ingest queue is over the server's limit refuses for a moment, not
+    /// for good: the rows are sent again.
+    #[test]
+    fn too_many_requests_waiting_at_the_stream_is_backpressure() {
+        let api: jetstream::Error = serde_json::from_str(
+            r#"{"code":429,"err_code":10167,"description":"too many requests"}"#,
+        )
+        .unwrap();
+        let refused = PublishError::with_source(PublishErrorKind::Other, api);
+        let Classified::Failure(Failure::Transient(kind, why)) = classify(&refused, "S", false)
+        else {
+            panic!("not transient");
+        };
+        assert_eq!(kind, TransientKind::Backpressure);
+        assert!(
+            why.contains("stream 'S'") && why.contains("max_in_flight"),
+            "{why}"
+        );
     }
 }
