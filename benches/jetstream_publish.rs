@@ -16,8 +16,8 @@
 //! `header_fields = 'trace_id,tenant'` against the raw client publishing the same
 //! messages with the same headers, pre-built) and `jetstream_r3` (a stream with three
 //! replicas on a 3-node loopback cluster, where each ack waits for a quorum: raw and
-//! engine at several windows; the summary also compares the engine at its default
-//! window with raw at its best one, back to back).
+//! engine at several windows). On each stream the summary also compares the engine at
+//! its default window with raw at its best one, back to back.
 //! Criterion measures each variant in a block of its own, and throughput on a small
 //! shared machine drifts by tens of percent over minutes, so after the groups the bench
 //! also runs raw/engine pairs back to back at each window it measured and prints a
@@ -62,6 +62,12 @@ const RAW_HEADERS: &str = "raw_async_nats_headers";
 const ENGINE_HEADERS: &str = "engine_insert_headers";
 const RAW_R3: &str = "raw_async_nats_r3";
 const ENGINE_R3: &str = "engine_insert_r3";
+/// Per stream (its name, the baseline, the engine variant): the windows among which
+/// raw's best is the baseline for the engine at its default window.
+const BEST_OF: [(&str, &str, &str, &[usize]); 2] = [
+    ("R1", RAW, ENGINE, &CURVE),
+    ("R3", RAW_R3, ENGINE_R3, &R3_WINDOWS),
+];
 /// Each baseline and the engine variant measured against it.
 const PAIRINGS: [(&str, &str); 3] = [
     (RAW, ENGINE),
@@ -131,8 +137,9 @@ struct Setup {
     runs: RefCell<BTreeMap<(usize, &'static str), Vec<Run>>>,
     /// The back-to-back pairs, by max_in_flight and baseline: (raw, engine).
     pairs: RefCell<Pairs>,
-    /// On R3: raw at its best window against the engine at its default, back to back.
-    best_pairs: RefCell<Vec<(Run, Run)>>,
+    /// Per baseline of [`BEST_OF`]: raw at its best window against the engine at its
+    /// default, back to back.
+    best_pairs: RefCell<BTreeMap<&'static str, Vec<(Run, Run)>>>,
 }
 
 impl Setup {
@@ -281,29 +288,32 @@ impl Setup {
         pairs
     }
 
-    /// Pairs at each window and baseline criterion measured, then, if it measured R3,
-    /// raw at its best window there against the engine at its default.
+    /// Pairs at each window and baseline criterion measured, then on each stream
+    /// measured, raw at its best window against the engine at its default.
     async fn measure_pairs(&self) {
         for (n, raw, engine) in self.measured() {
             let pairs = self.pairs_of((raw, n), (engine, n)).await;
             self.pairs.borrow_mut().insert((n, raw), pairs);
         }
-        if let Some(best) = self.best_raw_r3_window() {
-            let pairs = self
-                .pairs_of((RAW_R3, best), (ENGINE_R3, default_in_flight()))
-                .await;
-            *self.best_pairs.borrow_mut() = pairs;
+        for (_, raw, engine, windows) in BEST_OF {
+            if let Some(best) = self.best_raw_window(raw, engine, windows) {
+                let pairs = self
+                    .pairs_of((raw, best), (engine, default_in_flight()))
+                    .await;
+                self.best_pairs.borrow_mut().insert(raw, pairs);
+            }
         }
     }
 
-    /// The window at which raw publishing to R3 was fastest in criterion's phase.
-    fn best_raw_r3_window(&self) -> Option<usize> {
+    /// The window of `windows` at which `raw` was fastest in criterion's phase, if
+    /// criterion measured `engine` at its default window too.
+    fn best_raw_window(&self, raw: &str, engine: &str, windows: &[usize]) -> Option<usize> {
         let runs = self.runs.borrow();
-        let rate = |n: usize| runs.get(&(n, RAW_R3)).map(|v| self.median_rate(v));
-        let measured = runs.get(&(default_in_flight(), ENGINE_R3)).is_some();
-        let best = R3_WINDOWS
-            .into_iter()
-            .filter_map(|n| Some((n, rate(n)?)))
+        let rate = |n: usize| runs.get(&(n, raw)).map(|v| self.median_rate(v));
+        let measured = runs.contains_key(&(default_in_flight(), engine));
+        let best = windows
+            .iter()
+            .filter_map(|&n| Some((n, rate(n)?)))
             .max_by(|a, b| a.1.total_cmp(&b.1))?;
         measured.then_some(best.0)
     }
@@ -388,20 +398,24 @@ impl Setup {
                 cpu(|r| r.server_cpu)
             );
         }
-        if let Some(best) = self.best_raw_r3_window() {
-            let engine = runs[&(default_in_flight(), ENGINE_R3)].as_slice();
-            let best_pairs = self.best_pairs.borrow();
+        let best_pairs = self.best_pairs.borrow();
+        for (name, raw, engine, windows) in BEST_OF {
+            let Some(best) = self.best_raw_window(raw, engine, windows) else {
+                continue;
+            };
+            let engine = runs[&(default_in_flight(), engine)].as_slice();
+            let paired = best_pairs.get(raw).map_or(&[][..], Vec::as_slice);
             let each: Vec<String> = self
-                .ratios(&best_pairs)
+                .ratios(paired)
                 .iter()
                 .map(|r| format!("{r:.2}"))
                 .collect();
             println!(
-                "R3: the engine at its default max_in_flight ({}) against raw at its best \
+                "{name}: the engine at its default max_in_flight ({}) against raw at its best \
                  window ({best}): criterion {:.2}, pairs {} ({})",
                 default_in_flight(),
-                self.median_rate(engine) / self.median_rate(&runs[&(best, RAW_R3)]),
-                self.paired_ratio(&best_pairs),
+                self.median_rate(engine) / self.median_rate(&runs[&(best, raw)]),
+                self.paired_ratio(paired),
                 each.join(" ")
             );
         }
