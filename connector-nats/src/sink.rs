@@ -25,7 +25,8 @@ use tracing::info;
 use crate::connect::Connection;
 use crate::deliver::core;
 use crate::deliver::driver::{JsSettings, Link};
-use crate::deliver::jetstream::{self, atomic::Atomic, stream::StreamAcks, window::Window};
+use crate::deliver::jetstream::window::{Window, WindowLimit};
+use crate::deliver::jetstream::{self, atomic::Atomic, stream::StreamAcks};
 use crate::deliver::retry::Retry;
 use crate::deliver::rows::{Limit, RowPlanner};
 use crate::encode::ahead::EncodedBatches;
@@ -200,7 +201,7 @@ struct ResetGauges<'a>(&'a SinkMetrics);
 
 impl Drop for ResetGauges<'_> {
     fn drop(&mut self) {
-        self.0.in_flight(0);
+        self.0.in_flight(0, 0);
         self.0.connected(false);
         self.0.recovered();
     }
@@ -379,7 +380,11 @@ impl Delivery {
         let mode = match js_config.atomic_batch {
             Some(size) => Mode::ExactlyOnce(Atomic::new(acks, size, planner)),
             None => {
-                let window = Window::new(acks, js_config.max_in_flight, planner, metrics.clone());
+                let limit = WindowLimit {
+                    messages: js_config.max_in_flight,
+                    bytes: js_config.max_in_flight_bytes,
+                };
+                let window = Window::new(acks, limit, planner, metrics.clone());
                 // A bucket's last message per key is its value: keep each key's in order.
                 Mode::JetStream(Box::new(match config.subject {
                     SubjectSpec::Key(_) => window.one_per_subject(),

@@ -145,11 +145,16 @@ fn die_with_parent(_command: &mut Command) {}
 /// Asks the server to shut down gracefully (SIGTERM: it closes clients and flushes
 /// JetStream). Does not wait.
 pub(crate) fn terminate(child: &Child) {
+    signal(child, libc::SIGTERM);
+}
+
+/// Sends `signal` to the server.
+pub(crate) fn signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("a pid fits in pid_t");
     // SAFETY: kill(2) has no memory effects; the pid is our own unreaped child, so it
     // cannot have been reused by another process.
     unsafe {
-        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, signal);
     }
 }
 

@@ -188,6 +188,17 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open and take what fits in
+    /// their socket buffers, but nothing is answered, as with a server that hangs.
+    pub fn pause(&mut self) {
+        process::signal(&self.child, libc::SIGSTOP);
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&mut self) {
+        process::signal(&self.child, libc::SIGCONT);
+    }
+
     /// Stops the server gracefully with SIGTERM and waits until it has exited.
     ///
     /// # Panics

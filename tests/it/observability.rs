@@ -253,6 +253,63 @@ async fn a_lost_connection_shows_in_the_gauge_and_counts_one_reconnect_logged_on
     );
 }
 
+/// A server that hangs mid-statement: the sink stops sending once `max_in_flight_bytes`
+/// of payload waits for acks (a few large rows, far below `max_in_flight`'s 4096
+/// messages), the gauges show the window held, and every row is stored once the server
+/// answers again.
+#[tokio::test]
+async fn a_hung_server_holds_the_window_to_max_in_flight_bytes() {
+    const PAD: usize = 32 * 1024;
+    const LIMIT: f64 = 256.0 * 1024.0;
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let client = nats_testkit::connect(&url).await;
+    create_stream(&client, "BIG", &["big.>"], |_| {}).await;
+    let script = format!(
+        "CREATE TABLE ticks (id BIGINT) WITH (connector = 'datagen', rows_per_second = '200');
+         INSERT INTO big SELECT id, repeat('x', {PAD}) AS pad, 'big.rows' AS subject FROM ticks
+         WITH (connector = 'nats_sink', servers = '{url}', subject_field = 'subject',
+               stream = 'BIG', max_in_flight_bytes = '256KiB', confirm_timeout = '60s');"
+    );
+    let run = Running::start(&[], &script);
+    wait_for(&run, |m| m.get("rows_published_total", "big") > 0.0);
+
+    server.pause();
+    wait_for(&run, |m| m.get("in_flight_bytes", "big") >= LIMIT);
+    std::thread::sleep(Duration::from_millis(500));
+    let held = scrape(&run);
+    let (messages, bytes) = (
+        held.get("in_flight_messages", "big"),
+        held.get("in_flight_bytes", "big"),
+    );
+    // The message that crossed the limit went; none after it (rows of PAD bytes and a
+    // few more of JSON).
+    assert!(bytes < LIMIT + PAD as f64 + 64.0, "{bytes} bytes in flight");
+    assert!(
+        (8.0..=9.0).contains(&messages),
+        "{messages} messages in flight"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let later = scrape(&run);
+    assert_eq!(
+        later.get("in_flight_messages", "big"),
+        messages,
+        "sent nothing more"
+    );
+    assert_eq!(
+        later.get("rows_published_total", "big"),
+        held.get("rows_published_total", "big")
+    );
+
+    server.resume();
+    let before = held.get("rows_published_total", "big");
+    wait_for(&run, |m| {
+        m.get("rows_published_total", "big") > before + 50.0
+    });
+    let (out, _) = run.interrupt();
+    assert_eq!(stored(&client, "BIG").await, inserted_rows(&out, "big"));
+}
+
 /// A continuous read into a sink: the source's series count what it read, skipped and
 /// acknowledged, and agree with the consumer's state at the server.
 #[tokio::test]

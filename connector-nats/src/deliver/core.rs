@@ -90,7 +90,8 @@ pub(crate) async fn send(
         .iter()
         .filter(|(_, plan)| !matches!(plan, Planned::Skip))
         .count();
-    metrics.in_flight(sent);
+    let bytes = planned.iter().map(|(_, plan)| plan.payload_len()).sum();
+    metrics.in_flight(sent, bytes);
     let started = Instant::now();
     let mut work = Batch {
         planned: &planned,
@@ -98,7 +99,7 @@ pub(crate) async fn send(
         refused: None,
     };
     let result = driver::run(link, retry, &mut work).await;
-    metrics.in_flight(0);
+    metrics.in_flight(0, 0);
     if let Err(err) = result {
         // The server processed every message of the batch but the refused ones, and it
         // refuses by subject (permissions): the others reached subscribers, and the

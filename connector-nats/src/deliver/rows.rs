@@ -56,6 +56,16 @@ pub(crate) enum Planned {
     Skip,
 }
 
+impl Planned {
+    /// The bytes of payload this plan sends (none for a skip).
+    pub(crate) fn payload_len(&self) -> usize {
+        match self {
+            Planned::Send(m) | Planned::DeadLetter(m) => m.payload.len(),
+            Planned::Skip => 0,
+        }
+    }
+}
+
 /// The largest message the destination takes, and whose limit it is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limit {

@@ -8,11 +8,14 @@
 //! ([`CONNECTION_OPTIONS`]), so one `CREATE CONNECTION ... FROM nats_sink` serves both.
 
 use crate::error::Result;
-use crate::options::config::{JetStreamConfig, Mode, SinkConfig, SubjectSpec, invalid, on_error};
+use crate::options::config::{
+    JetStreamConfig, Mode, SinkConfig, SubjectSpec, invalid, on_error, window_bytes,
+};
 use crate::options::message::payload;
 use crate::options::values::ValueKind;
 use crate::options::{
-    CONNECTION_OPTIONS, FORMATS, ON_ERROR_POLICIES, OptionTable, Options, declare_options,
+    CONNECTION_OPTIONS, DEFAULT_WINDOW_BYTES, FORMATS, ON_ERROR_POLICIES, OptionTable, Options,
+    WINDOW_BYTES, declare_options,
 };
 use crate::subject::rules::SubjectRules;
 
@@ -36,6 +39,8 @@ declare_options! { KV_ONLY_OPTIONS;
         "How long to wait for the bucket's ack of a row before it is sent again.";
     MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("1024"), secret false,
         "How many rows may wait for their ack at once; at most one per key (a row waits for the ack of its key's previous row).";
+    MAX_IN_FLIGHT_BYTES = "max_in_flight_bytes", Sink, WINDOW_BYTES, default Some(DEFAULT_WINDOW_BYTES), secret false,
+        "How many value bytes may wait for their acks at once ('64MiB', '512KiB'); sending pauses at this or max_in_flight, whichever comes first. One row is always let through.";
     ON_ERROR = "on_error", Sink, ValueKind::Choice(ON_ERROR_POLICIES), default Some("fail"), secret false,
         "A row that can never be delivered (null or invalid key, unknown op, oversize or unencodable value): 'fail' the statement, 'skip' it (counted and logged), or 'dead_letter' it.";
     DEAD_LETTER_SUBJECT = "dead_letter_subject", Sink, ValueKind::Subject, default None, secret false,
@@ -111,6 +116,7 @@ pub(crate) fn sink_config(options: &Options) -> Result<SinkConfig> {
         mode: Mode::JetStream(JetStreamConfig {
             stream: format!("KV_{bucket}"),
             max_in_flight: options.count(MAX_IN_FLIGHT)?.unwrap_or(1) as usize,
+            max_in_flight_bytes: window_bytes(options, MAX_IN_FLIGHT_BYTES)?,
             expected_stream: false,
             atomic_batch: None,
         }),

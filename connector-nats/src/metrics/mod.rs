@@ -35,6 +35,8 @@ pub mod names {
     pub const RETRIES: &str = "retries";
     /// Messages published and not confirmed yet (a gauge).
     pub const IN_FLIGHT: &str = "in_flight";
+    /// The payload bytes of those messages (a gauge).
+    pub const IN_FLIGHT_BYTES: &str = "in_flight_bytes";
     /// Why the sink is retrying right now; displays `-` when it is not.
     pub const RETRYING: &str = "retrying";
     /// 1 while the sink has a connection to the server, 0 before and after (a gauge).
@@ -57,6 +59,7 @@ pub(crate) struct SinkMetrics {
     dead_lettered: Count,
     retries: Count,
     in_flight: Gauge,
+    in_flight_bytes: Gauge,
     connected: Gauge,
     retrying: Arc<Retrying>,
     rejections: Arc<RecentRejections>,
@@ -86,6 +89,7 @@ impl SinkMetrics {
             dead_lettered: counter(names::DEAD_LETTERED),
             retries: counter(names::RETRIES),
             in_flight: MetricBuilder::new(&set).global_gauge(names::IN_FLIGHT),
+            in_flight_bytes: MetricBuilder::new(&set).global_gauge(names::IN_FLIGHT_BYTES),
             connected: MetricBuilder::new(&set).global_gauge(names::CONNECTED),
             retrying,
             rejections,
@@ -121,10 +125,12 @@ impl SinkMetrics {
         self.series.batches.inc();
     }
 
-    /// Messages published and not yet confirmed.
-    pub(crate) fn in_flight(&self, messages: usize) {
+    /// Messages published and not yet confirmed, and their payload bytes.
+    pub(crate) fn in_flight(&self, messages: usize, bytes: usize) {
         self.in_flight.set(messages);
+        self.in_flight_bytes.set(bytes);
         self.series.in_flight.set(messages as i64);
+        self.series.in_flight_bytes.set(bytes as i64);
     }
 
     /// An acknowledgement arrived, `latency` after its message was published.

@@ -49,6 +49,7 @@ struct Families {
     bytes: Family<SinkLabel, Counter>,
     batches: Family<SinkLabel, Counter>,
     in_flight: Family<SinkLabel, Gauge>,
+    in_flight_bytes: Family<SinkLabel, Gauge>,
     acks: Family<SinkLabel, Counter>,
     duplicates: Family<SinkLabel, Counter>,
     skipped: Family<SinkLabel, Counter>,
@@ -79,6 +80,7 @@ fn families() -> &'static Families {
         bytes: Family::default(),
         batches: Family::default(),
         in_flight: Family::default(),
+        in_flight_bytes: Family::default(),
         acks: Family::default(),
         duplicates: Family::default(),
         skipped: Family::default(),
@@ -116,8 +118,14 @@ pub fn register(registry: &mut Registry) {
     );
     r.register(
         "in_flight_messages",
-        "RowPlanner published and not yet confirmed",
+        "Messages published and not yet confirmed",
         f.in_flight.clone(),
+    );
+    r.register_with_unit(
+        "in_flight",
+        "Payload bytes of the messages published and not yet confirmed",
+        Unit::Bytes,
+        f.in_flight_bytes.clone(),
     );
     r.register(
         "acks",
@@ -244,6 +252,7 @@ pub(crate) struct SinkSeries {
     pub bytes: Counter,
     pub batches: Counter,
     pub in_flight: Gauge,
+    pub in_flight_bytes: Gauge,
     pub acks: Counter,
     pub duplicates: Counter,
     pub skipped: Counter,
@@ -264,6 +273,7 @@ impl SinkSeries {
             bytes: f.bytes.get_or_create_owned(&label),
             batches: f.batches.get_or_create_owned(&label),
             in_flight: f.in_flight.get_or_create_owned(&label),
+            in_flight_bytes: f.in_flight_bytes.get_or_create_owned(&label),
             acks: f.acks.get_or_create_owned(&label),
             duplicates: f.duplicates.get_or_create_owned(&label),
             skipped: f.skipped.get_or_create_owned(&label),

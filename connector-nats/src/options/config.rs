@@ -14,9 +14,10 @@ use crate::options::values::{parse_headers, parse_servers, redact_userinfo};
 use crate::options::{
     ALLOW_SYSTEM_SUBJECTS, ATOMIC_BATCH_SIZE, CONFIRM_TIMEOUT, CONNECT_TIMEOUT, CREDENTIALS_FILE,
     DEAD_LETTER_SUBJECT, DELIVERY, EXPECTED_STREAM, HEADERS, HEADERS_FIELD, JWT, MAX_IN_FLIGHT,
-    MSG_ID_FIELD, NKEY_SEED, NKEY_SEED_FILE, ON_ERROR, Options, PASSWORD, PAYLOAD_INCLUDE_ROUTING,
-    REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT, SUBJECT_FIELD, SUBJECT_PREFIX, TLS,
-    TLS_CA_FILE, TLS_CERT_FILE, TLS_FIRST, TLS_KEY_FILE, TOKEN, USERNAME, tls_conflict,
+    MAX_IN_FLIGHT_BYTES, MSG_ID_FIELD, NKEY_SEED, NKEY_SEED_FILE, ON_ERROR, Options, PASSWORD,
+    PAYLOAD_INCLUDE_ROUTING, REPLY_TO_FIELD, RETRY_TIMEOUT, SERVERS, STREAM, SUBJECT,
+    SUBJECT_FIELD, SUBJECT_PREFIX, TLS, TLS_CA_FILE, TLS_CERT_FILE, TLS_FIRST, TLS_KEY_FILE, TOKEN,
+    USERNAME, tls_conflict,
 };
 use crate::subject::rules::SubjectRules;
 
@@ -199,6 +200,8 @@ pub(crate) enum Mode {
 pub(crate) struct JetStreamConfig {
     pub stream: String,
     pub max_in_flight: usize,
+    /// Payload bytes that may wait for their acks at once (`max_in_flight_bytes`).
+    pub max_in_flight_bytes: usize,
     /// Send `Nats-Expected-Stream: <stream>` with every message.
     pub expected_stream: bool,
     /// `Some(rows per atomic batch)` for `delivery = 'exactly_once'`.
@@ -233,6 +236,13 @@ pub(crate) struct SinkConfig {
     pub confirm_timeout: Duration,
     pub mode: Mode,
     pub on_error: OnError,
+}
+
+/// `max_in_flight_bytes` (declared by the sink and by `nats_kv` under `name`), as a
+/// byte count the window compares with.
+pub(crate) fn window_bytes(options: &Options, name: &'static str) -> Result<usize> {
+    let bytes = options.bytes(name)?.unwrap_or(u64::MAX);
+    Ok(usize::try_from(bytes).unwrap_or(usize::MAX))
 }
 
 pub(crate) fn invalid(option: &str, problem: impl Into<String>) -> NatsSinkError {
@@ -379,6 +389,7 @@ fn mode(options: &Options, has_msg_id: bool) -> Result<Mode> {
     Ok(Mode::JetStream(JetStreamConfig {
         stream,
         max_in_flight: options.count(MAX_IN_FLIGHT)?.unwrap_or(1) as usize,
+        max_in_flight_bytes: window_bytes(options, MAX_IN_FLIGHT_BYTES)?,
         expected_stream,
         atomic_batch: if exactly_once {
             Some(options.count(ATOMIC_BATCH_SIZE)?.unwrap_or(1) as usize)

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::error::{NatsSinkError, Result};
 use crate::options::values::{
-    ValueKind, parse_bool, parse_choice, parse_count, parse_duration, redact_userinfo,
+    ValueKind, parse_bool, parse_bytes, parse_choice, parse_count, parse_duration, redact_userinfo,
 };
 
 /// Where an option may be given.
@@ -171,6 +171,8 @@ declare_options! { SINK_OPTIONS;
         "JetStream mode: publish into this stream and wait for its acks. The stream must exist and capture every subject.";
     MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("4096"), secret false,
         "JetStream: how many messages may wait for their ack at once (the default suits a stream with three replicas; see Delivery).";
+    MAX_IN_FLIGHT_BYTES = "max_in_flight_bytes", Sink, WINDOW_BYTES, default Some(DEFAULT_WINDOW_BYTES), secret false,
+        "JetStream: how many payload bytes may wait for their acks at once ('64MiB', '512KiB'); sending pauses at this or max_in_flight, whichever comes first, so large rows hold bounded memory. One message is always let through.";
     MSG_ID_FIELD = "msg_id_field", Sink, ValueKind::Text, default None, secret false,
         "Column whose value is sent as 'Nats-Msg-Id', so the stream drops duplicates within its duplicate window (a string or integer column; it stays in the payload).";
     EXPECTED_STREAM = "expected_stream", Sink, ValueKind::Text, default None, secret false,
@@ -188,6 +190,13 @@ declare_options! { SINK_OPTIONS;
     DEAD_LETTER_SUBJECT = "dead_letter_subject", Sink, ValueKind::Subject, default None, secret false,
         "on_error = 'dead_letter': where undeliverable rows go, with headers giving the reason, original subject and row number.";
 }
+
+/// The kind and the default of `max_in_flight_bytes`, for the sink and `nats_kv` alike.
+pub(crate) const WINDOW_BYTES: ValueKind = ValueKind::Bytes {
+    min: 1,
+    max: 1 << 32,
+};
+pub(crate) const DEFAULT_WINDOW_BYTES: &str = "64MiB";
 
 /// The sink's option reference as a Markdown table, generated from [`OPTIONS`] (the
 /// README embeds this output; a test keeps the two identical).
@@ -334,6 +343,16 @@ impl Options {
         };
         self.resolved(name)?
             .map(|v| parse_count(name, &v, min, max))
+            .transpose()
+    }
+
+    /// A size option, resolved, in bytes.
+    pub fn bytes(&self, name: &'static str) -> Result<Option<u64>> {
+        let Some(ValueKind::Bytes { min, max }) = self.spec(name).map(|s| s.kind) else {
+            return Ok(None);
+        };
+        self.resolved(name)?
+            .map(|v| parse_bytes(name, &v, min, max))
             .transpose()
     }
 

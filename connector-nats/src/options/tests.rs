@@ -403,3 +403,33 @@ fn variables_resolve_when_the_connection_is_built() {
     let cfg = ConnectionConfig::from_options(&o).unwrap();
     assert_eq!(cfg.connect_timeout, Duration::from_millis(250));
 }
+
+/// `max_in_flight_bytes` takes a size with or without a unit, defaults to 64 MiB, and
+/// refuses what is no size or out of range, naming the option and what to write.
+#[test]
+fn the_window_size_in_bytes_is_read_with_units() {
+    let window = |pairs: &[(&str, &str)]| {
+        let mut pairs = pairs.to_vec();
+        pairs.extend([("subject", "orders.a"), ("stream", "ORDERS")]);
+        match SinkConfig::from_options(&parse(&pairs).unwrap())
+            .unwrap()
+            .mode
+        {
+            config::Mode::JetStream(js) => js.max_in_flight_bytes,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(window(&[]), 64 << 20);
+    assert_eq!(window(&[("max_in_flight_bytes", "512KiB")]), 512 << 10);
+    assert_eq!(window(&[("max_in_flight_bytes", " 2 MB ")]), 2_000_000);
+    assert_eq!(window(&[("max_in_flight_bytes", "65536")]), 65536);
+    let text = err(&[("max_in_flight_bytes", "lots")]);
+    assert!(
+        text.contains("option 'max_in_flight_bytes': 'lots' is not a size")
+            && text.contains("'64MiB'"),
+        "{text}"
+    );
+    let text = err(&[("max_in_flight_bytes", "8GiB")]);
+    assert!(text.contains("give a size from 1 to 4GiB"), "{text}");
+    assert!(err(&[("max_in_flight_bytes", "0")]).contains("is 0 bytes"));
+}

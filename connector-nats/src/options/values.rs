@@ -24,6 +24,8 @@ pub enum ValueKind {
     Bool,
     /// A whole number within `min..=max`.
     Count { min: u64, max: u64 },
+    /// A number of bytes within `min..=max`: `'65536'`, `'64KiB'`, `'64MiB'`, `'1GB'`.
+    Bytes { min: u64, max: u64 },
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
     /// Static headers as a JSON object of strings.
@@ -48,6 +50,7 @@ impl ValueKind {
                 .map_err(|problem| invalid(option, problem)),
             ValueKind::Bool => parse_bool(option, value).map(drop),
             ValueKind::Count { min, max } => parse_count(option, value, min, max).map(drop),
+            ValueKind::Bytes { min, max } => parse_bytes(option, value, min, max).map(drop),
             ValueKind::Choice(choices) => parse_choice(option, value, choices).map(drop),
             ValueKind::Headers => parse_headers(option, value).map(drop),
             ValueKind::Subject => parse_subject(option, value),
@@ -68,6 +71,9 @@ impl ValueKind {
             ValueKind::Ttl => "duration or `never`".into(),
             ValueKind::Bool => "`true` or `false`".into(),
             ValueKind::Count { min, max } => format!("{min} to {max}"),
+            ValueKind::Bytes { min, max } => {
+                format!("size, {} to {}", show_bytes(min), show_bytes(max))
+            }
             ValueKind::Choice(choices) => choices
                 .iter()
                 .map(|c| format!("`{c}`"))
@@ -244,6 +250,38 @@ pub(crate) fn parse_count(option: &str, value: &str, min: u64, max: u64) -> Resu
             format!("'{value}' is not a whole number from {min} to {max}"),
         )),
     }
+}
+
+/// A size in bytes: a number with an optional unit, `KiB`/`MiB`/`GiB` counting in
+/// 1024s and `KB`/`MB`/`GB` in 1000s (the `parse-size` crate's reading).
+pub(crate) fn parse_bytes(option: &str, value: &str, min: u64, max: u64) -> Result<u64> {
+    match parse_size::parse_size(value.trim()) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(invalid(
+            option,
+            format!(
+                "'{value}' is {n} bytes; give a size from {} to {}",
+                show_bytes(min),
+                show_bytes(max)
+            ),
+        )),
+        Err(e) => Err(invalid(
+            option,
+            format!("'{value}' is not a size ({e}); write e.g. '64MiB', '512KiB' or '1048576'"),
+        )),
+    }
+}
+
+/// `n` bytes in the largest binary unit that divides it.
+pub(crate) fn show_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS
+        .iter()
+        .find(|(unit, _)| n >= *unit && n.is_multiple_of(*unit))
+        .map_or_else(
+            || n.to_string(),
+            |(unit, name)| format!("{}{name}", n / unit),
+        )
 }
 
 /// The choice `value` names, lowercased; an unknown word lists the valid ones.

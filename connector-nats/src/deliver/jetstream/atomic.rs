@@ -131,7 +131,9 @@ impl Atomic {
                 Planned::Skip => skipped += 1,
             }
         }
-        metrics.in_flight(messages.len() + dead_letters.len());
+        let bytes = messages.iter().map(|(_, m)| m.payload.len());
+        let bytes = bytes.chain(dead_letters.iter().map(|m| m.payload.len()));
+        metrics.in_flight(messages.len() + dead_letters.len(), bytes.sum());
         let started = Instant::now();
         let mut work = Commit {
             atomic: self,
@@ -140,7 +142,7 @@ impl Atomic {
             committed: None,
         };
         driver::run(link, retry, &mut work).await?;
-        metrics.in_flight(0);
+        metrics.in_flight(0, 0);
         if !messages.is_empty() {
             metrics.acked(started.elapsed());
         }

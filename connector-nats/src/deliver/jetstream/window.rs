@@ -1,9 +1,10 @@
-//! Pipelined JetStream publishing: up to `max_in_flight` messages wait for their acks at
-//! once, across batch boundaries.
+//! Pipelined JetStream publishing: up to `max_in_flight` messages, and up to
+//! `max_in_flight_bytes` of their payloads, wait for their acks at once, across batch
+//! boundaries.
 //!
 //! Acks are consumed in publish order, so "confirmed" is always a prefix of the
 //! statement's rows. A batch stays in memory until all of its rows are confirmed; memory
-//! is therefore bounded by the window plus one batch. When a publish or an ack fails, the
+//! is therefore bounded by the window plus the batches it starts and ends in. When a publish or an ack fails, the
 //! failure is classified; a transient one is retried after a backoff by sending again
 //! from the first unconfirmed row, in the original order (messages after it that were
 //! stored already come back as duplicates when rows carry a message id; without one they
@@ -55,12 +56,22 @@ struct InFlight {
     /// again.
     failed: Option<PublishError>,
     deadline: Instant,
+    /// The payload's size, counted against the byte limit while in flight.
+    bytes: usize,
+}
+
+/// How much may wait for acks at once: whichever limit is reached first stops the
+/// sending (one message always goes, however large).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WindowLimit {
+    pub messages: usize,
+    pub bytes: usize,
 }
 
 /// The JetStream publisher of one statement.
 pub(crate) struct Window {
     acks: StreamAcks,
-    max_in_flight: usize,
+    limit: WindowLimit,
     planner: RowPlanner,
     pending: VecDeque<Pending>,
     /// Sequence number of `pending[0]`.
@@ -69,6 +80,8 @@ pub(crate) struct Window {
     /// released so far. Only ever grows.
     settled: u64,
     in_flight: VecDeque<InFlight>,
+    /// The payload bytes of `in_flight`.
+    in_flight_bytes: usize,
     /// What was in flight at the last failure, until the next attempt resends it: a
     /// statement that fails for good meanwhile still counts those that the stream acks.
     rewound: VecDeque<InFlight>,
@@ -82,18 +95,19 @@ pub(crate) struct Window {
 impl Window {
     pub(crate) fn new(
         acks: StreamAcks,
-        max_in_flight: usize,
+        limit: WindowLimit,
         planner: RowPlanner,
         metrics: SinkMetrics,
     ) -> Self {
         Window {
             acks,
-            max_in_flight,
+            limit,
             planner,
             pending: VecDeque::new(),
             first_seq: 0,
             settled: 0,
             in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             rewound: VecDeque::new(),
             draining: false,
             metrics,
@@ -146,11 +160,17 @@ impl Window {
         self.pending.iter().any(|p| p.next < p.batch.len())
     }
 
+    /// Whether another message may be sent before an ack comes.
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.limit.messages
+            && (self.in_flight.is_empty() || self.in_flight_bytes < self.limit.bytes)
+    }
+
     /// Publishes unsent rows while the window has room.
     async fn fill(&mut self, link: &Link) -> Result<(), Failure> {
         'fill: for index in 0..self.pending.len() {
             let seq = self.first_seq + index as u64;
-            while self.in_flight.len() < self.max_in_flight {
+            while self.has_room() {
                 let pending = &self.pending[index];
                 let row = pending.next;
                 if row >= pending.batch.len() {
@@ -177,6 +197,7 @@ impl Window {
                     return Err(Failure::lost("while rows were sent"));
                 }
                 let subject = message.subject.clone();
+                let bytes = message.payload.len();
                 let ack = match publish(link.js(), message).await {
                     Ok(ack) => ack,
                     Err(e) if e.kind() == PublishErrorKind::TimedOut => {
@@ -202,9 +223,11 @@ impl Window {
                     ack,
                     failed: None,
                     deadline: Instant::now() + self.acks.confirm_timeout,
+                    bytes,
                 });
+                self.in_flight_bytes += bytes;
             }
-            if self.in_flight.len() >= self.max_in_flight {
+            if !self.has_room() {
                 break;
             }
         }
@@ -300,6 +323,7 @@ impl Window {
     /// Records the ack of the oldest in-flight message, which arrived by `now`.
     fn confirm_front(&mut self, ack: &PublishAck, now: Instant) {
         let front = self.in_flight.pop_front().expect("an ack has a message");
+        self.in_flight_bytes -= front.bytes;
         if let Some(keys) = self.key_order.as_mut().filter(|_| !front.dead_letter) {
             keys.acked(&front.subject);
         }
@@ -340,7 +364,7 @@ impl Window {
             self.pending.pop_front();
             self.first_seq += 1;
         }
-        metrics.in_flight(self.in_flight.len());
+        metrics.in_flight(self.in_flight.len(), self.in_flight_bytes);
     }
 }
 
@@ -381,6 +405,7 @@ impl Work for Window {
             }
         }
         self.rewound = std::mem::take(&mut self.in_flight);
+        self.in_flight_bytes = 0;
         if let Some(keys) = &mut self.key_order {
             keys.clear();
         }
@@ -398,6 +423,7 @@ impl Window {
     pub(crate) async fn settle(&mut self) {
         let rewound = std::mem::take(&mut self.rewound);
         let in_flight = std::mem::take(&mut self.in_flight);
+        self.in_flight_bytes = 0;
         for mut front in rewound.into_iter().chain(in_flight) {
             if front.failed.is_some() || front.ack.is_terminated() {
                 continue;
@@ -417,7 +443,7 @@ impl Window {
             self.metrics.skipped(skipped.sum());
         }
         self.pending.clear();
-        self.metrics.in_flight(0);
+        self.metrics.in_flight(0, 0);
     }
 }
 
