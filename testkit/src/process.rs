@@ -142,17 +142,13 @@ fn die_with_parent(command: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_command: &mut Command) {}
 
-/// Asks the server to shut down gracefully (SIGTERM: it closes clients and flushes
-/// JetStream). Does not wait.
-pub(crate) fn terminate(child: &Child) {
-    signal(child, libc::SIGTERM);
-}
-
-/// Sends `signal` to the server.
+/// Sends `signal` to the server (SIGTERM asks it to shut down gracefully: it closes
+/// clients and flushes JetStream). Does not wait. The caller makes sure the child is not
+/// reaped yet.
 pub(crate) fn signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("a pid fits in pid_t");
-    // SAFETY: kill(2) has no memory effects; the pid is our own unreaped child, so it
-    // cannot have been reused by another process.
+    // SAFETY: kill(2) has no memory effects; the pid is our own unreaped child (checked
+    // by the caller), so it cannot have been reused by another process.
     unsafe {
         libc::kill(pid, signal);
     }

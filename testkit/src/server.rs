@@ -190,13 +190,21 @@ impl NatsServer {
 
     /// Freezes the server (SIGSTOP): its connections stay open and take what fits in
     /// their socket buffers, but nothing is answered, as with a server that hangs.
+    /// `stop`, `restart`, `kill` and drop work on a paused server too.
     pub fn pause(&mut self) {
-        process::signal(&self.child, libc::SIGSTOP);
+        self.signal(libc::SIGSTOP);
     }
 
     /// Lets a paused server run again (SIGCONT).
     pub fn resume(&mut self) {
-        process::signal(&self.child, libc::SIGCONT);
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Signals the process if it is still ours: once reaped, its pid may be another's.
+    fn signal(&mut self, signal: libc::c_int) {
+        if self.is_running() {
+            process::signal(&self.child, signal);
+        }
     }
 
     /// Stops the server gracefully with SIGTERM and waits until it has exited.
@@ -204,7 +212,9 @@ impl NatsServer {
     /// # Panics
     /// If it is still running after 10 s (it is then killed).
     pub fn stop(&mut self) {
-        process::terminate(&self.child);
+        // A paused server would not handle SIGTERM until it runs again.
+        self.resume();
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + READY_TIMEOUT;
         while self.is_running() {
             if Instant::now() >= deadline {

@@ -71,6 +71,29 @@ async fn every_row_is_stored_once_in_order_per_subject_and_a_rerun_only_adds_dup
     assert_eq!(stored(&client, "ORDERS").await, 50_000);
 }
 
+/// A byte limit below one row's size still lets one row at a time through: the statement
+/// finishes with every row stored, in order.
+#[tokio::test]
+async fn a_byte_window_smaller_than_a_row_sends_one_row_at_a_time() {
+    let server = NatsServer::start();
+    let client = nats_testkit::connect(&server.url()).await;
+    create_stream(&client, "ORDERS", &["orders.>"], |_| {}).await;
+    let output = insert(
+        &server.url(),
+        &rows(200),
+        "stream = 'ORDERS', msg_id_field = 'id', max_in_flight_bytes = '1'",
+    );
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert_eq!(inserted_rows(&stdout(&output), "out"), 200);
+    let messages = read_all(&client, "ORDERS").await;
+    assert_each_id_once(&messages, 200);
+    let ids: Vec<u64> = messages
+        .iter()
+        .map(|m| payload_json(m)["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+}
+
 #[tokio::test]
 async fn start_checks_say_what_to_create_or_change() {
     let server = NatsServer::start();

@@ -98,6 +98,7 @@ async fn core_counters_during_and_after_a_run_match_what_a_subscriber_received()
     assert_eq!(after.get("published_bytes_total", "first"), bytes as f64);
     assert!(after.get("batches_total", "first") >= 1.0);
     assert_eq!(after.get("in_flight_messages", "first"), 0.0);
+    assert_eq!(after.get("in_flight_bytes", "first"), 0.0);
     assert_eq!(
         after.get("connected", "first"),
         0.0,
@@ -168,6 +169,7 @@ async fn jetstream_acks_duplicates_and_latency_match_the_stream() {
         2.0 * ROWS as f64
     );
     assert_eq!(m.get("in_flight_messages", "js"), 0.0);
+    assert_eq!(m.get("in_flight_bytes", "js"), 0.0);
 
     // `--progress always` writes update lines even to a pipe, before the summary.
     let progress = run.wait_for_line("INSERT INTO live:", Duration::from_secs(15));

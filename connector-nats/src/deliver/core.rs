@@ -90,7 +90,7 @@ pub(crate) async fn send(
         .iter()
         .filter(|(_, plan)| !matches!(plan, Planned::Skip))
         .count();
-    let bytes = planned.iter().map(|(_, plan)| plan.payload_len()).sum();
+    let bytes = planned.iter().map(|(_, plan)| plan.size()).sum();
     metrics.in_flight(sent, bytes);
     let started = Instant::now();
     let mut work = Batch {

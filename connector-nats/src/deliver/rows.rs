@@ -57,10 +57,10 @@ pub(crate) enum Planned {
 }
 
 impl Planned {
-    /// The bytes of payload this plan sends (none for a skip).
-    pub(crate) fn payload_len(&self) -> usize {
+    /// The bytes this plan sends (none for a skip): see [`Message::size`].
+    pub(crate) fn size(&self) -> usize {
         match self {
-            Planned::Send(m) | Planned::DeadLetter(m) => m.payload.len(),
+            Planned::Send(m) | Planned::DeadLetter(m) => m.size(),
             Planned::Skip => 0,
         }
     }
@@ -95,6 +95,23 @@ pub(crate) struct RowPlanner {
 /// Bytes a header line takes on the wire: `Name: value\r\n`.
 fn header_line(name: &str, value: &str) -> usize {
     name.len() + value.len() + 4
+}
+
+/// Bytes `headers` take on the wire, block included.
+fn headers_size(headers: &HeaderMap) -> usize {
+    let lines = headers.iter().flat_map(|(name, values)| {
+        values
+            .iter()
+            .map(move |v| header_line(name.as_ref(), v.as_str()))
+    });
+    HEADER_BLOCK + lines.sum::<usize>()
+}
+
+impl Message {
+    /// The message's size as the server counts it: payload and headers.
+    pub(crate) fn size(&self) -> usize {
+        self.payload.len() + self.headers.as_ref().map_or(0, headers_size)
+    }
 }
 
 /// The header block's fixed part: `NATS/1.0\r\n` and the closing `\r\n`.
@@ -262,15 +279,7 @@ impl RowPlanner {
                     };
                     headers.insert("Nats-Msg-Id", id.as_str());
                     // The payload goes too unless the dead letter would then be too large.
-                    let header_bytes: usize = HEADER_BLOCK
-                        + headers
-                            .iter()
-                            .flat_map(|(name, values)| {
-                                values
-                                    .iter()
-                                    .map(move |v| header_line(name.as_ref(), v.as_str()))
-                            })
-                            .sum::<usize>();
+                    let header_bytes = headers_size(&headers);
                     let limit = self.dead_letter_limit.unwrap_or(self.limit).bytes;
                     let payload = if header_bytes + batch.payload_len(i) > limit {
                         Bytes::new()

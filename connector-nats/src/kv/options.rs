@@ -40,7 +40,7 @@ declare_options! { KV_ONLY_OPTIONS;
     MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("1024"), secret false,
         "How many rows may wait for their ack at once; at most one per key (a row waits for the ack of its key's previous row).";
     MAX_IN_FLIGHT_BYTES = "max_in_flight_bytes", Sink, WINDOW_BYTES, default Some(DEFAULT_WINDOW_BYTES), secret false,
-        "How many value bytes may wait for their acks at once ('64MiB', '512KiB'); sending pauses at this or max_in_flight, whichever comes first. One row is always let through.";
+        "How many bytes of rows (value and headers) may wait for their acks at once ('64MiB', '512KiB'; 'MB' and a bare 'M' count in 1000s). Sending pauses once they reach it (the row that crosses it still goes) or at max_in_flight, whichever comes first.";
     ON_ERROR = "on_error", Sink, ValueKind::Choice(ON_ERROR_POLICIES), default Some("fail"), secret false,
         "A row that can never be delivered (null or invalid key, unknown op, oversize or unencodable value): 'fail' the statement, 'skip' it (counted and logged), or 'dead_letter' it.";
     DEAD_LETTER_SUBJECT = "dead_letter_subject", Sink, ValueKind::Subject, default None, secret false,

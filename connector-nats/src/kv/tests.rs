@@ -214,6 +214,14 @@ fn options_map_onto_the_bucket_stream() {
         crate::options::config::Mode::JetStream(js) => {
             assert_eq!(js.stream, "KV_b");
             assert_eq!(js.max_in_flight, 1024);
+            assert_eq!(js.max_in_flight_bytes, 64 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    let given = [OPTIONS, &[("max_in_flight_bytes", "512KiB")]].concat();
+    match config(&given).unwrap().mode {
+        crate::options::config::Mode::JetStream(js) => {
+            assert_eq!(js.max_in_flight_bytes, 512 << 10)
         }
         other => panic!("{other:?}"),
     }

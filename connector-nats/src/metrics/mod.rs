@@ -35,7 +35,7 @@ pub mod names {
     pub const RETRIES: &str = "retries";
     /// Messages published and not confirmed yet (a gauge).
     pub const IN_FLIGHT: &str = "in_flight";
-    /// The payload bytes of those messages (a gauge).
+    /// The bytes of those messages, payload and headers (a gauge).
     pub const IN_FLIGHT_BYTES: &str = "in_flight_bytes";
     /// Why the sink is retrying right now; displays `-` when it is not.
     pub const RETRYING: &str = "retrying";
@@ -125,7 +125,7 @@ impl SinkMetrics {
         self.series.batches.inc();
     }
 
-    /// Messages published and not yet confirmed, and their payload bytes.
+    /// Messages published and not yet confirmed, and their bytes (payload and headers).
     pub(crate) fn in_flight(&self, messages: usize, bytes: usize) {
         self.in_flight.set(messages);
         self.in_flight_bytes.set(bytes);

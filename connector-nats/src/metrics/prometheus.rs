@@ -123,7 +123,7 @@ pub fn register(registry: &mut Registry) {
     );
     r.register_with_unit(
         "in_flight",
-        "Payload bytes of the messages published and not yet confirmed",
+        "Bytes (payload and headers) of the messages published and not yet confirmed",
         Unit::Bytes,
         f.in_flight_bytes.clone(),
     );

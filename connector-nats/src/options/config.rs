@@ -330,7 +330,12 @@ impl SinkConfig {
 fn mode(options: &Options, has_msg_id: bool) -> Result<Mode> {
     let exactly_once = options.choice(DELIVERY)? == Some("exactly_once");
     let Some(stream) = options.resolved(STREAM)? else {
-        for name in [MAX_IN_FLIGHT, EXPECTED_STREAM, ATOMIC_BATCH_SIZE] {
+        for name in [
+            MAX_IN_FLIGHT,
+            MAX_IN_FLIGHT_BYTES,
+            EXPECTED_STREAM,
+            ATOMIC_BATCH_SIZE,
+        ] {
             if options.is_given(name) {
                 return Err(invalid(
                     name,
@@ -385,6 +390,15 @@ fn mode(options: &Options, has_msg_id: bool) -> Result<Mode> {
             ATOMIC_BATCH_SIZE,
             "applies to delivery = 'exactly_once' only",
         ));
+    }
+    // Atomic batches go one at a time: their size is the window.
+    for name in [MAX_IN_FLIGHT, MAX_IN_FLIGHT_BYTES] {
+        if exactly_once && options.is_given(name) {
+            return Err(invalid(
+                name,
+                "does not apply to delivery = 'exactly_once', which commits one atomic batch at a time: size them with atomic_batch_size",
+            ));
+        }
     }
     Ok(Mode::JetStream(JetStreamConfig {
         stream,

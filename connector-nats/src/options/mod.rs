@@ -170,9 +170,9 @@ declare_options! { SINK_OPTIONS;
     STREAM = "stream", Sink, ValueKind::Text, default None, secret false,
         "JetStream mode: publish into this stream and wait for its acks. The stream must exist and capture every subject.";
     MAX_IN_FLIGHT = "max_in_flight", Sink, ValueKind::Count { min: 1, max: 65536 }, default Some("4096"), secret false,
-        "JetStream: how many messages may wait for their ack at once (the default suits a stream with three replicas; see Delivery).";
+        "JetStream: how many messages may wait for their ack at once (the default suits a stream with three replicas; see Delivery). Not with exactly_once, whose atomic_batch_size sizes what it sends at once.";
     MAX_IN_FLIGHT_BYTES = "max_in_flight_bytes", Sink, WINDOW_BYTES, default Some(DEFAULT_WINDOW_BYTES), secret false,
-        "JetStream: how many payload bytes may wait for their acks at once ('64MiB', '512KiB'); sending pauses at this or max_in_flight, whichever comes first, so large rows hold bounded memory. One message is always let through.";
+        "JetStream: how many bytes of messages (payload and headers) may wait for their acks at once ('64MiB', '512KiB'; 'MB' and a bare 'M' count in 1000s). Sending pauses once they reach it (the message that crosses it still goes) or at max_in_flight, whichever comes first, so large rows hold bounded memory. Not with exactly_once.";
     MSG_ID_FIELD = "msg_id_field", Sink, ValueKind::Text, default None, secret false,
         "Column whose value is sent as 'Nats-Msg-Id', so the stream drops duplicates within its duplicate window (a string or integer column; it stays in the payload).";
     EXPECTED_STREAM = "expected_stream", Sink, ValueKind::Text, default None, secret false,

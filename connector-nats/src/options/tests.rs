@@ -405,9 +405,10 @@ fn variables_resolve_when_the_connection_is_built() {
 }
 
 /// `max_in_flight_bytes` takes a size with or without a unit, defaults to 64 MiB, and
-/// refuses what is no size or out of range, naming the option and what to write.
+/// refuses what is no size or out of range, naming the option and what to write; the
+/// window's options are refused where no window applies (core, exactly_once).
 #[test]
-fn the_window_size_in_bytes_is_read_with_units() {
+fn the_window_limits_are_read_with_units_and_refused_where_no_window_applies() {
     let window = |pairs: &[(&str, &str)]| {
         let mut pairs = pairs.to_vec();
         pairs.extend([("subject", "orders.a"), ("stream", "ORDERS")]);
@@ -432,4 +433,30 @@ fn the_window_size_in_bytes_is_read_with_units() {
     let text = err(&[("max_in_flight_bytes", "8GiB")]);
     assert!(text.contains("give a size from 1 to 4GiB"), "{text}");
     assert!(err(&[("max_in_flight_bytes", "0")]).contains("is 0 bytes"));
+    // Given where no window applies: refused, not ignored.
+    let refused = |pairs: &[(&str, &str)]| {
+        SinkConfig::from_options(&parse(pairs).unwrap())
+            .unwrap_err()
+            .to_string()
+    };
+    let core = refused(&[("subject", "a"), ("max_in_flight_bytes", "1MiB")]);
+    assert!(
+        core.contains("option 'max_in_flight_bytes': applies to JetStream only"),
+        "{core}"
+    );
+    for option in ["max_in_flight", "max_in_flight_bytes"] {
+        let atomic = refused(&[
+            ("subject", "a"),
+            ("stream", "S"),
+            ("msg_id_field", "id"),
+            ("delivery", "exactly_once"),
+            (option, "1024"),
+        ]);
+        assert!(
+            atomic.contains(&format!(
+                "option '{option}': does not apply to delivery = 'exactly_once'"
+            )),
+            "{atomic}"
+        );
+    }
 }

@@ -131,8 +131,8 @@ impl Atomic {
                 Planned::Skip => skipped += 1,
             }
         }
-        let bytes = messages.iter().map(|(_, m)| m.payload.len());
-        let bytes = bytes.chain(dead_letters.iter().map(|m| m.payload.len()));
+        let bytes = messages.iter().map(|(_, m)| m.size());
+        let bytes = bytes.chain(dead_letters.iter().map(|m| m.size()));
         metrics.in_flight(messages.len() + dead_letters.len(), bytes.sum());
         let started = Instant::now();
         let mut work = Commit {

@@ -1,11 +1,10 @@
-//! Pipelined JetStream publishing: up to `max_in_flight` messages, and up to
-//! `max_in_flight_bytes` of their payloads, wait for their acks at once, across batch
-//! boundaries.
+//! Pipelined JetStream publishing: up to `max_in_flight` messages, and about
+//! `max_in_flight_bytes` of them, wait for their acks at once, across batch boundaries.
 //!
 //! Acks are consumed in publish order, so "confirmed" is always a prefix of the
 //! statement's rows. A batch stays in memory until all of its rows are confirmed; memory
-//! is therefore bounded by the window plus the batches it starts and ends in. When a publish or an ack fails, the
-//! failure is classified; a transient one is retried after a backoff by sending again
+//! is therefore bounded by the window plus the batches it starts and ends in. When a
+//! publish or an ack fails, the failure is classified; a transient one is retried after a backoff by sending again
 //! from the first unconfirmed row, in the original order (messages after it that were
 //! stored already come back as duplicates when rows carry a message id; without one they
 //! may be stored twice: see the README). If the connection was lost, the resend goes
@@ -56,12 +55,14 @@ struct InFlight {
     /// again.
     failed: Option<PublishError>,
     deadline: Instant,
-    /// The payload's size, counted against the byte limit while in flight.
+    /// The message's size (payload and headers), counted against the byte limit while in
+    /// flight.
     bytes: usize,
 }
 
 /// How much may wait for acks at once: whichever limit is reached first stops the
-/// sending (one message always goes, however large).
+/// sending. The message that reaches the byte limit still goes, so one message always
+/// does, however large.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WindowLimit {
     pub messages: usize,
@@ -80,7 +81,7 @@ pub(crate) struct Window {
     /// released so far. Only ever grows.
     settled: u64,
     in_flight: VecDeque<InFlight>,
-    /// The payload bytes of `in_flight`.
+    /// The bytes of the messages in `in_flight`.
     in_flight_bytes: usize,
     /// What was in flight at the last failure, until the next attempt resends it: a
     /// statement that fails for good meanwhile still counts those that the stream acks.
@@ -197,7 +198,7 @@ impl Window {
                     return Err(Failure::lost("while rows were sent"));
                 }
                 let subject = message.subject.clone();
-                let bytes = message.payload.len();
+                let bytes = message.size();
                 let ack = match publish(link.js(), message).await {
                     Ok(ack) => ack,
                     Err(e) if e.kind() == PublishErrorKind::TimedOut => {
@@ -406,6 +407,8 @@ impl Work for Window {
         }
         self.rewound = std::mem::take(&mut self.in_flight);
         self.in_flight_bytes = 0;
+        // Nothing is in flight until the resend; the gauges say so through the backoff.
+        self.metrics.in_flight(0, 0);
         if let Some(keys) = &mut self.key_order {
             keys.clear();
         }
@@ -417,9 +420,9 @@ impl Work for Window {
 }
 
 impl Window {
-    /// Before the statement fails: sends nothing more, waits for the acks still in flight (each until its
-    /// deadline, without retrying or classifying) and counts every row the stream
-    /// confirms, so the error's count of confirmed rows is what the stream holds.
+    /// Before the statement fails: sends nothing more, waits for the acks still in flight
+    /// (each until its deadline, without retrying or classifying) and counts every row the
+    /// stream confirms, so the error's count of confirmed rows is what the stream holds.
     pub(crate) async fn settle(&mut self) {
         let rewound = std::mem::take(&mut self.rewound);
         let in_flight = std::mem::take(&mut self.in_flight);
