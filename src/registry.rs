@@ -162,6 +162,8 @@ pub struct DeliveryMetrics {
     pub retries: u64,
     /// Rows sent and not confirmed yet.
     pub in_flight: u64,
+    /// The bytes of those rows' messages (payload and headers).
+    pub in_flight_bytes: u64,
     /// Why the sink is retrying, while it is.
     pub retrying: Option<String>,
     /// Whether the sink holds a connection now; `None` when it does not say.

@@ -50,7 +50,7 @@ pub(super) const HTML: &str = r##"<!doctype html>
 <thead><tr>
   <th class="text">statement</th><th class="text">table</th><th class="text">connector</th>
   <th class="text">state</th><th>rows/s</th><th>rows confirmed</th><th>in flight</th>
-  <th>retries</th><th>skipped</th><th>dead-lettered</th><th>duplicates</th><th>running</th>
+  <th>bytes in flight</th><th>retries</th><th>skipped</th><th>dead-lettered</th><th>duplicates</th><th>running</th>
 </tr></thead>
 <tbody></tbody>
 </table>
@@ -112,6 +112,7 @@ function drawSinks(sinks) {
     cell(row, "rows_per_second", Math.round(s.rows_per_second));
     cell(row, "rows_confirmed", s.rows_confirmed);
     cell(row, "in_flight", s.in_flight);
+    cell(row, "in_flight_bytes", s.in_flight_bytes);
     cell(row, "retries", s.retries);
     cell(row, "skipped", s.skipped);
     cell(row, "dead_lettered", s.dead_lettered);
@@ -192,6 +193,7 @@ mod tests {
                 rows_per_second: 10.0,
                 rows_confirmed: 20,
                 in_flight: 3,
+                in_flight_bytes: 600,
                 retries: 4,
                 skipped: 1,
                 dead_lettered: 0,

@@ -106,6 +106,7 @@ pub(super) fn sink_delivery(connector: &str, node: &dyn ExecutionPlan) -> Option
         dead_lettered: count(names::DEAD_LETTERED),
         retries: count(names::RETRIES),
         in_flight: count(names::IN_FLIGHT),
+        in_flight_bytes: count(names::IN_FLIGHT_BYTES),
         retrying,
     })
 }

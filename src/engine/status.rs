@@ -63,6 +63,8 @@ pub struct SinkStatus {
     pub rows_confirmed: u64,
     /// Rows sent and not confirmed yet.
     pub in_flight: u64,
+    /// The bytes of their messages (payload and headers).
+    pub in_flight_bytes: u64,
     pub retries: u64,
     pub skipped: u64,
     pub dead_lettered: u64,
@@ -243,6 +245,7 @@ fn sink_status(
         rows_per_second,
         rows_confirmed: d.confirmed,
         in_flight: d.in_flight,
+        in_flight_bytes: d.in_flight_bytes,
         retries: d.retries,
         skipped: d.skipped,
         dead_lettered: d.dead_lettered,

@@ -291,6 +291,14 @@ async fn a_hung_server_holds_the_window_to_max_in_flight_bytes() {
         (8.0..=9.0).contains(&messages),
         "{messages} messages in flight"
     );
+    // The status page agrees.
+    let status = common::http::get(&format!("{}/status.json", run.base())).ok("application/json");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["sinks"][0]["in_flight_bytes"].as_f64(),
+        Some(bytes),
+        "{status:#}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let later = scrape(&run);
     assert_eq!(

@@ -96,6 +96,7 @@ async fn the_page_shows_a_running_pipeline_as_its_subscriber_sees_it_without_sec
     assert_eq!(sink["connector"], "nats_sink");
     assert_eq!(sink["state"], "connected", "{settled:#}");
     assert_eq!(sink["in_flight"], 0);
+    assert_eq!(sink["in_flight_bytes"], 0);
     assert_eq!(sink["retries"], 0);
     assert_eq!(sink["skipped"], 0);
     let reasons = sink["recent_rejections"].as_array().unwrap();
@@ -132,6 +133,7 @@ async fn the_page_shows_a_running_pipeline_as_its_subscriber_sees_it_without_sec
     assert_eq!(field(&dom, row, "rows_confirmed"), (ROWS - BAD).to_string());
     assert_eq!(field(&dom, row, "dead_lettered"), BAD.to_string());
     assert_eq!(field(&dom, row, "in_flight"), "0");
+    assert_eq!(field(&dom, row, "in_flight_bytes"), "0");
     assert_eq!(field(&dom, row, "retries"), "0");
     assert!(dom[row..].contains("class=\"state connected\""), "{dom}");
     assert!(dom.contains(last), "the last rejection's reason: {dom}");
