@@ -7,7 +7,9 @@
 //! insert's summary says how many rows were confirmed, and no further statement starts.
 //! The exit code is 0 when the signal stopped an insert from an unbounded source with
 //! every row it read confirmed (the way such a run ends), [`EXIT_STOPPED`] when it left
-//! something incomplete. A second signal aborts (exit 130, see `signals`).
+//! something incomplete. A second signal aborts: the running statement is cancelled at
+//! once, an insert's summary still says what was confirmed, and the exit code is 130
+//! (see `signals`).
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -16,6 +18,9 @@ use clap::{ArgGroup, Args};
 
 use super::session::{EngineArgs, Ran, Session, execute};
 use super::{EXIT_STOPPED, signals};
+
+/// The exit code after a second signal (128 + SIGINT's number, as a shell reports it).
+const EXIT_ABORTED: u8 = 130;
 use crate::engine::Engine;
 use crate::shutdown::Shutdown;
 
@@ -72,8 +77,10 @@ pub(super) fn run(args: RunArgs) -> Result<ExitCode, String> {
 /// input is not a terminal.
 pub(super) fn run_text(script: &str, args: &EngineArgs) -> Result<ExitCode, String> {
     let shutdown = Shutdown::new();
+    let abort = Shutdown::new();
     let mut session = Session::start(args, shutdown.clone())?;
-    signals::install_stop(shutdown, session.grace)?;
+    session.engine.set_abort(abort.clone());
+    signals::install_stop(shutdown, abort.clone(), session.grace)?;
     let result = session.runtime.block_on(run_script(
         script,
         &mut session.engine,
@@ -82,6 +89,9 @@ pub(super) fn run_text(script: &str, args: &EngineArgs) -> Result<ExitCode, Stri
     // A cancelled statement may leave tasks behind (e.g. a client's connection task):
     // they must not delay the exit.
     session.runtime.shutdown_background();
+    if abort.is_triggered() {
+        return Ok(ExitCode::from(EXIT_ABORTED));
+    }
     result
 }
 

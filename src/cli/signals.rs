@@ -87,23 +87,51 @@ pub(super) fn watch(
     Ok(())
 }
 
-/// `run`'s policy: the first signal fires `shutdown`, the second exits with code 130.
-pub(super) fn install_stop(shutdown: Shutdown, grace: Duration) -> Result<(), String> {
+/// How long an aborted statement has to end (and an INSERT to print what its sink
+/// confirmed) before the process exits anyway.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+
+/// `run`'s policy: the first signal fires `shutdown`; the second fires `abort`, which
+/// cancels the running statement at once (an INSERT still prints what was confirmed),
+/// and the process exits with code 130 then, or after [`ABORT_GRACE`] at the latest; a
+/// third exits at once.
+pub(super) fn install_stop(
+    shutdown: Shutdown,
+    abort: Shutdown,
+    grace: Duration,
+) -> Result<(), String> {
     let mut seen = 0;
     watch(false, move |caught| {
         let name = caught.name();
         seen += 1;
-        if seen == 1 {
-            say!(
-                "received {name}: stopping the inputs; rows read get up to {}s to be confirmed \
-                 (send it again to abort)",
-                grace.as_secs_f64()
-            );
-            tracing::info!(signal = name, "shutdown requested");
-            shutdown.trigger();
-        } else {
-            say!("received {name} (second signal): aborting");
-            std::process::exit(130);
+        match seen {
+            1 => {
+                say!(
+                    "received {name}: stopping the inputs; rows read get up to {}s to be \
+                     confirmed (send it again to abort)",
+                    grace.as_secs_f64()
+                );
+                tracing::info!(signal = name, "shutdown requested");
+                shutdown.trigger();
+            }
+            2 => {
+                say!("received {name} (second signal): aborting");
+                abort.trigger();
+                let exit_later =
+                    std::thread::Builder::new()
+                        .name("abort".to_string())
+                        .spawn(|| {
+                            std::thread::sleep(ABORT_GRACE);
+                            say!(
+                                "the aborted statement did not end within {ABORT_GRACE:?}: exiting"
+                            );
+                            std::process::exit(130);
+                        });
+                if exit_later.is_err() {
+                    std::process::exit(130);
+                }
+            }
+            _ => std::process::exit(130),
         }
     })
 }

@@ -246,7 +246,7 @@ fn first_sigint_cancels_a_values_insert_retrying_against_a_dead_server() {
 }
 
 #[test]
-fn a_second_signal_aborts_at_once_with_130() {
+fn a_second_signal_aborts_at_once_with_130_and_the_summary_of_what_was_confirmed() {
     let mut server = NatsServer::start();
     let url = server.url();
     server.stop();
@@ -273,5 +273,17 @@ fn a_second_signal_aborts_at_once_with_130() {
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
+    );
+    // The insert still says what was confirmed, and why it ended.
+    run.seen.extend(run.stdout.iter());
+    let summary = run
+        .seen
+        .iter()
+        .find(|l| l.starts_with("INSERT INTO dead: stopped on signal"))
+        .unwrap_or_else(|| panic!("no summary: {:?}", run.seen));
+    assert!(
+        summary.contains("0 rows confirmed before shutdown; aborted by a second signal")
+            && summary.contains("retrying: cannot connect"),
+        "{summary}"
     );
 }
