@@ -98,7 +98,7 @@ pub enum NatsSinkError {
 
     /// A transient failure lasted longer than `retry_timeout`.
     #[error(
-        "gave up after retrying for {waited:?} (retry_timeout): {last} ({published} rows were published and confirmed; raise 'retry_timeout' or leave it unset to retry until the statement is cancelled)"
+        "gave up after retrying for {waited:.1?} (retry_timeout): {last} ({published} rows were published and confirmed; raise 'retry_timeout' or leave it unset to retry until the statement is cancelled)"
     )]
     RetryTimeout {
         waited: std::time::Duration,

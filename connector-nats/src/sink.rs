@@ -20,7 +20,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
-use tracing::info;
+use tracing::{Instrument, error_span, info};
 
 use crate::connect::Connection;
 use crate::deliver::core;
@@ -187,7 +187,14 @@ impl DataSink for NatsSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let _reset = ResetGauges(&self.metrics);
-        let result = self.publish_all(data).await;
+        // Each log line names the table it is about: a script may run several sinks.
+        let connector = match self.config.subject {
+            SubjectSpec::Key(_) => crate::kv::options::KV_CONNECTOR_NAME,
+            _ => crate::CONNECTOR_NAME,
+        };
+        // At error level, so that any filter showing the lines keeps their context.
+        let span = error_span!("sink", connector = %connector, table = %self.name);
+        let result = self.publish_all(data).instrument(span).await;
         if let Err(e) = &result {
             self.metrics.failed(error_class(e));
         }

@@ -32,7 +32,8 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{DiscardPolicy, RetentionPolicy, StorageType};
 use common::engine::{check_summary, log_sink, run_insert};
 use common::js::{
-    assert_each_id_once, assert_in_query_order, create_stream, out_of_query_order, read_all, stored,
+    assert_each_id_once, assert_in_query_order, assert_late_within_the_window, create_stream,
+    out_of_query_order, read_all, stored,
 };
 use common::{inserted_rows, run_script, stderr, stdout, summary_count};
 use futures::StreamExt;
@@ -41,14 +42,6 @@ use nats_testkit::{NatsCluster, NatsServer};
 /// The stream every test writes to, and the subjects it captures.
 const STREAM: &str = "S";
 const SUBJECTS: &[&str] = &["orders.>"];
-
-/// The sink's default `max_in_flight`: how many acks it awaits at once.
-fn max_in_flight() -> u64 {
-    connector_nats::options::spec("max_in_flight")
-        .and_then(|spec| spec.default)
-        .and_then(|default| default.parse().ok())
-        .expect("max_in_flight has a numeric default")
-}
 
 /// The longest a statement may run before the test gives up on it: far more than any
 /// of these runs needs, even on a loaded machine, but a hang fails instead of stalling.
@@ -297,13 +290,7 @@ async fn stream_leader_lost_in_a_three_node_cluster() {
     // to the old leader may be lost while the new one stores later ones (seen in one
     // run of seven). The sink resends the lost rows when their ack times out, so they
     // land behind those, by less than the window of acks in flight. See the README.
-    let late = out_of_query_order(&messages);
-    let window = max_in_flight();
-    assert!(
-        late.iter().all(|(_, id, before, _)| before - id < window),
-        "rows stored further out of order than the window of {window} acks: {:?}",
-        &late[..late.len().min(10)]
-    );
+    assert_late_within_the_window(&messages);
 }
 
 /// "Stream full" with `discard: new` refuses a message at a time, and space comes back

@@ -248,6 +248,11 @@ async fn a_lost_connection_shows_in_the_gauge_and_counts_one_reconnect_logged_on
     // One line for the loss, however many messages were in flight.
     let lost = stderr.matches("nats_sink: connecting again").count();
     assert_eq!(lost, 1, "{stderr}");
+    // The line names the connector and the table it is about.
+    assert!(
+        stderr.contains("sink{connector=nats_sink table=live}: connector_nats::connect: nats_sink: connecting again"),
+        "{stderr}"
+    );
     assert_eq!(
         stderr.matches("nats_sink: connected").count(),
         2,

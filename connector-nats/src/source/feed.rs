@@ -200,7 +200,7 @@ impl Feed {
                             if patience.is_some_and(|p| failing_for > p) {
                                 return Err(NatsSinkError::Read {
                                     problem: format!(
-                                        "gave up after reading failed for {failing_for:?} in a row (retry_timeout): {problem}; raise 'retry_timeout' or leave it unset to read on until the statement is stopped"
+                                        "gave up after reading failed for {failing_for:.1?} in a row (retry_timeout): {problem}; raise 'retry_timeout' or leave it unset to read on until the statement is stopped"
                                     ),
                                 });
                             }

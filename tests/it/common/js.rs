@@ -163,6 +163,27 @@ pub fn out_of_query_order(messages: &[jetstream::Message]) -> Vec<Late> {
     late
 }
 
+/// The sink's default `max_in_flight`: how many acks it awaits at once.
+pub fn default_max_in_flight() -> u64 {
+    connector_nats::options::spec("max_in_flight")
+        .and_then(|spec| spec.default)
+        .and_then(|default| default.parse().ok())
+        .expect("max_in_flight has a numeric default")
+}
+
+/// Asserts the README's bound where a stream's leader changes under the sink (or it
+/// refuses a message at a time): a row resent after its ack timed out may be stored after
+/// later rows of its subject, but behind fewer than the default `max_in_flight` rows.
+pub fn assert_late_within_the_window(messages: &[jetstream::Message]) {
+    let late = out_of_query_order(messages);
+    let window = default_max_in_flight();
+    assert!(
+        late.iter().all(|(_, id, before, _)| before - id < window),
+        "rows stored further out of order than the window of {window} acks: {:?}",
+        &late[..late.len().min(10)]
+    );
+}
+
 /// Asserts that on each subject the stream's order is the query's order: no row was
 /// stored after a later one, as a row the client still held would be if it were sent
 /// after reconnecting, ahead of the rows resent because the old connection lost them.
