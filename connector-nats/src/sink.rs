@@ -187,13 +187,9 @@ impl DataSink for NatsSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let _reset = ResetGauges(&self.metrics);
-        // Each log line names the table it is about: a script may run several sinks.
-        let connector = match self.config.subject {
-            SubjectSpec::Key(_) => crate::kv::options::KV_CONNECTOR_NAME,
-            _ => crate::CONNECTOR_NAME,
-        };
-        // At error level, so that any filter showing the lines keeps their context.
-        let span = error_span!("sink", connector = %connector, table = %self.name);
+        // Each log line names the table it is about: a script may run several sinks. At
+        // error level, so that any filter showing the lines keeps their context.
+        let span = error_span!("sink", connector = %self.connector(), table = %self.name);
         let result = self.publish_all(data).instrument(span).await;
         if let Err(e) = &result {
             self.metrics.failed(error_class(e));

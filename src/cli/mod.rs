@@ -41,6 +41,9 @@ pub use print::{format_message, format_outcome};
 /// was cancelled after the grace period (rows read may be unconfirmed), or statements
 /// were left unrun after one that would have ended by itself.
 pub const EXIT_STOPPED: u8 = 3;
+
+/// The exit code after a second signal (128 + SIGINT's number, as a shell reports it).
+pub(crate) const EXIT_ABORTED: u8 = 130;
 pub use progress::{ProgressMode, format_progress};
 
 /// A streaming-SQL engine on DataFusion with a NATS sink.

@@ -17,10 +17,7 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args};
 
 use super::session::{EngineArgs, Ran, Session, execute};
-use super::{EXIT_STOPPED, signals};
-
-/// The exit code after a second signal (128 + SIGINT's number, as a shell reports it).
-const EXIT_ABORTED: u8 = 130;
+use super::{EXIT_ABORTED, EXIT_STOPPED, signals};
 use crate::engine::Engine;
 use crate::shutdown::Shutdown;
 
@@ -90,6 +87,11 @@ pub(super) fn run_text(script: &str, args: &EngineArgs) -> Result<ExitCode, Stri
     // they must not delay the exit.
     session.runtime.shutdown_background();
     if abort.is_triggered() {
+        // The abort's own error (an aborted query), or one that came with it: said, not
+        // hidden behind the exit code.
+        if let Err(e) = &result {
+            say!("error: {e}");
+        }
         return Ok(ExitCode::from(EXIT_ABORTED));
     }
     result

@@ -87,6 +87,17 @@ pub(super) fn watch(
     Ok(())
 }
 
+/// Ends the process if the aborted statement has not ended it within [`ABORT_GRACE`];
+/// writes nothing first, since stderr may be what blocks.
+fn exit_after_abort_grace() {
+    std::thread::sleep(ABORT_GRACE);
+    exit_aborted();
+}
+
+fn exit_aborted() -> ! {
+    std::process::exit(i32::from(super::EXIT_ABORTED))
+}
+
 /// How long an aborted statement has to end (and an INSERT to print what its sink
 /// confirmed) before the process exits anyway.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
@@ -115,23 +126,17 @@ pub(super) fn install_stop(
                 shutdown.trigger();
             }
             2 => {
-                say!("received {name} (second signal): aborting");
+                // Before anything is written: a blocked stderr must not delay the abort.
                 abort.trigger();
-                let exit_later =
-                    std::thread::Builder::new()
-                        .name("abort".to_string())
-                        .spawn(|| {
-                            std::thread::sleep(ABORT_GRACE);
-                            say!(
-                                "the aborted statement did not end within {ABORT_GRACE:?}: exiting"
-                            );
-                            std::process::exit(130);
-                        });
+                let exit_later = std::thread::Builder::new()
+                    .name("abort".to_string())
+                    .spawn(exit_after_abort_grace);
                 if exit_later.is_err() {
-                    std::process::exit(130);
+                    exit_aborted();
                 }
+                say!("received {name} (second signal): aborting");
             }
-            _ => std::process::exit(130),
+            _ => exit_aborted(),
         }
     })
 }

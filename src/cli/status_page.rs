@@ -66,7 +66,7 @@ pub(super) const HTML: &str = r##"<!doctype html>
 
 <script>
 "use strict";
-const SINK_COLUMNS = 12, SOURCE_COLUMNS = 6;
+const SINK_COLUMNS = 13, SOURCE_COLUMNS = 6;
 
 function cell(row, field, value, text) {
   const td = row.insertCell();

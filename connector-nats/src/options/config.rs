@@ -200,7 +200,8 @@ pub(crate) enum Mode {
 pub(crate) struct JetStreamConfig {
     pub stream: String,
     pub max_in_flight: usize,
-    /// Payload bytes that may wait for their acks at once (`max_in_flight_bytes`).
+    /// Bytes of messages (payload and headers) that may wait for their acks at once
+    /// (`max_in_flight_bytes`).
     pub max_in_flight_bytes: usize,
     /// Send `Nats-Expected-Stream: <stream>` with every message.
     pub expected_stream: bool,

@@ -4,13 +4,13 @@
 //! Acks are consumed in publish order, so "confirmed" is always a prefix of the
 //! statement's rows. A batch stays in memory until all of its rows are confirmed; memory
 //! is therefore bounded by the window plus the batches it starts and ends in. When a
-//! publish or an ack fails, the failure is classified; a transient one is retried after a backoff by sending again
-//! from the first unconfirmed row, in the original order (messages after it that were
-//! stored already come back as duplicates when rows carry a message id; without one they
-//! may be stored twice: see the README). If the connection was lost, the resend goes
-//! through a fresh connection, and nothing the old client still held is ever sent (see
-//! `connection`), so the stream keeps the query's order on each subject. A permanent
-//! failure fails the statement.
+//! publish or an ack fails, the failure is classified; a transient one is retried after
+//! a backoff by sending again from the first unconfirmed row, in the original order
+//! (messages after it that were stored already come back as duplicates when rows carry
+//! a message id; without one they may be stored twice: see the README). If the
+//! connection was lost, the resend goes through a fresh connection, and nothing the old
+//! client still held is ever sent (see `connection`), so the stream keeps the query's
+//! order on each subject. A permanent failure fails the statement.
 
 use std::collections::VecDeque;
 
